@@ -1,0 +1,122 @@
+//! The admin listener (127.0.0.1 by default): `/metrics`, `/healthz`,
+//! `/readyz`, `/status`. Served by Pingora's HTTP server app, so it needs no
+//! HTTP code of its own.
+
+pub mod metrics;
+
+use crate::edge::Edge;
+use async_trait::async_trait;
+use http::{Response, StatusCode};
+use metrics::METRICS;
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::protocols::http::ServerSession;
+use serde_json::json;
+use std::sync::Arc;
+
+pub struct AdminApp {
+    edge: Arc<Edge>,
+}
+
+impl AdminApp {
+    pub fn new(edge: Arc<Edge>) -> Self {
+        AdminApp { edge }
+    }
+
+    fn metrics(&self) -> Vec<u8> {
+        // Per-backend gauges are read at scrape time from the live pools, so
+        // servers removed by a reload disappear from the output.
+        METRICS.backend_inflight.reset();
+        METRICS.backend_up.reset();
+        for pool in self.edge.state().pools.iter() {
+            for m in &pool.members {
+                let labels = [pool.tier.as_str(), &m.state.addr.to_string()];
+                METRICS
+                    .backend_inflight
+                    .with_label_values(&labels)
+                    .set(m.state.inflight() as i64);
+                METRICS
+                    .backend_up
+                    .with_label_values(&labels)
+                    .set(m.state.is_available() as i64);
+            }
+        }
+        METRICS.render()
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let state = self.edge.state();
+        let reasons = self.edge.readiness.reasons(&state);
+        let pools: Vec<_> = state
+            .pools
+            .iter()
+            .map(|pool| {
+                let servers: Vec<_> = pool
+                    .members
+                    .iter()
+                    .map(|m| {
+                        json!({
+                            "addr": m.state.addr.to_string(),
+                            "weight": m.weight,
+                            "healthy": m.state.is_healthy(),
+                            "ejected": m.state.is_ejected(),
+                            "inflight": m.state.inflight(),
+                        })
+                    })
+                    .collect();
+                json!({ "tier": pool.tier.as_str(), "available": pool.available(), "servers": servers })
+            })
+            .collect();
+        let loaded_at = state
+            .loaded_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        json!({
+            "pop": state.pop,
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_seconds": self.edge.started.elapsed().as_secs(),
+            "ready": reasons.is_empty(),
+            "not_ready_reasons": reasons,
+            "draining": self.edge.readiness.is_draining(),
+            "active_requests": self.edge.active_requests(),
+            "config": { "generation": state.generation, "loaded_at_unix": loaded_at },
+            "directory": { "source": "config", "hostnames": state.directory.len_hint() },
+            "pools": pools,
+        })
+    }
+}
+
+fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .header("content-length", body.len())
+        .header("cache-control", "no-store")
+        .body(body)
+        .expect("static response parts")
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let text = "text/plain; charset=utf-8";
+        match session.req_header().uri.path() {
+            "/metrics" => reply(StatusCode::OK, "text/plain; version=0.0.4", self.metrics()),
+            "/healthz" => reply(StatusCode::OK, text, b"ok\n".to_vec()),
+            "/readyz" => {
+                let reasons = self.edge.readiness.reasons(&self.edge.state());
+                if reasons.is_empty() {
+                    reply(StatusCode::OK, text, b"ready\n".to_vec())
+                } else {
+                    let body = format!("not ready: {}\n", reasons.join("; "));
+                    reply(StatusCode::SERVICE_UNAVAILABLE, text, body.into_bytes())
+                }
+            }
+            "/status" => {
+                let body = serde_json::to_vec_pretty(&self.status()).unwrap_or_default();
+                reply(StatusCode::OK, "application/json", body)
+            }
+            _ => reply(StatusCode::NOT_FOUND, text, b"not found: try /metrics, /healthz, /readyz, /status\n".to_vec()),
+        }
+    }
+}

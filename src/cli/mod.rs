@@ -1,0 +1,70 @@
+//! The command line: `edgepop run` and `edgepop check`.
+
+mod run;
+
+use crate::config::Config;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "edgepop", version, about = "Anycast edge node")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the edge node.
+    Run {
+        #[arg(short, long, default_value = "conf/quickstart.toml")]
+        config: PathBuf,
+        /// Take the listening sockets over from a running edgepop (graceful
+        /// upgrade: start the new binary with this flag, then send SIGQUIT
+        /// to the old one).
+        #[arg(short, long)]
+        upgrade: bool,
+        /// Fork into the background (for systemd Type=forking).
+        #[arg(short, long)]
+        daemon: bool,
+    },
+    /// Validate a config file; errors name the key and the line.
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => match Config::load(&config) {
+            Ok(c) => {
+                println!(
+                    "{}: ok (pop {}, {} pools, {} sites)",
+                    config.display(),
+                    c.pop.id,
+                    c.pools.len(),
+                    c.sites.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Run {
+            config,
+            upgrade,
+            daemon,
+        } => match Config::load(&config) {
+            Ok(c) => run::run(c, &config, upgrade, daemon),
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}

@@ -1,0 +1,130 @@
+//! `edgepop run`: wires the services into one Pingora server (which owns
+//! the listening sockets, signals and the graceful upgrade).
+
+use crate::admin::AdminApp;
+use crate::config::Config;
+use crate::edge::Edge;
+use crate::proxy::{access_log, EdgeProxy};
+use async_trait::async_trait;
+use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::server::{Server, ShutdownWatch};
+use pingora_core::services::background::{background_service, BackgroundService};
+use pingora_core::services::listening::Service;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{info, warn};
+
+pub fn run(config: Config, path: &Path, upgrade: bool, daemon: bool) -> ExitCode {
+    init_logging(&config.log.level);
+    access_log::configure(&config.log.access);
+
+    let drain = config.server.drain_timeout;
+    let conf = ServerConf {
+        threads: config.server.threads,
+        pid_file: config.server.pid_file.display().to_string(),
+        upgrade_sock: config.server.upgrade_sock.display().to_string(),
+        // The control service exits as soon as in-flight requests are done;
+        // Pingora's fixed grace period is only the outer bound.
+        grace_period_seconds: Some(drain.as_secs() + 1),
+        graceful_shutdown_timeout_seconds: Some(1),
+        max_retries: config.proxy.max_tries,
+        ..ServerConf::default()
+    };
+    let opt = Opt {
+        upgrade,
+        daemon,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let edge = Arc::new(Edge::new(config.clone(), path));
+
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        EdgeProxy::new(edge.clone()),
+        "edge proxy",
+    );
+    for addr in &config.listen.http {
+        proxy.add_tcp(&addr.to_string());
+    }
+
+    let mut admin = Service::new("admin".to_string(), AdminApp::new(edge.clone()));
+    admin.add_tcp(&config.admin.listen.to_string());
+    admin.threads = Some(1);
+
+    let control = background_service("control", Control { edge, drain });
+
+    server.add_service(proxy);
+    server.add_service(admin);
+    server.add_service(control);
+    info!(pop = %config.pop.id, listen = ?config.listen.http, admin = %config.admin.listen, "edgepop starting");
+    server.run_forever()
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Health checks, SIGHUP reloads and the drain at shutdown.
+struct Control {
+    edge: Arc<Edge>,
+    drain: Duration,
+}
+
+#[async_trait]
+impl BackgroundService for Control {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        self.edge.state().spawn_health_checks();
+        let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    info!("SIGHUP: reloading config");
+                    if let Ok(state) = self.edge.reload() {
+                        state.spawn_health_checks();
+                    }
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+        self.drain_and_exit().await
+    }
+}
+
+impl Control {
+    /// Listeners have stopped accepting (Pingora did that on the shutdown
+    /// signal). Wait for in-flight requests, bounded by the drain timeout,
+    /// then exit instead of sitting out Pingora's whole grace period.
+    async fn drain_and_exit(&self) -> ! {
+        self.edge.readiness.start_draining();
+        info!(in_flight = self.edge.active_requests(), "draining");
+        let deadline = Instant::now() + self.drain;
+        let mut quiet_ticks = 0;
+        while Instant::now() < deadline {
+            // Two quiet ticks in a row: a request accepted just before the
+            // listener closed has had time to show up.
+            quiet_ticks = if self.edge.active_requests() == 0 { quiet_ticks + 1 } else { 0 };
+            if quiet_ticks >= 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let left = self.edge.active_requests();
+        if left > 0 {
+            warn!(left, "drain timeout: exiting with requests in flight");
+        }
+        info!("drained, exiting");
+        access_log::flush();
+        std::process::exit(0)
+    }
+}

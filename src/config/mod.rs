@@ -1,0 +1,410 @@
+//! The TOML configuration: its schema, defaults and validation. Parsing is
+//! kept apart from the proxy (as River does): the rest of the node receives
+//! a validated `Config` and never sees TOML.
+
+mod locate;
+
+pub use locate::Seg;
+use locate::{render, Locator};
+
+use crate::domain::{DomainStatus, Hostname, PopId, Tier};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub pop: PopConfig,
+    #[serde(default)]
+    pub server: ServerConfig,
+    pub listen: ListenConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub proxy: ProxyConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    pub pools: BTreeMap<Tier, PoolConfig>,
+    /// Hostnames served from the config itself (the `Directory` until a
+    /// replica is configured; static sites stay legitimate afterwards).
+    #[serde(default)]
+    pub sites: Vec<SiteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PopConfig {
+    pub id: PopId,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Worker threads of the proxy service.
+    pub threads: usize,
+    /// Longest a drain (SIGTERM, upgrade) waits for in-flight requests.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// Unix socket over which a new binary takes the listening sockets.
+    pub upgrade_sock: PathBuf,
+    pub pid_file: PathBuf,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            threads: 2,
+            drain_timeout: Duration::from_secs(30),
+            upgrade_sock: PathBuf::from("/tmp/edgepop_upgrade.sock"),
+            pid_file: PathBuf::from("/tmp/edgepop.pid"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    /// Plain HTTP listeners.
+    pub http: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9180)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time to wait for origin bytes before answering 504.
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// Origins tried for one idempotent request (first try included).
+    pub max_tries: usize,
+    /// `retry-after` seconds sent with a 503.
+    pub retry_after: u32,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            connect_timeout: Duration::from_secs(2),
+            read_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            max_tries: 3,
+            retry_after: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// JSON access log: "stdout", "off", or a file path.
+    pub access: String,
+    /// Filter for the server log (tracing syntax), on stderr, JSON.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            access: "stdout".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    pub servers: Vec<ServerEntry>,
+    #[serde(default)]
+    pub health: HealthConfig,
+    #[serde(default)]
+    pub passive: PassiveConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerEntry {
+    pub addr: SocketAddr,
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Active HTTP health check of every server of a pool.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    pub enabled: bool,
+    pub path: String,
+    /// Host header of the check.
+    pub host: String,
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Consecutive successes that bring a server back.
+    pub rise: u32,
+    /// Consecutive failures that take it out.
+    pub fall: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            enabled: true,
+            path: "/".into(),
+            host: "localhost".into(),
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            rise: 2,
+            fall: 2,
+        }
+    }
+}
+
+/// Passive ejection: consecutive request failures take a server out for a while.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PassiveConfig {
+    pub max_fails: u32,
+    #[serde(with = "humantime_serde")]
+    pub eject_for: Duration,
+}
+
+impl Default for PassiveConfig {
+    fn default() -> Self {
+        PassiveConfig {
+            max_fails: 3,
+            eject_for: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    pub hostname: Hostname,
+    pub store_id: i64,
+    pub tier: Tier,
+    #[serde(default)]
+    pub status: DomainStatus,
+}
+
+/// A configuration error that names the file, the key and the line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub key: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": key `{}`", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            key: String::new(),
+            line: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        Config::parse(&src, path)
+    }
+
+    pub fn parse(src: &str, file: &Path) -> Result<Config, ConfigError> {
+        let locator = Locator::new(src);
+        let config: Config = toml::from_str(src).map_err(|e| {
+            let offset = e.span().map(|s| s.start);
+            let path = offset.map(|o| locator.path_at(o)).unwrap_or_default();
+            ConfigError {
+                file: file.to_path_buf(),
+                key: render(&path),
+                line: offset.map(|o| locator.line(o)),
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        config.validate().map_err(|(path, message)| ConfigError {
+            file: file.to_path_buf(),
+            key: render(&path),
+            line: locator.line_of(&path),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Rules serde cannot express. Returns the offending key path.
+    fn validate(&self) -> Result<(), (Vec<Seg>, String)> {
+        let at = |segs: &[Seg], msg: String| Err((segs.to_vec(), msg));
+        if self.listen.http.is_empty() {
+            return at(&["listen".into(), "http".into()], "needs at least one address".into());
+        }
+        if self.server.threads == 0 {
+            return at(&["server".into(), "threads".into()], "must be at least 1".into());
+        }
+        if self.proxy.max_tries == 0 {
+            return at(&["proxy".into(), "max_tries".into()], "must be at least 1".into());
+        }
+        for (tier, pool) in &self.pools {
+            let base: Vec<Seg> = vec!["pools".into(), tier.as_str().into()];
+            let key = |k: &[Seg]| [base.as_slice(), k].concat();
+            if pool.servers.is_empty() {
+                return at(&key(&["servers".into()]), "a pool needs at least one server".into());
+            }
+            let mut seen = HashSet::new();
+            for (i, s) in pool.servers.iter().enumerate() {
+                if s.weight == 0 {
+                    return at(
+                        &key(&["servers".into(), i.into(), "weight".into()]),
+                        "must be at least 1".into(),
+                    );
+                }
+                if !seen.insert(s.addr) {
+                    return at(
+                        &key(&["servers".into(), i.into(), "addr".into()]),
+                        format!("{} is listed twice in this pool", s.addr),
+                    );
+                }
+            }
+            let h = &pool.health;
+            if h.rise == 0 || h.fall == 0 {
+                let k = if h.rise == 0 { "rise" } else { "fall" };
+                return at(&key(&["health".into(), k.into()]), "must be at least 1".into());
+            }
+            if h.interval.is_zero() {
+                return at(&key(&["health".into(), "interval".into()]), "must be more than 0".into());
+            }
+            if !h.path.starts_with('/') {
+                return at(&key(&["health".into(), "path".into()]), "must start with '/'".into());
+            }
+            if pool.passive.max_fails == 0 {
+                return at(&key(&["passive".into(), "max_fails".into()]), "must be at least 1".into());
+            }
+        }
+        let mut hosts = HashSet::new();
+        for (i, site) in self.sites.iter().enumerate() {
+            if !self.pools.contains_key(&site.tier) {
+                return at(
+                    &["sites".into(), i.into(), "tier".into()],
+                    format!("no pool is configured for tier `{}`", site.tier.as_str()),
+                );
+            }
+            if !hosts.insert(&site.hostname) {
+                return at(
+                    &["sites".into(), i.into(), "hostname".into()],
+                    format!("{} is listed twice", site.hostname),
+                );
+            }
+        }
+        let level = &self.log.level;
+        if tracing_subscriber::EnvFilter::try_new(level).is_err() {
+            return at(&["log".into(), "level".into()], format!("invalid filter {level:?}"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[pop]
+id = "fra1"
+
+[listen]
+http = ["127.0.0.1:8080"]
+
+[pools.public]
+servers = [{ addr = "127.0.0.1:9001" }, { addr = "127.0.0.1:9002", weight = 3 }]
+
+[[sites]]
+hostname = "Shop.Example.com"
+store_id = 7
+tier = "public"
+"#;
+
+    fn err(src: &str) -> ConfigError {
+        Config::parse(src, Path::new("t.toml")).unwrap_err()
+    }
+
+    #[test]
+    fn good_config_parses_with_defaults() {
+        let c = Config::parse(GOOD, Path::new("t.toml")).unwrap();
+        assert_eq!(c.pop.id.as_str(), "fra1");
+        assert_eq!(c.pools[&Tier::Public].servers[1].weight, 3);
+        assert_eq!(c.sites[0].hostname.as_str(), "shop.example.com");
+        assert_eq!(c.admin.listen.to_string(), "127.0.0.1:9180");
+        assert_eq!(c.pools[&Tier::Public].health.rise, 2);
+    }
+
+    #[test]
+    fn type_error_names_key_and_line() {
+        let e = err(&GOOD.replace("weight = 3", "weight = \"heavy\""));
+        assert_eq!(e.key, "pools.public.servers[1].weight");
+        assert_eq!(e.line, Some(9));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = err(&GOOD.replace("store_id = 7", "store_id = 7\nteir = \"public\""));
+        assert!(e.message.contains("teir"), "{e}");
+        assert_eq!(e.line, Some(14));
+    }
+
+    #[test]
+    fn semantic_errors_name_key_and_line() {
+        let e = err(&GOOD.replace("weight = 3", "weight = 0"));
+        assert_eq!((e.key.as_str(), e.line), ("pools.public.servers[1].weight", Some(9)));
+        let e = err(&GOOD.replace("tier = \"public\"", "tier = \"enterprise\""));
+        assert_eq!((e.key.as_str(), e.line), ("sites[0].tier", Some(14)));
+        assert!(e.to_string().starts_with("t.toml:14: key `sites[0].tier`"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_key() {
+        let e = err(&GOOD.replace("127.0.0.1:9002", "not-an-addr"));
+        assert_eq!(e.key, "pools.public.servers[1].addr");
+        let e = err(&GOOD.replace("\"fra1\"", "\"FRA 1\""));
+        assert_eq!((e.key.as_str(), e.line), ("pop.id", Some(3)));
+        let e = err(&GOOD.replace("Shop.Example.com", "bad host!"));
+        assert_eq!(e.key, "sites[0].hostname");
+    }
+}

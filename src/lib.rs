@@ -1,0 +1,18 @@
+//! edgepop: an anycast edge node on Pingora.
+//!
+//! One module per noun: `config` (TOML, validated), `domain` (the words:
+//! `Hostname`, `PopId`, `Tier`), `directory` (which hostnames this node
+//! serves), `lb` (origin pools, least-connections, health), `proxy` (the
+//! request path, Pingora phases top to bottom), `failover` (readiness and
+//! draining), `admin` (metrics, health, status), `edge` (one reloadable
+//! generation of the above) and `cli`.
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod directory;
+pub mod domain;
+pub mod edge;
+pub mod failover;
+pub mod lb;
+pub mod proxy;

@@ -1,0 +1,103 @@
+//! One JSON line per request, written off the request path by a background
+//! writer thread, and the request metrics.
+
+use super::ctx::RequestCtx;
+use crate::admin::metrics::METRICS;
+use pingora_core::Error;
+use pingora_proxy::Session;
+use serde::Serialize;
+use std::io::Write;
+use std::sync::{Mutex, OnceLock};
+use tracing_appender::non_blocking::{NonBlocking, WorkerGuard};
+
+static TARGET: OnceLock<String> = OnceLock::new();
+// Started on first use, so a daemonising fork cannot lose the writer thread.
+static WRITER: OnceLock<Option<NonBlocking>> = OnceLock::new();
+static GUARD: Mutex<Option<WorkerGuard>> = Mutex::new(None);
+
+/// Where access lines go: "stdout", "off" or a file path. Set once at start.
+pub fn configure(target: &str) {
+    let _ = TARGET.set(target.to_string());
+}
+
+/// Writes out what is queued (at exit).
+pub fn flush() {
+    drop(GUARD.lock().unwrap_or_else(|p| p.into_inner()).take());
+}
+
+fn writer() -> Option<&'static NonBlocking> {
+    WRITER
+        .get_or_init(|| {
+            let target = TARGET.get().map(String::as_str).unwrap_or("stdout");
+            let (nb, guard) = match target {
+                "off" => return None,
+                "stdout" => tracing_appender::non_blocking(std::io::stdout()),
+                path => match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+                    Ok(f) => tracing_appender::non_blocking(f),
+                    Err(e) => {
+                        tracing::error!(%path, "cannot open access log: {e}; using stdout");
+                        tracing_appender::non_blocking(std::io::stdout())
+                    }
+                },
+            };
+            *GUARD.lock().unwrap_or_else(|p| p.into_inner()) = Some(guard);
+            Some(nb)
+        })
+        .as_ref()
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    time: String,
+    pop: &'a str,
+    host: Option<&'a str>,
+    method: &'a str,
+    path: &'a str,
+    status: u16,
+    bytes: usize,
+    cache: &'static str,
+    upstream: Option<String>,
+    tries: usize,
+    duration_ms: f64,
+    origin_ms: Option<f64>,
+    client: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+pub fn record(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
+    let status = session.response_written().map_or(0, |r| r.status.as_u16());
+    let elapsed = ctx.started.elapsed();
+    METRICS.observe_request(status, ctx.cache.as_str(), elapsed);
+
+    let Some(writer) = writer() else { return };
+    let req = session.req_header();
+    let line = Line {
+        time: now_rfc3339(),
+        pop: ctx.state.pop.as_str(),
+        host: ctx.host.as_ref().map(|h| h.as_str()).or(ctx.authority.as_deref()),
+        method: req.method.as_str(),
+        path: req.uri.path(),
+        status,
+        bytes: session.body_bytes_sent(),
+        cache: ctx.cache.as_str(),
+        upstream: ctx.tried.last().map(|a| a.to_string()),
+        tries: ctx.tried.len(),
+        duration_ms: elapsed.as_secs_f64() * 1000.0,
+        origin_ms: ctx.origin_time().map(|d| d.as_secs_f64() * 1000.0),
+        client: session.client_addr().map(|a| a.to_string()),
+        error: ctx
+            .error_reason
+            .clone()
+            .or_else(|| e.map(|e| e.to_string())),
+    };
+    let Ok(mut json) = serde_json::to_vec(&line) else { return };
+    json.push(b'\n');
+    let _ = writer.clone().write_all(&json);
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

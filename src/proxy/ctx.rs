@@ -1,0 +1,83 @@
+//! What one request carries from phase to phase.
+
+use super::route::EdgeRoute;
+use crate::domain::{DomainRecord, Hostname};
+use crate::edge::{ActiveRequest, EdgeState};
+use crate::lb::{InflightGuard, Pool};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How the edge produced the response (`x-edge-cache`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    Hit,
+    Miss,
+    Stale,
+    Bypass,
+}
+
+impl CacheStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "HIT",
+            CacheStatus::Miss => "MISS",
+            CacheStatus::Stale => "STALE",
+            CacheStatus::Bypass => "BYPASS",
+        }
+    }
+}
+
+pub struct RequestCtx {
+    pub started: Instant,
+    /// The config generation this request runs under, start to end.
+    pub state: Arc<EdgeState>,
+    pub route: EdgeRoute,
+    pub scheme: &'static str,
+    /// The Host as the client sent it (for x-forwarded-host).
+    pub authority: Option<String>,
+    pub host: Option<Hostname>,
+    pub domain: Option<DomainRecord>,
+    pub pool: Option<Arc<Pool>>,
+    pub cache: CacheStatus,
+    /// Origins tried so far, in order.
+    pub tried: Vec<SocketAddr>,
+    /// The origin now holding this request (released on drop).
+    pub inflight: Option<InflightGuard>,
+    pub origin_started: Option<Instant>,
+    pub origin_elapsed: Option<Duration>,
+    pub upstream_responded: bool,
+    /// Why the edge answered by itself with an error (logged).
+    pub error_reason: Option<String>,
+    /// Counts this request as in flight for draining until dropped.
+    _active: ActiveRequest,
+}
+
+impl RequestCtx {
+    pub fn new(state: Arc<EdgeState>, active: ActiveRequest) -> Self {
+        RequestCtx {
+            started: Instant::now(),
+            route: EdgeRoute::landed(&state.pop),
+            state,
+            scheme: "http",
+            authority: None,
+            host: None,
+            domain: None,
+            pool: None,
+            cache: CacheStatus::Bypass,
+            tried: Vec::new(),
+            inflight: None,
+            origin_started: None,
+            origin_elapsed: None,
+            upstream_responded: false,
+            error_reason: None,
+            _active: active,
+        }
+    }
+
+    /// Time spent waiting on the origin (to its response header, or so far).
+    pub fn origin_time(&self) -> Option<Duration> {
+        self.origin_elapsed
+            .or_else(|| self.origin_started.map(|s| s.elapsed()))
+    }
+}

@@ -1,0 +1,97 @@
+//! Header rules of the request path: what goes upstream, what every
+//! response carries.
+
+use super::ctx::RequestCtx;
+use super::route;
+use http::header::{self, HeaderName};
+use pingora_http::{RequestHeader, ResponseHeader};
+use std::fmt::Write;
+
+/// RFC 9110 §7.6.1 connection-specific fields, never forwarded.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Names listed in `Connection` plus the fixed hop-by-hop set.
+fn hop_by_hop_names(headers: &http::HeaderMap) -> Vec<HeaderName> {
+    let mut names: Vec<HeaderName> = HOP_BY_HOP
+        .iter()
+        .map(|n| HeaderName::from_static(n))
+        .collect();
+    for value in headers.get_all(header::CONNECTION) {
+        if let Ok(v) = value.to_str() {
+            names.extend(v.split(',').filter_map(|t| HeaderName::try_from(t.trim()).ok()));
+        }
+    }
+    names
+}
+
+pub fn strip_hop_by_hop_request(req: &mut RequestHeader) {
+    for name in hop_by_hop_names(&req.headers) {
+        req.remove_header(&name);
+    }
+}
+
+pub fn strip_hop_by_hop_response(resp: &mut ResponseHeader) {
+    for name in hop_by_hop_names(&resp.headers) {
+        resp.remove_header(&name);
+    }
+}
+
+/// The forwarding headers of an upstream request.
+pub fn add_forwarded(req: &mut RequestHeader, ctx: &RequestCtx, client_ip: Option<String>) {
+    if let Some(ip) = client_ip {
+        let xff = match req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
+            _ => ip,
+        };
+        let _ = req.insert_header("x-forwarded-for", xff);
+    }
+    let _ = req.insert_header("x-forwarded-proto", ctx.scheme);
+    if let Some(host) = &ctx.authority {
+        let _ = req.insert_header("x-forwarded-host", host.as_str());
+    }
+    let _ = req.insert_header(route::HEADER, ctx.route.render());
+}
+
+/// `x-edge-route`, `x-edge-cache` and `server-timing`, on every response.
+pub fn decorate(resp: &mut ResponseHeader, ctx: &RequestCtx) {
+    let _ = resp.insert_header(route::HEADER, ctx.route.render());
+    let _ = resp.insert_header("x-edge-cache", ctx.cache.as_str());
+    let _ = resp.append_header("server-timing", server_timing(ctx));
+}
+
+fn server_timing(ctx: &RequestCtx) -> String {
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    let mut out = format!("edge;dur={:.3}", ms(ctx.started.elapsed()));
+    if let Some(origin) = ctx.origin_time() {
+        let _ = write!(out, ", origin;dur={:.3}", ms(origin));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removes_fixed_and_connection_listed_headers() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header("connection", "keep-alive, x-secret").unwrap();
+        req.insert_header("x-secret", "1").unwrap();
+        req.insert_header("te", "trailers").unwrap();
+        req.insert_header("accept", "*/*").unwrap();
+        strip_hop_by_hop_request(&mut req);
+        assert!(req.headers.get("x-secret").is_none());
+        assert!(req.headers.get("te").is_none());
+        assert!(req.headers.get("connection").is_none());
+        assert_eq!(req.headers.get("accept").unwrap(), "*/*");
+    }
+}

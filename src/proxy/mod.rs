@@ -1,0 +1,240 @@
+//! The request path, as Pingora phases from top to bottom:
+//!
+//! 1. `request_filter`: Host → `Hostname` (400), directory lookup (421, 403),
+//!    origin pool of the domain's tier.
+//! 2. `upstream_peer`: least-connections pick among healthy servers not yet
+//!    tried (503 when none).
+//! 3. `fail_to_connect` / `error_while_proxy`: passive ejection, retry on
+//!    another server for idempotent methods.
+//! 4. `upstream_request_filter`: forwarding headers, hop-by-hop removed.
+//! 5. `upstream_response_filter` / `response_filter`: route, cache status
+//!    and timing headers.
+//! 6. `fail_to_proxy`: 502 / 503 / 504 with a reason.
+//! 7. `logging`: metrics and the JSON access log.
+
+pub mod access_log;
+mod ctx;
+mod headers;
+mod respond;
+pub mod route;
+
+pub use ctx::{CacheStatus, RequestCtx};
+
+use crate::domain::{DomainStatus, Hostname};
+use crate::edge::Edge;
+use async_trait::async_trait;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::{Error, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use std::sync::Arc;
+use tracing::warn;
+
+pub struct EdgeProxy {
+    edge: Arc<Edge>,
+}
+
+impl EdgeProxy {
+    pub fn new(edge: Arc<Edge>) -> Self {
+        EdgeProxy { edge }
+    }
+
+    /// The Host of the request: the URI authority (HTTP/2 `:authority`,
+    /// absolute-form) or else the single `Host` header.
+    fn authority(req: &RequestHeader) -> Result<&[u8], &'static str> {
+        if let Some(auth) = req.uri.authority() {
+            return Ok(auth.as_str().as_bytes());
+        }
+        let mut hosts = req.headers.get_all(http::header::HOST).iter();
+        match (hosts.next(), hosts.next()) {
+            (Some(h), None) => Ok(h.as_bytes()),
+            (None, _) => Err("missing Host header"),
+            (Some(_), Some(_)) => Err("more than one Host header"),
+        }
+    }
+
+    fn retry_allowed(session: &Session, ctx: &RequestCtx) -> bool {
+        let pool_size = ctx.pool.as_ref().map_or(0, |p| p.members.len());
+        session.req_header().method.is_idempotent()
+            && ctx.tried.len() < ctx.state.config.proxy.max_tries
+            && ctx.tried.len() < pool_size
+    }
+
+    fn record_origin_failure(ctx: &mut RequestCtx) {
+        let (Some(guard), Some(pool)) = (ctx.inflight.take(), ctx.pool.as_ref()) else {
+            return;
+        };
+        let backend = guard.backend();
+        if backend.record_failure(pool.passive.max_fails, pool.passive.eject_for) {
+            warn!(pool = pool.tier.as_str(), backend = %backend.addr, "backend ejected after consecutive failures");
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for EdgeProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new(self.edge.state(), self.edge.begin_request())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        // A client's x-edge-route never travels on.
+        session.req_header_mut().remove_header(route::HEADER);
+
+        let authority = match Self::authority(session.req_header()) {
+            Ok(a) => a,
+            Err(reason) => {
+                respond::error(session, ctx, 400, reason.into(), None).await?;
+                return Ok(true);
+            }
+        };
+        ctx.authority = Some(String::from_utf8_lossy(authority).into_owned());
+        let host = match Hostname::from_authority(authority) {
+            Ok(h) => h,
+            Err(e) => {
+                respond::error(session, ctx, 400, e.to_string(), None).await?;
+                return Ok(true);
+            }
+        };
+
+        let domain = match ctx.state.directory.lookup(&host).await {
+            Ok(Some(d)) => d,
+            Ok(None) => {
+                let reason = format!("{host} is not served by this network");
+                respond::error(session, ctx, 421, reason, None).await?;
+                return Ok(true);
+            }
+            Err(e) => {
+                let retry = Some(ctx.state.config.proxy.retry_after);
+                respond::error(session, ctx, 503, e.to_string(), retry).await?;
+                return Ok(true);
+            }
+        };
+        ctx.host = Some(host);
+        if domain.status == DomainStatus::Suspended {
+            let reason = format!("{} is suspended", domain.hostname);
+            respond::error(session, ctx, 403, reason, None).await?;
+            return Ok(true);
+        }
+        ctx.pool = ctx.state.pools.get(domain.tier).cloned();
+        if ctx.pool.is_none() {
+            let reason = format!("no origin pool for tier {}", domain.tier.as_str());
+            let retry = Some(ctx.state.config.proxy.retry_after);
+            respond::error(session, ctx, 503, reason, retry).await?;
+            return Ok(true);
+        }
+        ctx.domain = Some(domain);
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        // A retry releases the previous server before picking the next.
+        ctx.inflight = None;
+        let pool = ctx.pool.as_ref().expect("request_filter set the pool");
+        let Some(backend) = pool.select(&ctx.tried) else {
+            let why = if ctx.tried.is_empty() {
+                "no healthy origin server"
+            } else {
+                "every origin server tried failed"
+            };
+            return Error::e_explain(ErrorType::HTTPStatus(if ctx.tried.is_empty() { 503 } else { 502 }), why);
+        };
+        ctx.tried.push(backend.addr);
+        ctx.inflight = Some(backend.begin());
+        ctx.origin_started = Some(std::time::Instant::now());
+
+        let proxy = &ctx.state.config.proxy;
+        let mut peer = HttpPeer::new(backend.addr, false, String::new());
+        peer.options.connection_timeout = Some(proxy.connect_timeout);
+        peer.options.read_timeout = Some(proxy.read_timeout);
+        peer.options.write_timeout = Some(proxy.write_timeout);
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(&self, session: &mut Session, _peer: &HttpPeer, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
+        Self::record_origin_failure(ctx);
+        if Self::retry_allowed(session, ctx) {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    fn error_while_proxy(&self, peer: &HttpPeer, session: &mut Session, e: Box<Error>, ctx: &mut RequestCtx, _client_reused: bool) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        // A slow origin is answered 504 at once: retrying would double the wait.
+        let timed_out = matches!(e.etype(), ErrorType::ReadTimedout | ErrorType::WriteTimedout);
+        if e.esource() == &pingora_core::ErrorSource::Upstream && !timed_out {
+            Self::record_origin_failure(ctx);
+        }
+        let retry = !timed_out
+            && !ctx.upstream_responded
+            && !session.as_ref().retry_buffer_truncated()
+            && Self::retry_allowed(session, ctx);
+        e.set_retry(retry);
+        e
+    }
+
+    async fn upstream_request_filter(&self, session: &mut Session, upstream: &mut RequestHeader, ctx: &mut RequestCtx) -> Result<()> {
+        headers::strip_hop_by_hop_request(upstream);
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string());
+        headers::add_forwarded(upstream, ctx, client_ip);
+        Ok(())
+    }
+
+    async fn upstream_response_filter(&self, _session: &mut Session, upstream: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+        ctx.upstream_responded = true;
+        ctx.origin_elapsed = ctx.origin_started.map(|s| s.elapsed());
+        if let Some(guard) = &ctx.inflight {
+            guard.backend().record_success();
+        }
+        headers::strip_hop_by_hop_response(upstream);
+        Ok(())
+    }
+
+    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+        headers::decorate(resp, ctx);
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        use pingora_core::ErrorSource;
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout if e.esource() == &ErrorSource::Upstream => 504,
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        // Nothing can be said once the response has started or the client is gone.
+        if code > 0 && session.response_written().is_none() {
+            let reason = e
+                .context
+                .as_ref()
+                .map(|c| c.as_str().to_string())
+                .unwrap_or_else(|| e.etype().as_str().to_string());
+            let retry = (code == 503).then_some(ctx.state.config.proxy.retry_after);
+            if let Err(write_err) = respond::error(session, ctx, code, reason, retry).await {
+                warn!("failed to send error response: {write_err}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        ctx.inflight = None;
+        access_log::record(session, e, ctx);
+    }
+}

@@ -1,0 +1,41 @@
+//! Responses the edge writes itself (errors with a reason), decorated like
+//! every other response.
+
+use super::ctx::RequestCtx;
+use super::headers::decorate;
+use bytes::Bytes;
+use http::StatusCode;
+use pingora_core::Result;
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+
+pub async fn error(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    status: u16,
+    reason: String,
+    retry_after: Option<u32>,
+) -> Result<()> {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = Bytes::from(format!(
+        "{} {}: {}\n",
+        code.as_u16(),
+        code.canonical_reason().unwrap_or(""),
+        reason
+    ));
+    ctx.error_reason = Some(reason);
+    let mut resp = ResponseHeader::build(code, Some(6))?;
+    resp.insert_header("content-type", "text/plain; charset=utf-8")?;
+    resp.insert_header("content-length", body.len())?;
+    resp.insert_header("cache-control", "no-store")?;
+    if let Some(secs) = retry_after {
+        resp.insert_header("retry-after", secs)?;
+    }
+    decorate(&mut resp, ctx);
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session.write_response_header(Box::new(resp), head_only).await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
