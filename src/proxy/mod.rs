@@ -134,12 +134,13 @@ impl ProxyHttp for EdgeProxy {
         ctx.inflight = None;
         let pool = ctx.pool.as_ref().expect("request_filter set the pool");
         let Some(backend) = pool.select(&ctx.tried) else {
+            // Either way the client sees "no healthy server": 503, retry later.
             let why = if ctx.tried.is_empty() {
                 "no healthy origin server"
             } else {
-                "every origin server tried failed"
+                "no origin server reachable"
             };
-            return Error::e_explain(ErrorType::HTTPStatus(if ctx.tried.is_empty() { 503 } else { 502 }), why);
+            return Error::e_explain(ErrorType::HTTPStatus(503), why);
         };
         ctx.tried.push(backend.addr);
         ctx.inflight = Some(backend.begin());
@@ -157,8 +158,11 @@ impl ProxyHttp for EdgeProxy {
         Self::record_origin_failure(ctx);
         if Self::retry_allowed(session, ctx) {
             e.set_retry(true);
+            return e;
         }
-        e
+        // Out of servers to try: to the client no origin is available.
+        let why = format!("no origin server reachable after {} tries: {e}", ctx.tried.len());
+        Error::explain(ErrorType::HTTPStatus(503), why)
     }
 
     fn error_while_proxy(&self, peer: &HttpPeer, session: &mut Session, e: Box<Error>, ctx: &mut RequestCtx, _client_reused: bool) -> Box<Error> {
@@ -193,6 +197,8 @@ impl ProxyHttp for EdgeProxy {
             guard.backend().record_success();
         }
         headers::strip_hop_by_hop_response(upstream);
+        // Speak HTTP/1.1 to clients even when an origin answers in 1.0.
+        upstream.set_version(http::Version::HTTP_11);
         Ok(())
     }
 

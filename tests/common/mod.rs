@@ -1,0 +1,294 @@
+//! Test harness: real origin servers (hyper) and the real `edgepop` binary.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{HeaderMap, Request, Response};
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// An origin server that answers `origin <port>` after `delay`, counts the
+/// requests it received and keeps the headers of the last one.
+pub struct Origin {
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicUsize>,
+    pub last_headers: Arc<Mutex<Option<HeaderMap>>>,
+    delay: Duration,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Origin {
+    pub async fn start(delay: Duration) -> Origin {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        Origin::start_on(addr, delay).await
+    }
+
+    pub async fn start_on(addr: SocketAddr, delay: Duration) -> Origin {
+        let mut origin = Origin {
+            addr,
+            hits: Arc::new(AtomicUsize::new(0)),
+            last_headers: Arc::new(Mutex::new(None)),
+            delay,
+            task: None,
+        };
+        origin.serve().await;
+        origin
+    }
+
+    async fn serve(&mut self) {
+        let listener = TcpListener::bind(self.addr).await.expect("bind origin");
+        let (hits, last, delay, port) = (self.hits.clone(), self.last_headers.clone(), self.delay, self.addr.port());
+        self.task = Some(tokio::spawn(async move {
+            // Connections live in the set: aborting the server closes them all.
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let (hits, last) = (hits.clone(), last.clone());
+                conns.spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let (hits, last) = (hits.clone(), last.clone());
+                        async move {
+                            let health = req.uri().path() == "/health";
+                            if !health {
+                                hits.fetch_add(1, Ordering::Relaxed);
+                                *last.lock().unwrap() = Some(req.headers().clone());
+                                tokio::time::sleep(delay).await;
+                            }
+                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!("origin {port}")))))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        }));
+    }
+
+    /// Kills the server: listener and every open connection go away.
+    pub fn kill(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.kill();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.serve().await;
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_edgepop")
+}
+
+/// A running `edgepop run`, with its config, logs and ports.
+pub struct Edge {
+    pub child: Child,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub pop: String,
+}
+
+impl Edge {
+    /// `body` is the config past `[pop]`, `[listen]`, `[admin]`, `[server]`
+    /// (pools, sites, proxy...), which the harness fills in.
+    pub async fn start(body: &str) -> Edge {
+        let dir = tempfile::tempdir().unwrap();
+        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let edge = Edge { child: spawn_placeholder(), http, admin, dir, pop: "tst1".into() };
+        edge.write_config(body);
+        edge.launch(false).await
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("edgepop.toml")
+    }
+
+    pub fn write_config(&self, body: &str) {
+        let d = self.dir.path().display();
+        let conf = format!(
+            "[pop]\nid = \"{pop}\"\n\n[listen]\nhttp = [\"{http}\"]\n\n[admin]\nlisten = \"{admin}\"\n\n\
+             [server]\nthreads = 2\ndrain_timeout = \"10s\"\nupgrade_sock = \"{d}/upgrade.sock\"\npid_file = \"{d}/edgepop.pid\"\n\n\
+             [log]\naccess = \"{d}/access.log\"\nlevel = \"info\"\n\n{body}\n",
+            pop = self.pop,
+            http = self.http,
+            admin = self.admin,
+        );
+        std::fs::write(self.config_path(), conf).unwrap();
+    }
+
+    /// Starts the binary on this edge's config (`upgrade`: take the sockets
+    /// of a running one) and waits for its admin listener.
+    pub async fn launch(mut self, upgrade: bool) -> Edge {
+        let mut cmd = Command::new(bin());
+        cmd.arg("run").arg("--config").arg(self.config_path());
+        if upgrade {
+            cmd.arg("--upgrade");
+        }
+        let stderr = std::fs::File::create(self.dir.path().join(if upgrade { "stderr.upgrade.log" } else { "stderr.log" })).unwrap();
+        self.child = cmd.stdout(Stdio::null()).stderr(stderr).spawn().expect("spawn edgepop");
+        if !upgrade {
+            self.wait_admin().await;
+        }
+        self
+    }
+
+    pub async fn wait_admin(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(r) = client().get(format!("http://{}/healthz", self.admin)).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("edgepop admin never came up; stderr:\n{}", self.stderr());
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    pub fn get(&self, host: &str, path: &str) -> reqwest::RequestBuilder {
+        client().get(self.url(path)).header("host", host)
+    }
+
+    pub async fn status(&self) -> serde_json::Value {
+        client().get(format!("http://{}/status", self.admin)).send().await.unwrap().json().await.unwrap()
+    }
+
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        let r = client().get(format!("http://{}{}", self.admin, path)).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+}
+
+fn spawn_placeholder() -> Child {
+    Command::new("true").spawn().unwrap()
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap()
+}
+
+/// A pool section for the given origins, with fast health checks.
+pub fn pool(tier: &str, servers: &[(SocketAddr, u32)]) -> String {
+    let list: Vec<String> = servers.iter().map(|(a, w)| format!("{{ addr = \"{a}\", weight = {w} }}")).collect();
+    format!(
+        "[pools.{tier}]\nservers = [{}]\nhealth = {{ path = \"/health\", interval = \"200ms\", timeout = \"500ms\", rise = 1, fall = 1 }}\npassive = {{ max_fails = 1, eject_for = \"2s\" }}\n",
+        list.join(", ")
+    )
+}
+
+pub fn site(host: &str, tier: &str, status: &str) -> String {
+    format!("[[sites]]\nhostname = \"{host}\"\nstore_id = 1\ntier = \"{tier}\"\nstatus = \"{status}\"\n")
+}
+
+/// Polls `cond` until true or the limit passes.
+pub async fn eventually<F, Fut>(limit: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Runs `workers` loops of GETs against `host` for `dur`; returns
+/// (ok, failed, statuses of failures).
+pub async fn load(edge_url: String, host: &'static str, workers: usize, dur: Duration) -> (usize, Vec<String>) {
+    let client = client();
+    let deadline = Instant::now() + dur;
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let (client, url) = (client.clone(), edge_url.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0usize, Vec::new());
+            while Instant::now() < deadline {
+                match client.get(&url).header("host", host).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        let _ = r.bytes().await;
+                        ok += 1
+                    }
+                    Ok(r) => failed.push(format!("status {}: {}", r.status(), r.text().await.unwrap_or_default())),
+                    Err(e) => failed.push(format!("error: {e}")),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    let mut ok = 0;
+    let mut failed = Vec::new();
+    for t in tasks {
+        let (o, f) = t.await.unwrap();
+        ok += o;
+        failed.extend(f);
+    }
+    (ok, failed)
+}
