@@ -24,6 +24,7 @@ pub fn run(config: Config, path: &Path, upgrade: bool, daemon: bool) -> ExitCode
     let drain = config.server.drain_timeout;
     let conf = ServerConf {
         threads: config.server.threads,
+        work_stealing: config.server.work_stealing,
         pid_file: config.server.pid_file.display().to_string(),
         upgrade_sock: config.server.upgrade_sock.display().to_string(),
         // The control service exits as soon as in-flight requests are done;
@@ -31,6 +32,7 @@ pub fn run(config: Config, path: &Path, upgrade: bool, daemon: bool) -> ExitCode
         grace_period_seconds: Some(drain.as_secs() + 1),
         graceful_shutdown_timeout_seconds: Some(1),
         max_retries: config.proxy.max_tries,
+        error_log: config.log.error_log.as_ref().map(|p| p.display().to_string()),
         ..ServerConf::default()
     };
     let opt = Opt {

@@ -46,6 +46,9 @@ pub struct PopConfig {
 pub struct ServerConfig {
     /// Worker threads of the proxy service.
     pub threads: usize,
+    /// One shared work-stealing runtime (true) or one single-threaded
+    /// runtime per worker, nginx style (false: fewer cross-thread wakeups).
+    pub work_stealing: bool,
     /// Longest a drain (SIGTERM, upgrade) waits for in-flight requests.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
@@ -58,6 +61,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             threads: 2,
+            work_stealing: false,
             drain_timeout: Duration::from_secs(30),
             upgrade_sock: PathBuf::from("/tmp/edgepop_upgrade.sock"),
             pid_file: PathBuf::from("/tmp/edgepop.pid"),
@@ -119,8 +123,10 @@ impl Default for ProxyConfig {
 pub struct LogConfig {
     /// JSON access log: "stdout", "off", or a file path.
     pub access: String,
-    /// Filter for the server log (tracing syntax), on stderr, JSON.
+    /// Filter for the server log (tracing syntax), JSON lines on stderr.
     pub level: String,
+    /// With `run --daemon`, stderr is redirected to this file.
+    pub error_log: Option<PathBuf>,
 }
 
 impl Default for LogConfig {
@@ -128,6 +134,7 @@ impl Default for LogConfig {
         LogConfig {
             access: "stdout".into(),
             level: "info".into(),
+            error_log: None,
         }
     }
 }
