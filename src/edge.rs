@@ -102,12 +102,17 @@ impl Edge {
             Ok(c) => c,
             Err(e) => {
                 error!(error = %e, "config reload refused; the running config stays");
-                crate::admin::metrics::METRICS.reloads.with_label_values(&["refused"]).inc();
+                crate::admin::metrics::METRICS
+                    .reloads
+                    .with_label_values(&["refused"])
+                    .inc();
                 return Err(e);
             }
         };
         let old = self.state();
-        if config.listen.http != old.config.listen.http || config.admin.listen != old.config.admin.listen {
+        if config.listen.http != old.config.listen.http
+            || config.admin.listen != old.config.admin.listen
+        {
             warn!("listener addresses changed: they take effect on the next graceful upgrade");
         }
         if config.pop.id != old.pop {
@@ -116,7 +121,10 @@ impl Edge {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
         let state = Arc::new(EdgeState::build(config, generation));
         self.current.store(state.clone());
-        crate::admin::metrics::METRICS.reloads.with_label_values(&["ok"]).inc();
+        crate::admin::metrics::METRICS
+            .reloads
+            .with_label_values(&["ok"])
+            .inc();
         info!(generation, "config reloaded");
         Ok(state)
     }

@@ -8,8 +8,15 @@ fn check(src: &str) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("edgepop.toml");
     std::fs::write(&path, src).unwrap();
-    let out = Command::new(common::bin()).args(["check", "--config"]).arg(&path).output().unwrap();
-    (out.status.code().unwrap(), String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout))
+    let out = Command::new(common::bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout),
+    )
 }
 
 const GOOD: &str = "[pop]\nid = \"fra1\"\n\n[listen]\nhttp = [\"127.0.0.1:8080\"]\n\n[pools.public]\nservers = [{ addr = \"127.0.0.1:9001\" }]\nhealth = { path = \"/healthz\", interval = \"2s\" }\n\n[[sites]]\nhostname = \"shop.example.com\"\nstore_id = 1\ntier = \"public\"\n";
@@ -24,26 +31,64 @@ fn good_config_passes() {
 #[test]
 fn shipped_configs_pass() {
     for f in ["conf/quickstart.toml", "conf/production.toml"] {
-        let out = Command::new(common::bin()).args(["check", "--config", f]).output().unwrap();
-        assert!(out.status.success(), "{f}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(common::bin())
+            .args(["check", "--config", f])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{f}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
 #[test]
 fn broken_configs_name_key_and_line() {
     let cases = [
-        (GOOD.replace("\"2s\"", "\"soon\""), "pools.public.health.interval", 9),
-        (GOOD.replace("127.0.0.1:9001", "nowhere"), "pools.public.servers[0].addr", 8),
-        (GOOD.replace("tier = \"public\"", "tier = \"enterprise\""), "sites[0].tier", 14),
-        (GOOD.replace("store_id = 1", "store_id = 1\nstatus = \"deleted\""), "sites[0].status", 14),
-        (GOOD.replace("id = \"fra1\"", "id = \"fra1\"\ncolour = \"blue\""), "pop.colour", 3),
-        (GOOD.replace("/healthz", "healthz"), "pools.public.health.path", 9),
-        (GOOD.replace("[{ addr = \"127.0.0.1:9001\" }]", "[]"), "pools.public.servers", 8),
+        (
+            GOOD.replace("\"2s\"", "\"soon\""),
+            "pools.public.health.interval",
+            9,
+        ),
+        (
+            GOOD.replace("127.0.0.1:9001", "nowhere"),
+            "pools.public.servers[0].addr",
+            8,
+        ),
+        (
+            GOOD.replace("tier = \"public\"", "tier = \"enterprise\""),
+            "sites[0].tier",
+            14,
+        ),
+        (
+            GOOD.replace("store_id = 1", "store_id = 1\nstatus = \"deleted\""),
+            "sites[0].status",
+            14,
+        ),
+        (
+            GOOD.replace("id = \"fra1\"", "id = \"fra1\"\ncolour = \"blue\""),
+            "pop.colour",
+            3,
+        ),
+        (
+            GOOD.replace("/healthz", "healthz"),
+            "pools.public.health.path",
+            9,
+        ),
+        (
+            GOOD.replace("[{ addr = \"127.0.0.1:9001\" }]", "[]"),
+            "pools.public.servers",
+            8,
+        ),
     ];
     for (src, key, line) in cases {
         let (code, out) = check(&src);
         assert_eq!(code, 2, "{out}");
-        assert!(out.contains(&format!(":{line}: key `{key}`")), "want {key} at line {line}, got: {out}");
+        assert!(
+            out.contains(&format!(":{line}: key `{key}`")),
+            "want {key} at line {line}, got: {out}"
+        );
     }
 }
 

@@ -22,13 +22,19 @@ impl Metrics {
     fn new() -> Self {
         let registry = Registry::new_custom(Some("edgepop".into()), None).expect("registry");
         let requests = IntCounterVec::new(
-            Opts::new("requests_total", "Responses sent, by status and x-edge-cache"),
+            Opts::new(
+                "requests_total",
+                "Responses sent, by status and x-edge-cache",
+            ),
             &["status", "cache"],
         )
         .expect("metric");
         let latency = HistogramVec::new(
-            HistogramOpts::new("request_duration_seconds", "Time from request to end of response")
-                .buckets(exponential_buckets(0.0001, 2.0, 18).expect("buckets")),
+            HistogramOpts::new(
+                "request_duration_seconds",
+                "Time from request to end of response",
+            )
+            .buckets(exponential_buckets(0.0001, 2.0, 18).expect("buckets")),
             &["cache"],
         )
         .expect("metric");
@@ -38,7 +44,10 @@ impl Metrics {
         )
         .expect("metric");
         let backend_up = IntGaugeVec::new(
-            Opts::new("backend_up", "1 when the origin server takes requests (healthy, not ejected)"),
+            Opts::new(
+                "backend_up",
+                "1 when the origin server takes requests (healthy, not ejected)",
+            ),
             &["pool", "backend"],
         )
         .expect("metric");
@@ -47,11 +56,21 @@ impl Metrics {
             &["result"],
         )
         .expect("metric");
-        registry.register(Box::new(requests.clone())).expect("register");
-        registry.register(Box::new(latency.clone())).expect("register");
-        registry.register(Box::new(backend_inflight.clone())).expect("register");
-        registry.register(Box::new(backend_up.clone())).expect("register");
-        registry.register(Box::new(reloads.clone())).expect("register");
+        registry
+            .register(Box::new(requests.clone()))
+            .expect("register");
+        registry
+            .register(Box::new(latency.clone()))
+            .expect("register");
+        registry
+            .register(Box::new(backend_inflight.clone()))
+            .expect("register");
+        registry
+            .register(Box::new(backend_up.clone()))
+            .expect("register");
+        registry
+            .register(Box::new(reloads.clone()))
+            .expect("register");
         Metrics {
             registry,
             requests,

@@ -116,7 +116,11 @@ impl ServeHttp for AdminApp {
                 let body = serde_json::to_vec_pretty(&self.status()).unwrap_or_default();
                 reply(StatusCode::OK, "application/json", body)
             }
-            _ => reply(StatusCode::NOT_FOUND, text, b"not found: try /metrics, /healthz, /readyz, /status\n".to_vec()),
+            _ => reply(
+                StatusCode::NOT_FOUND,
+                text,
+                b"not found: try /metrics, /healthz, /readyz, /status\n".to_vec(),
+            ),
         }
     }
 }

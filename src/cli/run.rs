@@ -32,7 +32,11 @@ pub fn run(config: Config, path: &Path, upgrade: bool, daemon: bool) -> ExitCode
         grace_period_seconds: Some(drain.as_secs() + 1),
         graceful_shutdown_timeout_seconds: Some(1),
         max_retries: config.proxy.max_tries,
-        error_log: config.log.error_log.as_ref().map(|p| p.display().to_string()),
+        error_log: config
+            .log
+            .error_log
+            .as_ref()
+            .map(|p| p.display().to_string()),
         ..ServerConf::default()
     };
     let opt = Opt {
@@ -115,7 +119,11 @@ impl Control {
         while Instant::now() < deadline {
             // Two quiet ticks in a row: a request accepted just before the
             // listener closed has had time to show up.
-            quiet_ticks = if self.edge.active_requests() == 0 { quiet_ticks + 1 } else { 0 };
+            quiet_ticks = if self.edge.active_requests() == 0 {
+                quiet_ticks + 1
+            } else {
+                0
+            };
             if quiet_ticks >= 3 {
                 break;
             }

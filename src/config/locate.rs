@@ -136,7 +136,9 @@ impl Locator {
         };
         let mut node = Node::Table(doc.as_table());
         while let Some((seg, _, child)) = node.children().into_iter().find(|(_, ks, c)| {
-            ks.as_ref().is_some_and(|r| r.start <= offset && offset < r.end) || c.covers(offset)
+            ks.as_ref()
+                .is_some_and(|r| r.start <= offset && offset < r.end)
+                || c.covers(offset)
         }) {
             path.push(seg);
             node = child;
@@ -168,9 +170,18 @@ mod tests {
     #[test]
     fn finds_line_of_nested_path() {
         let loc = Locator::new(SRC);
-        let path: Vec<Seg> = vec!["pools".into(), "public".into(), "servers".into(), 1.into(), "addr".into()];
+        let path: Vec<Seg> = vec![
+            "pools".into(),
+            "public".into(),
+            "servers".into(),
+            1.into(),
+            "addr".into(),
+        ];
         assert_eq!(loc.line_of(&path), Some(7));
-        assert_eq!(loc.line_of(&["sites".into(), 0.into(), "hostname".into()]), Some(11));
+        assert_eq!(
+            loc.line_of(&["sites".into(), 0.into(), "hostname".into()]),
+            Some(11)
+        );
     }
 
     #[test]

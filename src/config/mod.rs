@@ -281,19 +281,31 @@ impl Config {
     fn validate(&self) -> Result<(), (Vec<Seg>, String)> {
         let at = |segs: &[Seg], msg: String| Err((segs.to_vec(), msg));
         if self.listen.http.is_empty() {
-            return at(&["listen".into(), "http".into()], "needs at least one address".into());
+            return at(
+                &["listen".into(), "http".into()],
+                "needs at least one address".into(),
+            );
         }
         if self.server.threads == 0 {
-            return at(&["server".into(), "threads".into()], "must be at least 1".into());
+            return at(
+                &["server".into(), "threads".into()],
+                "must be at least 1".into(),
+            );
         }
         if self.proxy.max_tries == 0 {
-            return at(&["proxy".into(), "max_tries".into()], "must be at least 1".into());
+            return at(
+                &["proxy".into(), "max_tries".into()],
+                "must be at least 1".into(),
+            );
         }
         for (tier, pool) in &self.pools {
             let base: Vec<Seg> = vec!["pools".into(), tier.as_str().into()];
             let key = |k: &[Seg]| [base.as_slice(), k].concat();
             if pool.servers.is_empty() {
-                return at(&key(&["servers".into()]), "a pool needs at least one server".into());
+                return at(
+                    &key(&["servers".into()]),
+                    "a pool needs at least one server".into(),
+                );
             }
             let mut seen = HashSet::new();
             for (i, s) in pool.servers.iter().enumerate() {
@@ -313,16 +325,28 @@ impl Config {
             let h = &pool.health;
             if h.rise == 0 || h.fall == 0 {
                 let k = if h.rise == 0 { "rise" } else { "fall" };
-                return at(&key(&["health".into(), k.into()]), "must be at least 1".into());
+                return at(
+                    &key(&["health".into(), k.into()]),
+                    "must be at least 1".into(),
+                );
             }
             if h.interval.is_zero() {
-                return at(&key(&["health".into(), "interval".into()]), "must be more than 0".into());
+                return at(
+                    &key(&["health".into(), "interval".into()]),
+                    "must be more than 0".into(),
+                );
             }
             if !h.path.starts_with('/') {
-                return at(&key(&["health".into(), "path".into()]), "must start with '/'".into());
+                return at(
+                    &key(&["health".into(), "path".into()]),
+                    "must start with '/'".into(),
+                );
             }
             if pool.passive.max_fails == 0 {
-                return at(&key(&["passive".into(), "max_fails".into()]), "must be at least 1".into());
+                return at(
+                    &key(&["passive".into(), "max_fails".into()]),
+                    "must be at least 1".into(),
+                );
             }
         }
         let mut hosts = HashSet::new();
@@ -342,7 +366,10 @@ impl Config {
         }
         let level = &self.log.level;
         if tracing_subscriber::EnvFilter::try_new(level).is_err() {
-            return at(&["log".into(), "level".into()], format!("invalid filter {level:?}"));
+            return at(
+                &["log".into(), "level".into()],
+                format!("invalid filter {level:?}"),
+            );
         }
         Ok(())
     }
@@ -399,10 +426,16 @@ tier = "public"
     #[test]
     fn semantic_errors_name_key_and_line() {
         let e = err(&GOOD.replace("weight = 3", "weight = 0"));
-        assert_eq!((e.key.as_str(), e.line), ("pools.public.servers[1].weight", Some(9)));
+        assert_eq!(
+            (e.key.as_str(), e.line),
+            ("pools.public.servers[1].weight", Some(9))
+        );
         let e = err(&GOOD.replace("tier = \"public\"", "tier = \"enterprise\""));
         assert_eq!((e.key.as_str(), e.line), ("sites[0].tier", Some(14)));
-        assert!(e.to_string().starts_with("t.toml:14: key `sites[0].tier`"), "{e}");
+        assert!(
+            e.to_string().starts_with("t.toml:14: key `sites[0].tier`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -145,7 +145,13 @@ mod tests {
         for _ in 0..20 {
             assert_eq!(p.select(&[]).unwrap().addr.port(), 102);
         }
-        assert_eq!(p.select(&["127.0.0.1:102".parse().unwrap()]).unwrap().addr.port(), 101);
+        assert_eq!(
+            p.select(&["127.0.0.1:102".parse().unwrap()])
+                .unwrap()
+                .addr
+                .port(),
+            101
+        );
         let all: Vec<SocketAddr> = p.members.iter().map(|m| m.state.addr).collect();
         assert!(p.select(&all).is_none());
     }
@@ -156,7 +162,10 @@ mod tests {
         let heavy = (0..4000)
             .filter(|_| p.select(&[]).unwrap().addr.port() == 111)
             .count();
-        assert!((2700..3300).contains(&heavy), "weight 3 of 4 got {heavy}/4000");
+        assert!(
+            (2700..3300).contains(&heavy),
+            "weight 3 of 4 got {heavy}/4000"
+        );
     }
 
     #[test]

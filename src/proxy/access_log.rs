@@ -32,7 +32,11 @@ fn writer() -> Option<&'static NonBlocking> {
             let (nb, guard) = match target {
                 "off" => return None,
                 "stdout" => tracing_appender::non_blocking(std::io::stdout()),
-                path => match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+                path => match std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                {
                     Ok(f) => tracing_appender::non_blocking(f),
                     Err(e) => {
                         tracing::error!(%path, "cannot open access log: {e}; using stdout");
@@ -75,7 +79,11 @@ pub fn record(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
     let line = Line {
         time: now_rfc3339(),
         pop: ctx.state.pop.as_str(),
-        host: ctx.host.as_ref().map(|h| h.as_str()).or(ctx.authority.as_deref()),
+        host: ctx
+            .host
+            .as_ref()
+            .map(|h| h.as_str())
+            .or(ctx.authority.as_deref()),
         method: req.method.as_str(),
         path: req.uri.path(),
         status,
@@ -91,7 +99,9 @@ pub fn record(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
             .clone()
             .or_else(|| e.map(|e| e.to_string())),
     };
-    let Ok(mut json) = serde_json::to_vec(&line) else { return };
+    let Ok(mut json) = serde_json::to_vec(&line) else {
+        return;
+    };
     json.push(b'\n');
     let _ = writer.clone().write_all(&json);
 }

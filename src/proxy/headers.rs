@@ -27,7 +27,10 @@ fn hop_by_hop_names(headers: &http::HeaderMap) -> Vec<HeaderName> {
         .collect();
     for value in headers.get_all(header::CONNECTION) {
         if let Ok(v) = value.to_str() {
-            names.extend(v.split(',').filter_map(|t| HeaderName::try_from(t.trim()).ok()));
+            names.extend(
+                v.split(',')
+                    .filter_map(|t| HeaderName::try_from(t.trim()).ok()),
+            );
         }
     }
     names
@@ -48,7 +51,11 @@ pub fn strip_hop_by_hop_response(resp: &mut ResponseHeader) {
 /// The forwarding headers of an upstream request.
 pub fn add_forwarded(req: &mut RequestHeader, ctx: &RequestCtx, client_ip: Option<String>) {
     if let Some(ip) = client_ip {
-        let xff = match req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        let xff = match req
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
             Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
             _ => ip,
         };
@@ -84,7 +91,8 @@ mod tests {
     #[test]
     fn removes_fixed_and_connection_listed_headers() {
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
-        req.insert_header("connection", "keep-alive, x-secret").unwrap();
+        req.insert_header("connection", "keep-alive, x-secret")
+            .unwrap();
         req.insert_header("x-secret", "1").unwrap();
         req.insert_header("te", "trailers").unwrap();
         req.insert_header("accept", "*/*").unwrap();

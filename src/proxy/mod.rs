@@ -129,7 +129,11 @@ impl ProxyHttp for EdgeProxy {
         Ok(false)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         // A retry releases the previous server before picking the next.
         ctx.inflight = None;
         let pool = ctx.pool.as_ref().expect("request_filter set the pool");
@@ -154,21 +158,40 @@ impl ProxyHttp for EdgeProxy {
         Ok(Box::new(peer))
     }
 
-    fn fail_to_connect(&self, session: &mut Session, _peer: &HttpPeer, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
         Self::record_origin_failure(ctx);
         if Self::retry_allowed(session, ctx) {
             e.set_retry(true);
             return e;
         }
         // Out of servers to try: to the client no origin is available.
-        let why = format!("no origin server reachable after {} tries: {e}", ctx.tried.len());
+        let why = format!(
+            "no origin server reachable after {} tries: {e}",
+            ctx.tried.len()
+        );
         Error::explain(ErrorType::HTTPStatus(503), why)
     }
 
-    fn error_while_proxy(&self, peer: &HttpPeer, session: &mut Session, e: Box<Error>, ctx: &mut RequestCtx, _client_reused: bool) -> Box<Error> {
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        _client_reused: bool,
+    ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
         // A slow origin is answered 504 at once: retrying would double the wait.
-        let timed_out = matches!(e.etype(), ErrorType::ReadTimedout | ErrorType::WriteTimedout);
+        let timed_out = matches!(
+            e.etype(),
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout
+        );
         if e.esource() == &pingora_core::ErrorSource::Upstream && !timed_out {
             Self::record_origin_failure(ctx);
         }
@@ -180,7 +203,12 @@ impl ProxyHttp for EdgeProxy {
         e
     }
 
-    async fn upstream_request_filter(&self, session: &mut Session, upstream: &mut RequestHeader, ctx: &mut RequestCtx) -> Result<()> {
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         headers::strip_hop_by_hop_request(upstream);
         let client_ip = session
             .client_addr()
@@ -190,7 +218,12 @@ impl ProxyHttp for EdgeProxy {
         Ok(())
     }
 
-    async fn upstream_response_filter(&self, _session: &mut Session, upstream: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         ctx.upstream_responded = true;
         ctx.origin_elapsed = ctx.origin_started.map(|s| s.elapsed());
         if let Some(guard) = &ctx.inflight {
@@ -202,16 +235,30 @@ impl ProxyHttp for EdgeProxy {
         Ok(())
     }
 
-    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         headers::decorate(resp, ctx);
         Ok(())
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         use pingora_core::ErrorSource;
         let code = match e.etype() {
             ErrorType::HTTPStatus(code) => *code,
-            ErrorType::ReadTimedout | ErrorType::WriteTimedout if e.esource() == &ErrorSource::Upstream => 504,
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout
+                if e.esource() == &ErrorSource::Upstream =>
+            {
+                504
+            }
             _ => match e.esource() {
                 ErrorSource::Upstream => 502,
                 ErrorSource::Downstream => match e.etype() {

@@ -33,7 +33,9 @@ pub async fn error(
     }
     decorate(&mut resp, ctx);
     let head_only = session.req_header().method == http::Method::HEAD;
-    session.write_response_header(Box::new(resp), head_only).await?;
+    session
+        .write_response_header(Box::new(resp), head_only)
+        .await?;
     if !head_only {
         session.write_response_body(Some(body), true).await?;
     }

@@ -18,7 +18,11 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// An origin server that answers `origin <port>` after `delay`, counts the
@@ -51,12 +55,19 @@ impl Origin {
 
     async fn serve(&mut self) {
         let listener = TcpListener::bind(self.addr).await.expect("bind origin");
-        let (hits, last, delay, port) = (self.hits.clone(), self.last_headers.clone(), self.delay, self.addr.port());
+        let (hits, last, delay, port) = (
+            self.hits.clone(),
+            self.last_headers.clone(),
+            self.delay,
+            self.addr.port(),
+        );
         self.task = Some(tokio::spawn(async move {
             // Connections live in the set: aborting the server closes them all.
             let mut conns = tokio::task::JoinSet::new();
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let (hits, last) = (hits.clone(), last.clone());
                 conns.spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
@@ -68,7 +79,9 @@ impl Origin {
                                 *last.lock().unwrap() = Some(req.headers().clone());
                                 tokio::time::sleep(delay).await;
                             }
-                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!("origin {port}")))))
+                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!(
+                                "origin {port}"
+                            )))))
                         }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -123,7 +136,13 @@ impl Edge {
         let dir = tempfile::tempdir().unwrap();
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let edge = Edge { child: spawn_placeholder(), http, admin, dir, pop: "tst1".into() };
+        let edge = Edge {
+            child: spawn_placeholder(),
+            http,
+            admin,
+            dir,
+            pop: "tst1".into(),
+        };
         edge.write_config(body);
         edge.launch(false).await
     }
@@ -153,8 +172,17 @@ impl Edge {
         if upgrade {
             cmd.arg("--upgrade");
         }
-        let stderr = std::fs::File::create(self.dir.path().join(if upgrade { "stderr.upgrade.log" } else { "stderr.log" })).unwrap();
-        self.child = cmd.stdout(Stdio::null()).stderr(stderr).spawn().expect("spawn edgepop");
+        let stderr = std::fs::File::create(self.dir.path().join(if upgrade {
+            "stderr.upgrade.log"
+        } else {
+            "stderr.log"
+        }))
+        .unwrap();
+        self.child = cmd
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn edgepop");
         if !upgrade {
             self.wait_admin().await;
         }
@@ -164,7 +192,11 @@ impl Edge {
     pub async fn wait_admin(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Ok(r) = client().get(format!("http://{}/healthz", self.admin)).send().await {
+            if let Ok(r) = client()
+                .get(format!("http://{}/healthz", self.admin))
+                .send()
+                .await
+            {
                 if r.status() == 200 {
                     return;
                 }
@@ -183,11 +215,22 @@ impl Edge {
     }
 
     pub async fn status(&self) -> serde_json::Value {
-        client().get(format!("http://{}/status", self.admin)).send().await.unwrap().json().await.unwrap()
+        client()
+            .get(format!("http://{}/status", self.admin))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     pub async fn admin_get(&self, path: &str) -> (u16, String) {
-        let r = client().get(format!("http://{}{}", self.admin, path)).send().await.unwrap();
+        let r = client()
+            .get(format!("http://{}{}", self.admin, path))
+            .send()
+            .await
+            .unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
     }
 
@@ -228,12 +271,19 @@ impl Drop for Edge {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap()
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
 
 /// A pool section for the given origins, with fast health checks.
 pub fn pool(tier: &str, servers: &[(SocketAddr, u32)]) -> String {
-    let list: Vec<String> = servers.iter().map(|(a, w)| format!("{{ addr = \"{a}\", weight = {w} }}")).collect();
+    let list: Vec<String> = servers
+        .iter()
+        .map(|(a, w)| format!("{{ addr = \"{a}\", weight = {w} }}"))
+        .collect();
     format!(
         "[pools.{tier}]\nservers = [{}]\nhealth = {{ path = \"/health\", interval = \"200ms\", timeout = \"500ms\", rise = 1, fall = 1 }}\npassive = {{ max_fails = 1, eject_for = \"2s\" }}\n",
         list.join(", ")
@@ -262,7 +312,12 @@ where
 
 /// Runs `workers` loops of GETs against `host` for `dur`; returns
 /// (ok, failed, statuses of failures).
-pub async fn load(edge_url: String, host: &'static str, workers: usize, dur: Duration) -> (usize, Vec<String>) {
+pub async fn load(
+    edge_url: String,
+    host: &'static str,
+    workers: usize,
+    dur: Duration,
+) -> (usize, Vec<String>) {
     let client = client();
     let deadline = Instant::now() + dur;
     let mut tasks = Vec::new();
@@ -276,7 +331,11 @@ pub async fn load(edge_url: String, host: &'static str, workers: usize, dur: Dur
                         let _ = r.bytes().await;
                         ok += 1
                     }
-                    Ok(r) => failed.push(format!("status {}: {}", r.status(), r.text().await.unwrap_or_default())),
+                    Ok(r) => failed.push(format!(
+                        "status {}: {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    )),
                     Err(e) => failed.push(format!("error: {e}")),
                 }
             }
