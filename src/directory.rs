@@ -46,3 +46,26 @@ impl Directory for StaticDirectory {
         Some(self.sites.len())
     }
 }
+
+/// Config sites first (the operator's own names), then the replica.
+pub struct Layered {
+    pub sites: StaticDirectory,
+    pub replica: Option<std::sync::Arc<dyn Directory>>,
+}
+
+#[async_trait]
+impl Directory for Layered {
+    async fn lookup(&self, host: &Hostname) -> Result<Option<DomainRecord>, DirectoryError> {
+        if let Some(found) = self.sites.lookup(host).await? {
+            return Ok(Some(found));
+        }
+        match &self.replica {
+            Some(r) => r.lookup(host).await,
+            None => Ok(None),
+        }
+    }
+
+    fn len_hint(&self) -> Option<usize> {
+        self.sites.len_hint()
+    }
+}

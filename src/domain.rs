@@ -156,7 +156,7 @@ pub enum DomainStatus {
 }
 
 /// What the node knows about one hostname: the row of `domains`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DomainRecord {
     pub hostname: Hostname,
     pub store_id: i64,
@@ -200,5 +200,34 @@ mod tests {
         assert!(PopId::parse("fra1").is_ok());
         assert!(PopId::parse("FRA 1").is_err());
         assert!(PopId::parse("").is_err());
+    }
+}
+
+/// A page's identity: the store it belongs to and its path (no query).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct PageKey {
+    pub store_id: i64,
+    pub path: String,
+}
+
+/// A row of `pages`, as the edge serves it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page {
+    pub store_id: i64,
+    pub path: String,
+    pub content_type: String,
+    pub body: String,
+    pub status: u16,
+    pub cache_control: Option<String>,
+    pub version: i64,
+    pub updated_at: String,
+}
+
+impl Page {
+    pub fn key(&self) -> PageKey {
+        PageKey {
+            store_id: self.store_id,
+            path: self.path.clone(),
+        }
     }
 }

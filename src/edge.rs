@@ -2,11 +2,14 @@
 //! atomically on reload. A request keeps the generation it started with;
 //! backend counters live in shared `BackendState`s, so they survive the swap.
 
-use crate::config::{Config, ConfigError};
-use crate::directory::{Directory, StaticDirectory};
+use crate::cache::{domain_cache, page_cache, Storefront};
+use crate::config::{Config, ConfigError, ReplicaKind};
+use crate::directory::{Directory, Layered, StaticDirectory};
 use crate::domain::{DomainRecord, PopId};
 use crate::failover::Readiness;
 use crate::lb::{health, Pools};
+use crate::replica::{embedded::EmbeddedReplica, postgres::PostgresReplica, Replica};
+use crate::sync::{Sync, SyncStats};
 use arc_swap::ArcSwap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -24,8 +27,67 @@ pub struct EdgeState {
     pub loaded_at: SystemTime,
 }
 
+/// What outlives config generations: the replica, the caches in front of
+/// it and the change stream that keeps both fresh.
+pub struct DataPlane {
+    pub storefront: Arc<Storefront>,
+    pub sync: Option<Arc<Sync>>,
+    pub sync_stats: Arc<SyncStats>,
+    pub max_lag: i64,
+}
+
+impl DataPlane {
+    pub fn open(config: &Config) -> Result<Self, String> {
+        let replica = open_replica(config)?;
+        let c = &config.cache;
+        let storefront = Arc::new(Storefront::new(
+            replica,
+            page_cache(c.max_bytes, c.negative_ttl),
+            domain_cache(c.max_domains, c.negative_ttl),
+            c.ignorable_query_params.clone(),
+        ));
+        let sync_stats = Arc::new(SyncStats::default());
+        let sync = match &config.sync {
+            Some(s) => Some(Arc::new(Sync::new(
+                s.clone(),
+                config.consumer_name(),
+                storefront.clone(),
+                sync_stats.clone(),
+            )?)),
+            None => None,
+        };
+        Ok(DataPlane {
+            storefront,
+            sync,
+            sync_stats,
+            max_lag: config.replica.max_lag,
+        })
+    }
+
+    /// Starts the replica monitor and the change stream on this runtime.
+    pub fn spawn(&self, ping_every: std::time::Duration) {
+        tokio::spawn(self.storefront.clone().monitor(ping_every));
+        if let Some(sync) = &self.sync {
+            tokio::spawn(sync.clone().run());
+        }
+    }
+}
+
+pub fn open_replica(config: &Config) -> Result<Arc<dyn Replica>, String> {
+    let r = &config.replica;
+    Ok(match r.kind {
+        ReplicaKind::Embedded => {
+            Arc::new(EmbeddedReplica::open(&r.path).map_err(|e| e.to_string())?)
+        }
+        ReplicaKind::Postgres => {
+            let url = r.url.as_deref().unwrap_or_default();
+            Arc::new(PostgresReplica::connect(url, r.pool_size).map_err(|e| e.to_string())?)
+        }
+    })
+}
+
 impl EdgeState {
-    fn build(config: Config, generation: u64) -> Self {
+    fn build(config: Config, generation: u64, data: &DataPlane) -> Self {
         let sites = config.sites.iter().map(|s| DomainRecord {
             hostname: s.hostname.clone(),
             store_id: s.store_id,
@@ -34,7 +96,10 @@ impl EdgeState {
         });
         EdgeState {
             pop: config.pop.id.clone(),
-            directory: Arc::new(StaticDirectory::new(sites)),
+            directory: Arc::new(Layered {
+                sites: StaticDirectory::new(sites),
+                replica: Some(data.storefront.clone() as Arc<dyn Directory>),
+            }),
             pools: Pools::new(&config.pools),
             generation,
             loaded_at: SystemTime::now(),
@@ -53,6 +118,7 @@ impl EdgeState {
 
 pub struct Edge {
     current: ArcSwap<EdgeState>,
+    pub data: DataPlane,
     config_path: PathBuf,
     active: Arc<AtomicUsize>,
     generations: AtomicU64,
@@ -70,15 +136,17 @@ impl Drop for ActiveRequest {
 }
 
 impl Edge {
-    pub fn new(config: Config, config_path: &Path) -> Self {
-        Edge {
-            current: ArcSwap::from_pointee(EdgeState::build(config, 1)),
+    pub fn new(config: Config, config_path: &Path) -> Result<Self, String> {
+        let data = DataPlane::open(&config)?;
+        Ok(Edge {
+            current: ArcSwap::from_pointee(EdgeState::build(config, 1, &data)),
+            data,
             config_path: config_path.to_path_buf(),
             active: Arc::new(AtomicUsize::new(0)),
             generations: AtomicU64::new(1),
             readiness: Readiness::default(),
             started: Instant::now(),
-        }
+        })
     }
 
     pub fn state(&self) -> Arc<EdgeState> {
@@ -115,11 +183,19 @@ impl Edge {
         {
             warn!("listener addresses changed: they take effect on the next graceful upgrade");
         }
+        if format!("{:?}{:?}{:?}", config.replica, config.cache, config.sync)
+            != format!(
+                "{:?}{:?}{:?}",
+                old.config.replica, old.config.cache, old.config.sync
+            )
+        {
+            warn!("replica, cache and sync settings take effect on the next graceful upgrade");
+        }
         if config.pop.id != old.pop {
             warn!(old = %old.pop, new = %config.pop.id, "PoP id changed by reload");
         }
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
-        let state = Arc::new(EdgeState::build(config, generation));
+        let state = Arc::new(EdgeState::build(config, generation, &self.data));
         self.current.store(state.clone());
         crate::admin::metrics::METRICS
             .reloads

@@ -5,9 +5,12 @@
 //! serves), `lb` (origin pools, least-connections, health), `proxy` (the
 //! request path, Pingora phases top to bottom), `failover` (readiness and
 //! draining), `admin` (metrics, health, status), `edge` (one reloadable
-//! generation of the above) and `cli`.
+//! generation of the above), `replica` (the local copy of `domains` and
+//! `pages`), `cache` (moka in front of it), `sync` (the Kafka change stream)
+//! and `cli`.
 
 pub mod admin;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod directory;
@@ -16,3 +19,5 @@ pub mod edge;
 pub mod failover;
 pub mod lb;
 pub mod proxy;
+pub mod replica;
+pub mod sync;

@@ -1,8 +1,8 @@
 //! Prometheus metrics of the node, in one registry.
 
 use prometheus::{
-    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -14,6 +14,12 @@ pub struct Metrics {
     pub backend_inflight: IntGaugeVec,
     pub backend_up: IntGaugeVec,
     pub reloads: IntCounterVec,
+    pub events: IntCounterVec,
+    pub freshness: Histogram,
+    pub records_behind: IntGaugeVec,
+    pub cache_entries: IntGaugeVec,
+    pub cache_bytes: IntGaugeVec,
+    pub replica_up: IntGauge,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -56,21 +62,57 @@ impl Metrics {
             &["result"],
         )
         .expect("metric");
-        registry
-            .register(Box::new(requests.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(latency.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(backend_inflight.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(backend_up.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(reloads.clone()))
-            .expect("register");
+        let events = IntCounterVec::new(
+            Opts::new(
+                "sync_events_total",
+                "Change events by result: applied, stale, malformed, skipped, incomplete",
+            ),
+            &["result"],
+        )
+        .expect("metric");
+        let freshness = Histogram::with_opts(
+            HistogramOpts::new(
+                "sync_freshness_seconds",
+                "Commit at the primary (source.ts_ms) to visible at this edge",
+            )
+            .buckets(exponential_buckets(0.001, 2.0, 16).expect("buckets")),
+        )
+        .expect("metric");
+        let records_behind = IntGaugeVec::new(
+            Opts::new(
+                "sync_records_behind",
+                "Records on the broker not yet applied, per partition",
+            ),
+            &["topic", "partition"],
+        )
+        .expect("metric");
+        let cache_entries = IntGaugeVec::new(
+            Opts::new("cache_entries", "Entries held, by cache"),
+            &["cache"],
+        )
+        .expect("metric");
+        let cache_bytes = IntGaugeVec::new(
+            Opts::new("cache_weight", "Weight held (bytes for pages)"),
+            &["cache"],
+        )
+        .expect("metric");
+        let replica_up = IntGauge::new("replica_up", "1 when the replica answers").expect("metric");
+        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
+            Box::new(requests.clone()),
+            Box::new(latency.clone()),
+            Box::new(backend_inflight.clone()),
+            Box::new(backend_up.clone()),
+            Box::new(reloads.clone()),
+            Box::new(events.clone()),
+            Box::new(freshness.clone()),
+            Box::new(records_behind.clone()),
+            Box::new(cache_entries.clone()),
+            Box::new(cache_bytes.clone()),
+            Box::new(replica_up.clone()),
+        ];
+        for c in collectors {
+            registry.register(c).expect("register");
+        }
         Metrics {
             registry,
             requests,
@@ -78,6 +120,12 @@ impl Metrics {
             backend_inflight,
             backend_up,
             reloads,
+            events,
+            freshness,
+            records_behind,
+            cache_entries,
+            cache_bytes,
+            replica_up,
         }
     }
 

@@ -40,12 +40,56 @@ impl AdminApp {
                     .set(m.state.is_available() as i64);
             }
         }
+        let pages = self.edge.data.storefront.pages();
+        METRICS
+            .cache_entries
+            .with_label_values(&["pages"])
+            .set(pages.entries() as i64);
+        METRICS
+            .cache_bytes
+            .with_label_values(&["pages"])
+            .set(pages.weight() as i64);
+        METRICS
+            .replica_up
+            .set(self.edge.data.storefront.replica_up() as i64);
         METRICS.render()
+    }
+
+    async fn data_status(&self) -> serde_json::Value {
+        let data = &self.edge.data;
+        let sf = &data.storefront;
+        let counts = sf.replica().counts().await.ok();
+        let partitions: Vec<_> = data
+            .sync_stats
+            .snapshot()
+            .into_iter()
+            .map(|((topic, partition), p)| {
+                json!({
+                    "topic": topic, "partition": partition, "next_offset": p.next_offset,
+                    "high_watermark": p.high_watermark,
+                    "behind": p.high_watermark.map(|h| (h - p.next_offset).max(0)),
+                })
+            })
+            .collect();
+        json!({
+            "replica": {
+                "kind": sf.replica().kind(),
+                "up": sf.replica_up(),
+                "domains": counts.map(|c| c.0),
+                "pages": counts.map(|c| c.1),
+            },
+            "sync": {
+                "enabled": data.sync.is_some(),
+                "records_behind": data.sync_stats.total_lag(),
+                "partitions": partitions,
+            },
+            "cache": { "pages": sf.pages().entries(), "page_bytes": sf.pages().weight() },
+        })
     }
 
     fn status(&self) -> serde_json::Value {
         let state = self.edge.state();
-        let reasons = self.edge.readiness.reasons(&state);
+        let reasons = self.edge.readiness.reasons(&state, &self.edge.data);
         let pools: Vec<_> = state
             .pools
             .iter()
@@ -104,7 +148,10 @@ impl ServeHttp for AdminApp {
             "/metrics" => reply(StatusCode::OK, "text/plain; version=0.0.4", self.metrics()),
             "/healthz" => reply(StatusCode::OK, text, b"ok\n".to_vec()),
             "/readyz" => {
-                let reasons = self.edge.readiness.reasons(&self.edge.state());
+                let reasons = self
+                    .edge
+                    .readiness
+                    .reasons(&self.edge.state(), &self.edge.data);
                 if reasons.is_empty() {
                     reply(StatusCode::OK, text, b"ready\n".to_vec())
                 } else {
@@ -113,7 +160,13 @@ impl ServeHttp for AdminApp {
                 }
             }
             "/status" => {
-                let body = serde_json::to_vec_pretty(&self.status()).unwrap_or_default();
+                let mut status = self.status();
+                if let (Some(obj), serde_json::Value::Object(data)) =
+                    (status.as_object_mut(), self.data_status().await)
+                {
+                    obj.extend(data);
+                }
+                let body = serde_json::to_vec_pretty(&status).unwrap_or_default();
                 reply(StatusCode::OK, "application/json", body)
             }
             _ => reply(

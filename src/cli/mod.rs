@@ -1,5 +1,6 @@
 //! The command line: `edgepop run` and `edgepop check`.
 
+mod replica;
 mod run;
 
 use crate::config::Config;
@@ -34,6 +35,36 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Manage the local replica named by the config.
+    Replica {
+        #[command(subcommand)]
+        command: ReplicaCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ReplicaCommand {
+    /// Create the replica's schema (idempotent).
+    Init {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Load Debezium JSON records, one per line (snapshot of a new PoP).
+    Load {
+        file: PathBuf,
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+}
+
+fn with_config(path: &std::path::Path, f: impl FnOnce(Config) -> ExitCode) -> ExitCode {
+    match Config::load(path) {
+        Ok(c) => f(c),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 pub fn main() -> ExitCode {
@@ -59,12 +90,12 @@ pub fn main() -> ExitCode {
             config,
             upgrade,
             daemon,
-        } => match Config::load(&config) {
-            Ok(c) => run::run(c, &config, upgrade, daemon),
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(2)
-            }
-        },
+        } => with_config(&config, |c| run::run(c, &config, upgrade, daemon)),
+        Command::Replica {
+            command: ReplicaCommand::Init { config },
+        } => with_config(&config, |c| replica::init(&c)),
+        Command::Replica {
+            command: ReplicaCommand::Load { file, config },
+        } => with_config(&config, |c| replica::load(&c, &file)),
     }
 }

@@ -7,14 +7,16 @@ use crate::edge::Edge;
 use crate::proxy::{access_log, EdgeProxy};
 use async_trait::async_trait;
 use pingora_core::server::configuration::{Opt, ServerConf};
-use pingora_core::server::{Server, ShutdownWatch};
+use pingora_core::server::{ExecutionPhase, Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
 use pingora_core::services::listening::Service;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::broadcast;
 use tracing::{info, warn};
 
 pub fn run(config: Config, path: &Path, upgrade: bool, daemon: bool) -> ExitCode {
@@ -47,7 +49,13 @@ pub fn run(config: Config, path: &Path, upgrade: bool, daemon: bool) -> ExitCode
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let edge = Arc::new(Edge::new(config.clone(), path));
+    let edge = match Edge::new(config.clone(), path) {
+        Ok(e) => Arc::new(e),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
 
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -62,7 +70,17 @@ pub fn run(config: Config, path: &Path, upgrade: bool, daemon: bool) -> ExitCode
     admin.add_tcp(&config.admin.listen.to_string());
     admin.threads = Some(1);
 
-    let control = background_service("control", Control { edge, drain });
+    let ping_every = config.replica.ping_interval;
+    let phases = Mutex::new(Some(server.watch_execution_phase()));
+    let control = background_service(
+        "control",
+        Control {
+            edge,
+            drain,
+            ping_every,
+            phases,
+        },
+    );
 
     server.add_service(proxy);
     server.add_service(admin);
@@ -85,12 +103,26 @@ fn init_logging(level: &str) {
 struct Control {
     edge: Arc<Edge>,
     drain: Duration,
+    ping_every: Duration,
+    phases: Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
 }
 
 #[async_trait]
 impl BackgroundService for Control {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         self.edge.state().spawn_health_checks();
+        self.edge.data.spawn(self.ping_every);
+        if let Some(mut phases) = self.phases.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let edge = self.edge.clone();
+            tokio::spawn(async move {
+                while let Ok(phase) = phases.recv().await {
+                    if matches!(phase, ExecutionPhase::GracefulUpgradeTransferringFds) {
+                        info!("handing the replica to the new process");
+                        edge.data.storefront.replica().release();
+                    }
+                }
+            });
+        }
         let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
         loop {
             tokio::select! {

@@ -29,6 +29,13 @@ pub struct Config {
     #[serde(default)]
     pub log: LogConfig,
     pub pools: BTreeMap<Tier, PoolConfig>,
+    #[serde(default)]
+    pub replica: ReplicaConfig,
+    #[serde(default)]
+    pub cache: CacheConfig,
+    /// The Kafka change stream; without it the replica changes only by
+    /// `edgepop replica load`.
+    pub sync: Option<SyncConfig>,
     /// Hostnames served from the config itself (the `Directory` until a
     /// replica is configured; static sites stay legitimate afterwards).
     #[serde(default)]
@@ -211,6 +218,89 @@ impl Default for PassiveConfig {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicaKind {
+    Embedded,
+    Postgres,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicaConfig {
+    pub kind: ReplicaKind,
+    /// Embedded replica file; relative paths are from the config file's folder.
+    pub path: PathBuf,
+    /// Postgres replica, e.g. `postgres://edgepop@127.0.0.1:5432/replica`.
+    pub url: Option<String>,
+    pub pool_size: usize,
+    /// Records behind the broker beyond which the node is not ready.
+    pub max_lag: i64,
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+}
+
+impl Default for ReplicaConfig {
+    fn default() -> Self {
+        ReplicaConfig {
+            kind: ReplicaKind::Embedded,
+            path: PathBuf::from("edgepop-data/replica.redb"),
+            url: None,
+            pool_size: 8,
+            max_lag: 10_000,
+            ping_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Bound of the page cache, in bytes of pages held.
+    pub max_bytes: u64,
+    pub max_domains: u64,
+    /// How long "no such page / domain" is remembered.
+    #[serde(with = "humantime_serde")]
+    pub negative_ttl: Duration,
+    /// Query parameters that still hit the page (`name*` matches a prefix).
+    pub ignorable_query_params: Vec<String>,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            max_bytes: 256 * 1024 * 1024,
+            max_domains: 1_000_000,
+            negative_ttl: Duration::from_secs(2),
+            ignorable_query_params: vec!["utm_*".into(), "gclid".into(), "fbclid".into()],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    /// `host:port[,host:port...]`
+    pub brokers: String,
+    /// Debezium topics, e.g. `cdc.public.domains`, `cdc.public.pages`.
+    pub topics: Vec<String>,
+    /// Name under which this process stores its stream positions; must be
+    /// unique per process sharing a replica. Default: `<pop>-<first listener>`.
+    pub consumer_name: Option<String>,
+    pub group_id: Option<String>,
+    /// Malformed records are copied here (with their source and error).
+    pub dead_letter_topic: Option<String>,
+    #[serde(default = "default_batch")]
+    pub batch_max: usize,
+    /// Extra librdkafka settings (security.protocol, sasl.*, ssl.*...).
+    #[serde(default)]
+    pub kafka: BTreeMap<String, String>,
+}
+
+fn default_batch() -> usize {
+    500
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SiteConfig {
@@ -268,13 +358,24 @@ impl Config {
                 message: e.message().trim().to_string(),
             }
         })?;
+        let mut config = config;
         config.validate().map_err(|(path, message)| ConfigError {
             file: file.to_path_buf(),
             key: render(&path),
             line: locator.line_of(&path),
             message,
         })?;
+        if config.replica.path.is_relative() {
+            let base = file.parent().unwrap_or(Path::new("."));
+            config.replica.path = base.join(&config.replica.path);
+        }
         Ok(config)
+    }
+
+    /// The name this process stores its stream positions under.
+    pub fn consumer_name(&self) -> String {
+        let sync = self.sync.as_ref().and_then(|s| s.consumer_name.clone());
+        sync.unwrap_or_else(|| format!("{}-{}", self.pop.id, self.listen.http[0]))
     }
 
     /// Rules serde cannot express. Returns the offending key path.
@@ -361,6 +462,32 @@ impl Config {
                 return at(
                     &["sites".into(), i.into(), "hostname".into()],
                     format!("{} is listed twice", site.hostname),
+                );
+            }
+        }
+        if self.replica.kind == ReplicaKind::Postgres && self.replica.url.is_none() {
+            return at(
+                &["replica".into(), "kind".into()],
+                "a postgres replica needs `url`".into(),
+            );
+        }
+        if self.replica.pool_size == 0 {
+            return at(
+                &["replica".into(), "pool_size".into()],
+                "must be at least 1".into(),
+            );
+        }
+        if let Some(sync) = &self.sync {
+            if sync.topics.is_empty() {
+                return at(
+                    &["sync".into(), "topics".into()],
+                    "needs at least one topic".into(),
+                );
+            }
+            if sync.batch_max == 0 {
+                return at(
+                    &["sync".into(), "batch_max".into()],
+                    "must be at least 1".into(),
                 );
             }
         }

@@ -1,7 +1,7 @@
 //! Whether this node should receive traffic. `/readyz` reports it; the
 //! PoP's BGP daemon announces the anycast prefix only while it is true.
 
-use crate::edge::EdgeState;
+use crate::edge::{DataPlane, EdgeState};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Default)]
@@ -20,13 +20,23 @@ impl Readiness {
     }
 
     /// Reasons this node is not ready; empty when it is.
-    pub fn reasons(&self, state: &EdgeState) -> Vec<String> {
+    pub fn reasons(&self, state: &EdgeState, data: &DataPlane) -> Vec<String> {
         let mut reasons = Vec::new();
         if self.is_draining() {
             reasons.push("draining".to_string());
         }
         if !state.pools.any_available() {
             reasons.push("no healthy origin server in any pool".to_string());
+        }
+        if !data.storefront.replica_up() {
+            reasons.push("replica unreachable".to_string());
+        }
+        let lag = data.sync_stats.total_lag();
+        if data.sync.is_some() && lag > data.max_lag {
+            reasons.push(format!(
+                "replica {lag} records behind the stream (max {})",
+                data.max_lag
+            ));
         }
         reasons
     }

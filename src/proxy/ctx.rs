@@ -44,6 +44,8 @@ pub struct RequestCtx {
     pub tried: Vec<SocketAddr>,
     /// The origin now holding this request (released on drop).
     pub inflight: Option<InflightGuard>,
+    /// Time to load the page from the replica (a MISS).
+    pub replica_elapsed: Option<Duration>,
     pub origin_started: Option<Instant>,
     pub origin_elapsed: Option<Duration>,
     pub upstream_responded: bool,
@@ -67,6 +69,7 @@ impl RequestCtx {
             cache: CacheStatus::Bypass,
             tried: Vec::new(),
             inflight: None,
+            replica_elapsed: None,
             origin_started: None,
             origin_elapsed: None,
             upstream_responded: false,

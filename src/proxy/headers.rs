@@ -78,6 +78,9 @@ pub fn decorate(resp: &mut ResponseHeader, ctx: &RequestCtx) {
 fn server_timing(ctx: &RequestCtx) -> String {
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
     let mut out = format!("edge;dur={:.3}", ms(ctx.started.elapsed()));
+    if let Some(replica) = ctx.replica_elapsed {
+        let _ = write!(out, ", replica;dur={:.3}", ms(replica));
+    }
     if let Some(origin) = ctx.origin_time() {
         let _ = write!(out, ", origin;dur={:.3}", ms(origin));
     }

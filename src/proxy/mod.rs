@@ -1,7 +1,9 @@
 //! The request path, as Pingora phases from top to bottom:
 //!
-//! 1. `request_filter`: Host → `Hostname` (400), directory lookup (421, 403),
-//!    origin pool of the domain's tier.
+//! 1. `request_filter`: Host → `Hostname` (400), directory lookup (421, 403);
+//!    a GET/HEAD for a page in the replica is answered here (cache, else
+//!    replica: HIT / MISS / STALE); anything else picks the origin pool of
+//!    the domain's tier.
 //! 2. `upstream_peer`: least-connections pick among healthy servers not yet
 //!    tried (503 when none).
 //! 3. `fail_to_connect` / `error_while_proxy`: passive ejection, retry on
@@ -15,12 +17,14 @@
 pub mod access_log;
 mod ctx;
 mod headers;
+mod page;
 mod respond;
 pub mod route;
 
 pub use ctx::{CacheStatus, RequestCtx};
 
-use crate::domain::{DomainStatus, Hostname};
+use crate::cache::Lookup;
+use crate::domain::{DomainRecord, DomainStatus, Hostname};
 use crate::edge::Edge;
 use async_trait::async_trait;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -51,6 +55,47 @@ impl EdgeProxy {
             (None, _) => Err("missing Host header"),
             (Some(_), Some(_)) => Err("more than one Host header"),
         }
+    }
+
+    /// Answers a storefront page from the edge. False: the origin serves it.
+    async fn serve_page(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        domain: &DomainRecord,
+    ) -> Result<bool> {
+        let req = session.req_header();
+        if req.method != http::Method::GET && req.method != http::Method::HEAD {
+            return Ok(false);
+        }
+        let storefront = &self.edge.data.storefront;
+        let Some(key) = storefront.page_key(domain.store_id, req.uri.path(), req.uri.query())
+        else {
+            return Ok(false);
+        };
+        let page = match storefront.page(key).await {
+            Lookup::Hit(p) => {
+                ctx.cache = CacheStatus::Hit;
+                p
+            }
+            Lookup::Miss(p, took) => {
+                ctx.cache = CacheStatus::Miss;
+                ctx.replica_elapsed = Some(took);
+                p
+            }
+            Lookup::Stale(p) => {
+                ctx.cache = CacheStatus::Stale;
+                p
+            }
+            Lookup::NotFound => return Ok(false),
+            Lookup::Unavailable(why) => {
+                // No copy anywhere here: the origin may still have it.
+                ctx.error_reason = Some(why);
+                return Ok(false);
+            }
+        };
+        page::serve(session, ctx, &page).await?;
+        Ok(true)
     }
 
     fn retry_allowed(session: &Session, ctx: &RequestCtx) -> bool {
@@ -116,6 +161,9 @@ impl ProxyHttp for EdgeProxy {
         if domain.status == DomainStatus::Suspended {
             let reason = format!("{} is suspended", domain.hostname);
             respond::error(session, ctx, 403, reason, None).await?;
+            return Ok(true);
+        }
+        if self.serve_page(session, ctx, &domain).await? {
             return Ok(true);
         }
         ctx.pool = ctx.state.pools.get(domain.tier).cloned();

@@ -1,0 +1,206 @@
+//! The storefront read path: cache first, else the replica (loaded once for
+//! concurrent misses), with the replica's health deciding HIT vs STALE.
+
+use super::{CachedPage, DomainCache, PageCache, Slot};
+use crate::directory::{Directory, DirectoryError};
+use crate::domain::{DomainRecord, Hostname, PageKey};
+use crate::replica::{Outcome, Replica, ReplicaError};
+use async_trait::async_trait;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+pub enum Lookup {
+    /// From memory, the replica reachable (so the stream keeps it fresh).
+    Hit(Arc<CachedPage>),
+    /// Loaded from the replica now, in `Duration`.
+    Miss(Arc<CachedPage>, Duration),
+    /// From memory while the replica is unreachable: may be outdated.
+    Stale(Arc<CachedPage>),
+    /// The replica has no such page: the origin serves it.
+    NotFound,
+    /// Neither cache nor replica could answer.
+    Unavailable(String),
+}
+
+pub struct Storefront {
+    replica: Arc<dyn Replica>,
+    pages: PageCache,
+    domains: DomainCache,
+    replica_up: AtomicBool,
+    /// Query parameters that do not change a page (`utm_*` is a prefix).
+    ignorable: Vec<String>,
+}
+
+impl Storefront {
+    pub fn new(
+        replica: Arc<dyn Replica>,
+        pages: PageCache,
+        domains: DomainCache,
+        ignorable: Vec<String>,
+    ) -> Self {
+        Storefront {
+            replica,
+            pages,
+            domains,
+            replica_up: AtomicBool::new(true),
+            ignorable,
+        }
+    }
+
+    pub fn replica(&self) -> &Arc<dyn Replica> {
+        &self.replica
+    }
+
+    pub fn pages(&self) -> &PageCache {
+        &self.pages
+    }
+
+    pub fn replica_up(&self) -> bool {
+        self.replica_up.load(Ordering::Relaxed)
+    }
+
+    fn set_replica_up(&self, up: bool, why: &str) {
+        if self.replica_up.swap(up, Ordering::Relaxed) != up {
+            if up {
+                info!("replica reachable again");
+            } else {
+                warn!(
+                    error = why,
+                    "replica unreachable: serving cached pages as STALE"
+                );
+            }
+        }
+    }
+
+    /// The page key for a request path and query, or `None` when the query
+    /// holds a parameter that is not ignorable (the origin decides then).
+    pub fn page_key(&self, store_id: i64, path: &str, query: Option<&str>) -> Option<PageKey> {
+        let ignorable = |name: &str| {
+            self.ignorable.iter().any(|p| match p.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => name == p,
+            })
+        };
+        let all_ignorable = query.is_none_or(|q| {
+            q.split('&')
+                .filter(|kv| !kv.is_empty())
+                .all(|kv| ignorable(kv.split('=').next().unwrap_or(kv)))
+        });
+        all_ignorable.then(|| PageKey {
+            store_id,
+            path: path.to_string(),
+        })
+    }
+
+    pub async fn page(&self, key: PageKey) -> Lookup {
+        let started = Instant::now();
+        let replica = self.replica.clone();
+        let load_key = key.clone();
+        let loaded = self
+            .pages
+            .get_or_load(key, async move {
+                replica
+                    .page(&load_key)
+                    .await
+                    .map(|p| p.map(CachedPage::from))
+            })
+            .await;
+        match loaded {
+            Ok((Slot::Found(page), true)) => {
+                self.set_replica_up(true, "");
+                Lookup::Miss(page, started.elapsed())
+            }
+            Ok((Slot::Found(page), false)) if self.replica_up() => Lookup::Hit(page),
+            Ok((Slot::Found(page), false)) => Lookup::Stale(page),
+            Ok((Slot::Missing, _)) => Lookup::NotFound,
+            Err(e) => {
+                self.set_replica_up(false, &e.to_string());
+                Lookup::Unavailable(e.to_string())
+            }
+        }
+    }
+
+    /// Pushes what the change stream applied into the caches.
+    pub async fn apply(&self, outcomes: &[Outcome]) {
+        for o in outcomes {
+            match o {
+                Outcome::Page(p) => self.pages.put(p.key(), CachedPage::from(p.clone())).await,
+                Outcome::PageDeleted(key) => self.pages.remove(key).await,
+                Outcome::Domain(d) => self.domains.put(d.hostname.clone(), d.clone()).await,
+                Outcome::DomainDeleted(host) => self.domains.remove(host).await,
+                Outcome::Stale | Outcome::Incomplete(_) => {}
+            }
+        }
+    }
+
+    /// Pings the replica every `every`; the result drives HIT/STALE and readiness.
+    pub async fn monitor(self: Arc<Self>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let result =
+                tokio::time::timeout(every.max(Duration::from_secs(1)), self.replica.ping()).await;
+            match result {
+                Ok(Ok(())) => self.set_replica_up(true, ""),
+                Ok(Err(e)) => self.set_replica_up(false, &e.to_string()),
+                Err(_) => self.set_replica_up(false, "ping timed out"),
+            }
+        }
+    }
+
+    /// Marks the replica down after a failed write by the consumer.
+    pub fn report_error(&self, e: &ReplicaError) {
+        self.set_replica_up(false, &e.to_string());
+    }
+}
+
+#[async_trait]
+impl Directory for Storefront {
+    async fn lookup(&self, host: &Hostname) -> Result<Option<DomainRecord>, DirectoryError> {
+        let replica = self.replica.clone();
+        let load_host = host.clone();
+        match self
+            .domains
+            .get_or_load(
+                host.clone(),
+                async move { replica.domain(&load_host).await },
+            )
+            .await
+        {
+            Ok((Slot::Found(d), _)) => Ok(Some((*d).clone())),
+            Ok((Slot::Missing, _)) => Ok(None),
+            Err(e) => {
+                self.set_replica_up(false, &e.to_string());
+                Err(DirectoryError(e.to_string()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_ignorable_queries_keep_the_page_key() {
+        let sf = Storefront::new(
+            Arc::new(crate::replica::embedded::EmbeddedReplica::open(&tempfile_path()).unwrap()),
+            super::super::page_cache(1 << 20, Duration::from_secs(1)),
+            super::super::domain_cache(100, Duration::from_secs(1)),
+            vec!["utm_*".into(), "gclid".into(), "fbclid".into()],
+        );
+        assert!(sf.page_key(1, "/", None).is_some());
+        assert!(sf
+            .page_key(1, "/", Some("utm_source=x&utm_medium=y&gclid=1"))
+            .is_some());
+        assert!(sf.page_key(1, "/", Some("")).is_some());
+        assert!(sf.page_key(1, "/", Some("utm_source=x&page=2")).is_none());
+        assert!(sf.page_key(1, "/", Some("gclidx=1")).is_none());
+    }
+
+    fn tempfile_path() -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("edgepop-sf-{}.redb", std::process::id()))
+    }
+}

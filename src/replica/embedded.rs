@@ -1,0 +1,289 @@
+//! The embedded replica: one redb file under the data directory (ACID,
+//! crash-safe, no server). The default for a single box.
+
+use super::*;
+use arc_swap::ArcSwapOption;
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const DOMAINS: TableDefinition<&str, &[u8]> = TableDefinition::new("domains");
+const PAGES: TableDefinition<(i64, &str), &[u8]> = TableDefinition::new("pages");
+/// (table, key) -> tombstone of a deleted row.
+const TOMBSTONES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("tombstones");
+/// (consumer, topic, partition) -> next offset.
+const POSITIONS: TableDefinition<(&str, &str, i32), i64> = TableDefinition::new("positions");
+
+/// redb allows one process per file. During a graceful upgrade the old
+/// process releases the file when it hands over its sockets, and the new
+/// one opens it on first use, waiting up to `OPEN_WAIT` for the release.
+pub struct EmbeddedReplica {
+    path: PathBuf,
+    db: ArcSwapOption<Database>,
+    released: AtomicBool,
+    opening: tokio::sync::Mutex<()>,
+}
+
+const OPEN_WAIT: Duration = Duration::from_secs(10);
+
+fn err(e: impl std::fmt::Display) -> ReplicaError {
+    ReplicaError::Other(e.to_string())
+}
+
+fn page_tomb_key(key: &PageKey) -> String {
+    format!("{}\u{0}{}", key.store_id, key.path)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ReplicaError> {
+    serde_json::from_slice(bytes).map_err(err)
+}
+
+impl EmbeddedReplica {
+    /// Opens (or creates) the replica file and its tables. A file held by
+    /// another process (the one being upgraded) is opened later, on use.
+    pub fn open(path: &Path) -> Result<Self, ReplicaError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
+        }
+        let replica = EmbeddedReplica {
+            path: path.to_path_buf(),
+            db: ArcSwapOption::empty(),
+            released: AtomicBool::new(false),
+            opening: tokio::sync::Mutex::new(()),
+        };
+        match Self::create(path) {
+            Ok(db) => replica.db.store(Some(Arc::new(db))),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {}
+            Err(e) => return Err(err(format!("{}: {e}", path.display()))),
+        }
+        Ok(replica)
+    }
+
+    fn create(path: &Path) -> Result<Database, redb::DatabaseError> {
+        let db = Database::create(path)?;
+        let tables = || -> Result<(), redb::Error> {
+            let tx = db.begin_write()?;
+            tx.open_table(DOMAINS)?;
+            tx.open_table(PAGES)?;
+            tx.open_table(TOMBSTONES)?;
+            tx.open_table(POSITIONS)?;
+            tx.commit()?;
+            Ok(())
+        };
+        tables().map_err(|e| {
+            redb::DatabaseError::Storage(redb::StorageError::Io(std::io::Error::other(
+                e.to_string(),
+            )))
+        })?;
+        Ok(db)
+    }
+
+    /// The open database, opening it (or waiting for the previous process
+    /// to let go of it) on first use.
+    async fn db(&self) -> Result<Arc<Database>, ReplicaError> {
+        if let Some(db) = self.db.load_full() {
+            return Ok(db);
+        }
+        if self.released.load(Ordering::Relaxed) {
+            return Err(ReplicaError::Unavailable(
+                "embedded replica handed to the new process".into(),
+            ));
+        }
+        let _one = self.opening.lock().await;
+        let deadline = Instant::now() + OPEN_WAIT;
+        loop {
+            if let Some(db) = self.db.load_full() {
+                return Ok(db);
+            }
+            match Self::create(&self.path) {
+                Ok(db) => {
+                    let db = Arc::new(db);
+                    self.db.store(Some(db.clone()));
+                    return Ok(db);
+                }
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(ReplicaError::Unavailable(format!(
+                        "{}: {e}",
+                        self.path.display()
+                    )))
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    fn apply_sync(
+        db: &Database,
+        consumer: &str,
+        events: &[ChangeEvent],
+        positions: &[Position],
+    ) -> Result<Vec<Outcome>, ReplicaError> {
+        let tx = db.begin_write().map_err(err)?;
+        let mut outcomes = Vec::with_capacity(events.len());
+        {
+            let mut domains = tx.open_table(DOMAINS).map_err(err)?;
+            let mut pages = tx.open_table(PAGES).map_err(err)?;
+            let mut tombs = tx.open_table(TOMBSTONES).map_err(err)?;
+            for event in events {
+                match &event.change {
+                    Change::UpsertDomain(DomainChange { hostname, .. })
+                    | Change::DeleteDomain { hostname, .. } => {
+                        let host = hostname.as_str();
+                        let stored: Option<Versioned<DomainRecord>> = domains
+                            .get(host)
+                            .map_err(err)?
+                            .map(|g| decode(g.value()))
+                            .transpose()?;
+                        let tomb: Option<Tombstone> = tombs
+                            .get(("domains", host))
+                            .map_err(err)?
+                            .map(|g| decode(g.value()))
+                            .transpose()?;
+                        let decision = decide_domain(event, stored.as_ref(), tomb.as_ref());
+                        match &decision {
+                            Decision::Write(row) => {
+                                domains
+                                    .insert(host, serde_json::to_vec(row).map_err(err)?.as_slice())
+                                    .map_err(err)?;
+                            }
+                            Decision::Delete(t) => {
+                                domains.remove(host).map_err(err)?;
+                                tombs
+                                    .insert(
+                                        ("domains", host),
+                                        serde_json::to_vec(t).map_err(err)?.as_slice(),
+                                    )
+                                    .map_err(err)?;
+                            }
+                            _ => {}
+                        }
+                        outcomes.push(outcome_of_domain(hostname, &decision));
+                    }
+                    Change::UpsertPage(PageChange { key, .. }) | Change::DeletePage { key, .. } => {
+                        let k = (key.store_id, key.path.as_str());
+                        let tk = page_tomb_key(key);
+                        let stored: Option<Versioned<Page>> = pages
+                            .get(k)
+                            .map_err(err)?
+                            .map(|g| decode(g.value()))
+                            .transpose()?;
+                        let tomb: Option<Tombstone> = tombs
+                            .get(("pages", tk.as_str()))
+                            .map_err(err)?
+                            .map(|g| decode(g.value()))
+                            .transpose()?;
+                        let decision = decide_page(event, stored.as_ref(), tomb.as_ref());
+                        match &decision {
+                            Decision::Write(row) => {
+                                pages
+                                    .insert(k, serde_json::to_vec(row).map_err(err)?.as_slice())
+                                    .map_err(err)?;
+                            }
+                            Decision::Delete(t) => {
+                                pages.remove(k).map_err(err)?;
+                                tombs
+                                    .insert(
+                                        ("pages", tk.as_str()),
+                                        serde_json::to_vec(t).map_err(err)?.as_slice(),
+                                    )
+                                    .map_err(err)?;
+                            }
+                            _ => {}
+                        }
+                        outcomes.push(outcome_of_page(key, &decision));
+                    }
+                }
+            }
+            let mut pos = tx.open_table(POSITIONS).map_err(err)?;
+            for p in positions {
+                pos.insert((consumer, p.topic.as_str(), p.partition), p.next_offset)
+                    .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)?;
+        Ok(outcomes)
+    }
+}
+
+#[async_trait]
+impl Replica for EmbeddedReplica {
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn domain(&self, host: &Hostname) -> Result<Option<DomainRecord>, ReplicaError> {
+        let tx = self.db().await?.begin_read().map_err(err)?;
+        let t = tx.open_table(DOMAINS).map_err(err)?;
+        let row: Option<Versioned<DomainRecord>> = t
+            .get(host.as_str())
+            .map_err(err)?
+            .map(|g| decode(g.value()))
+            .transpose()?;
+        Ok(row.map(|v| v.row))
+    }
+
+    async fn page(&self, key: &PageKey) -> Result<Option<Page>, ReplicaError> {
+        let tx = self.db().await?.begin_read().map_err(err)?;
+        let t = tx.open_table(PAGES).map_err(err)?;
+        let row: Option<Versioned<Page>> = t
+            .get((key.store_id, key.path.as_str()))
+            .map_err(err)?
+            .map(|g| decode(g.value()))
+            .transpose()?;
+        Ok(row.map(|v| v.row))
+    }
+
+    async fn apply(
+        &self,
+        consumer: &str,
+        events: &[ChangeEvent],
+        positions: &[Position],
+    ) -> Result<Vec<Outcome>, ReplicaError> {
+        let (db, consumer, events, positions) = (
+            self.db().await?,
+            consumer.to_string(),
+            events.to_vec(),
+            positions.to_vec(),
+        );
+        // redb commits fsync: keep them off the async workers.
+        tokio::task::spawn_blocking(move || Self::apply_sync(&db, &consumer, &events, &positions))
+            .await
+            .map_err(err)?
+    }
+
+    async fn positions(&self, consumer: &str) -> Result<Vec<Position>, ReplicaError> {
+        let tx = self.db().await?.begin_read().map_err(err)?;
+        let t = tx.open_table(POSITIONS).map_err(err)?;
+        let mut out = Vec::new();
+        for entry in t.iter().map_err(err)? {
+            let (k, v) = entry.map_err(err)?;
+            let (c, topic, partition) = k.value();
+            if c == consumer {
+                out.push(Position {
+                    topic: topic.to_string(),
+                    partition,
+                    next_offset: v.value(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn ping(&self) -> Result<(), ReplicaError> {
+        self.db().await?.begin_read().map(|_| ()).map_err(err)
+    }
+
+    fn release(&self) {
+        self.released.store(true, Ordering::Relaxed);
+        self.db.store(None);
+    }
+
+    async fn counts(&self) -> Result<(u64, u64), ReplicaError> {
+        let tx = self.db().await?.begin_read().map_err(err)?;
+        let d = tx.open_table(DOMAINS).map_err(err)?.len().map_err(err)?;
+        let p = tx.open_table(PAGES).map_err(err)?.len().map_err(err)?;
+        Ok((d, p))
+    }
+}

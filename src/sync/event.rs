@@ -1,0 +1,360 @@
+//! Debezium PostgreSQL change events (JSON, with or without the `schema`
+//! envelope) decoded into `ChangeEvent`s. Anything that does not fit is a
+//! `Malformed` with a reason: the consumer counts, logs and skips it.
+
+use crate::domain::{DomainStatus, Hostname, PageKey, Tier};
+use serde_json::{Map, Value};
+
+/// Debezium's stand-in for an unchanged TOASTed column it did not send.
+pub const UNAVAILABLE: &str = "__debezium_unavailable_value";
+
+/// A column value from an event: set, or not sent (keep the stored one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Col<T> {
+    Set(T),
+    Unavailable,
+}
+
+impl<T> Col<T> {
+    /// The event's value, else the stored one, else nothing.
+    pub fn or_stored(self, stored: Option<T>) -> Option<T> {
+        match self {
+            Col::Set(v) => Some(v),
+            Col::Unavailable => stored,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DomainChange {
+    pub hostname: Hostname,
+    pub store_id: Col<i64>,
+    pub status: Col<DomainStatus>,
+    pub tier: Col<Tier>,
+    pub version: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageChange {
+    pub key: PageKey,
+    pub content_type: Col<String>,
+    pub body: Col<String>,
+    pub status: Col<u16>,
+    pub cache_control: Col<Option<String>>,
+    pub version: i64,
+    pub updated_at: Col<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    UpsertDomain(DomainChange),
+    /// `version` is known only with REPLICA IDENTITY FULL.
+    DeleteDomain {
+        hostname: Hostname,
+        version: Option<i64>,
+    },
+    UpsertPage(PageChange),
+    DeletePage {
+        key: PageKey,
+        version: Option<i64>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangeEvent {
+    pub change: Change,
+    /// WAL position at the primary: orders a key-only delete against rows.
+    pub lsn: Option<i64>,
+    /// Commit time at the primary (`source.ts_ms`), for freshness.
+    pub source_ts_ms: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decoded {
+    Event(ChangeEvent),
+    /// A Kafka tombstone (null value) or a record with nothing to apply.
+    Skip(&'static str),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Malformed(pub String);
+
+fn bad<T>(msg: impl Into<String>) -> Result<T, Malformed> {
+    Err(Malformed(msg.into()))
+}
+
+/// Decodes one record value. `topic` names the table when `source.table`
+/// is absent (`<prefix>.public.pages`).
+pub fn decode(topic: &str, value: Option<&[u8]>) -> Result<Decoded, Malformed> {
+    let Some(bytes) = value else {
+        return Ok(Decoded::Skip("tombstone"));
+    };
+    let root: Value =
+        serde_json::from_slice(bytes).map_err(|e| Malformed(format!("bad JSON: {e}")))?;
+    let payload = match &root {
+        Value::Object(m) if m.contains_key("schema") && m.contains_key("payload") => &m["payload"],
+        Value::Null => return Ok(Decoded::Skip("tombstone")),
+        other => other,
+    };
+    let Value::Object(payload) = payload else {
+        return bad("payload is not an object");
+    };
+    let op = payload
+        .get("op")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Malformed("missing op".into()))?;
+    let source = payload.get("source").and_then(Value::as_object);
+    let table = source
+        .and_then(|s| s.get("table"))
+        .and_then(Value::as_str)
+        .or_else(|| topic.rsplit('.').next())
+        .unwrap_or_default();
+    let lsn = source.and_then(|s| s.get("lsn")).and_then(Value::as_i64);
+    let source_ts_ms = source.and_then(|s| s.get("ts_ms")).and_then(Value::as_i64);
+    let row = |name: &str| payload.get(name).and_then(Value::as_object);
+
+    let change = match (table, op) {
+        ("domains" | "pages", "t" | "m") => return Ok(Decoded::Skip("truncate or message event")),
+        ("domains", "c" | "r" | "u") => Change::UpsertDomain(domain_row(
+            row("after").ok_or_else(|| Malformed("missing after".into()))?,
+        )?),
+        ("domains", "d") => {
+            let before = row("before").ok_or_else(|| Malformed("delete without before".into()))?;
+            Change::DeleteDomain {
+                hostname: hostname(before)?,
+                version: before.get("version").and_then(Value::as_i64),
+            }
+        }
+        ("pages", "c" | "r" | "u") => Change::UpsertPage(page_row(
+            row("after").ok_or_else(|| Malformed("missing after".into()))?,
+        )?),
+        ("pages", "d") => {
+            let before = row("before").ok_or_else(|| Malformed("delete without before".into()))?;
+            Change::DeletePage {
+                key: page_key(before)?,
+                version: before.get("version").and_then(Value::as_i64),
+            }
+        }
+        ("domains" | "pages", op) => return bad(format!("unknown op {op:?}")),
+        (table, _) => return bad(format!("unknown table {table:?}")),
+    };
+    Ok(Decoded::Event(ChangeEvent {
+        change,
+        lsn,
+        source_ts_ms,
+    }))
+}
+
+type Row = Map<String, Value>;
+
+fn col<T>(row: &Row, name: &str, parse: impl Fn(&Value) -> Option<T>) -> Result<Col<T>, Malformed> {
+    match row.get(name) {
+        Some(Value::String(s)) if s == UNAVAILABLE => Ok(Col::Unavailable),
+        Some(v) => parse(v)
+            .map(Col::Set)
+            .ok_or_else(|| Malformed(format!("bad {name}: {v}"))),
+        None => bad(format!("missing {name}")),
+    }
+}
+
+fn required<T>(row: &Row, name: &str, parse: impl Fn(&Value) -> Option<T>) -> Result<T, Malformed> {
+    match col(row, name, parse)? {
+        Col::Set(v) => Ok(v),
+        Col::Unavailable => bad(format!("{name} unavailable")),
+    }
+}
+
+fn string(v: &Value) -> Option<String> {
+    v.as_str().map(str::to_string)
+}
+
+fn hostname(row: &Row) -> Result<Hostname, Malformed> {
+    let raw: String = required(row, "hostname", string)?;
+    Hostname::parse(&raw).map_err(|e| Malformed(format!("hostname {raw:?}: {e}")))
+}
+
+fn page_key(row: &Row) -> Result<PageKey, Malformed> {
+    Ok(PageKey {
+        store_id: required(row, "store_id", Value::as_i64)?,
+        path: required(row, "path", string)?,
+    })
+}
+
+fn domain_row(row: &Row) -> Result<DomainChange, Malformed> {
+    Ok(DomainChange {
+        hostname: hostname(row)?,
+        store_id: col(row, "store_id", Value::as_i64)?,
+        status: col(row, "status", |v| serde_json::from_value(v.clone()).ok())?,
+        tier: col(row, "tier", |v| serde_json::from_value(v.clone()).ok())?,
+        version: required(row, "version", Value::as_i64)?,
+    })
+}
+
+fn page_row(row: &Row) -> Result<PageChange, Malformed> {
+    let status = match row.get("status") {
+        None | Some(Value::Null) => Col::Set(200),
+        _ => col(row, "status", |v| {
+            v.as_u64()
+                .and_then(|n| u16::try_from(n).ok())
+                .filter(|n| (100..=599).contains(n))
+        })?,
+    };
+    let cache_control = match row.get("cache_control") {
+        None | Some(Value::Null) => Col::Set(None),
+        _ => col(row, "cache_control", |v| {
+            v.as_str().map(|s| Some(s.to_string()))
+        })?,
+    };
+    Ok(PageChange {
+        key: page_key(row)?,
+        content_type: col(row, "content_type", string)?,
+        body: col(row, "body", string)?,
+        status,
+        cache_control,
+        version: required(row, "version", Value::as_i64)?,
+        updated_at: col(row, "updated_at", timestamp)?,
+    })
+}
+
+/// Debezium sends timestamptz as an ISO string (ZonedTimestamp) or, with
+/// `time.precision.mode=connect`, as epoch milliseconds / microseconds.
+fn timestamp(v: &Value) -> Option<String> {
+    use time::format_description::well_known::Rfc3339;
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => {
+            let n = n.as_i64()?;
+            let nanos = if n.abs() > 100_000_000_000_000 {
+                n as i128 * 1_000
+            } else {
+                n as i128 * 1_000_000
+            };
+            time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+                .ok()?
+                .format(&Rfc3339)
+                .ok()
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn page_payload(op: &str) -> Value {
+        json!({
+            "before": null,
+            "after": {"store_id": 7, "path": "/", "content_type": "text/html", "body": "<h1>hi</h1>",
+                      "status": 200, "cache_control": "max-age=60", "version": 3, "updated_at": "2026-11-21T10:00:00Z"},
+            "source": {"table": "pages", "lsn": 1234, "ts_ms": 1700000000000i64},
+            "op": op, "ts_ms": 1700000000100i64
+        })
+    }
+
+    fn decode_value(v: &Value) -> Result<Decoded, Malformed> {
+        decode("cdc.public.pages", Some(v.to_string().as_bytes()))
+    }
+
+    #[test]
+    fn both_shapes_decode_alike() {
+        let bare = decode_value(&page_payload("c")).unwrap();
+        let wrapped =
+            decode_value(&json!({"schema": {"type": "struct"}, "payload": page_payload("c")}))
+                .unwrap();
+        assert_eq!(bare, wrapped);
+        let Decoded::Event(e) = bare else { panic!() };
+        assert_eq!(e.lsn, Some(1234));
+        assert_eq!(e.source_ts_ms, Some(1700000000000));
+        let Change::UpsertPage(p) = e.change else {
+            panic!()
+        };
+        assert_eq!(
+            p.key,
+            PageKey {
+                store_id: 7,
+                path: "/".into()
+            }
+        );
+        assert_eq!(p.body, Col::Set("<h1>hi</h1>".into()));
+        assert_eq!(p.cache_control, Col::Set(Some("max-age=60".into())));
+    }
+
+    #[test]
+    fn toast_placeholder_is_unavailable() {
+        let mut v = page_payload("u");
+        v["after"]["body"] = json!(UNAVAILABLE);
+        let Decoded::Event(e) = decode_value(&v).unwrap() else {
+            panic!()
+        };
+        let Change::UpsertPage(p) = e.change else {
+            panic!()
+        };
+        assert_eq!(p.body, Col::Unavailable);
+    }
+
+    #[test]
+    fn key_only_delete() {
+        let v = json!({"before": {"store_id": 7, "path": "/x"}, "after": null, "source": {"table": "pages"}, "op": "d"});
+        let Decoded::Event(e) = decode_value(&v).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            e.change,
+            Change::DeletePage {
+                key: PageKey {
+                    store_id: 7,
+                    path: "/x".into()
+                },
+                version: None
+            }
+        );
+    }
+
+    #[test]
+    fn tombstones_skip_and_garbage_is_malformed() {
+        assert_eq!(decode("t", None), Ok(Decoded::Skip("tombstone")));
+        assert!(decode("t", Some(b"{not json")).is_err());
+        assert!(
+            decode_value(&json!({"op": "c", "source": {"table": "orders"}, "after": {}})).is_err()
+        );
+        let mut v = page_payload("c");
+        v["after"].as_object_mut().unwrap().remove("version");
+        assert!(decode_value(&v).unwrap_err().0.contains("version"));
+        let mut v = page_payload("c");
+        v["op"] = json!("x");
+        assert!(decode_value(&v).is_err());
+    }
+
+    #[test]
+    fn domains_decode_and_table_from_topic() {
+        let v = json!({"after": {"hostname": "Shop.Example.COM", "store_id": 1, "status": "active", "tier": "enterprise", "version": 2}, "op": "r"});
+        let Decoded::Event(e) =
+            decode("cdc.public.domains", Some(v.to_string().as_bytes())).unwrap()
+        else {
+            panic!()
+        };
+        let Change::UpsertDomain(d) = e.change else {
+            panic!()
+        };
+        assert_eq!(d.hostname.as_str(), "shop.example.com");
+        assert_eq!(d.tier, Col::Set(Tier::Enterprise));
+        let bad_status = json!({"after": {"hostname": "a.com", "store_id": 1, "status": "gone", "tier": "public", "version": 2}, "op": "c"});
+        assert!(decode(
+            "cdc.public.domains",
+            Some(bad_status.to_string().as_bytes())
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn numeric_timestamps() {
+        assert_eq!(timestamp(&json!(0)).unwrap(), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            timestamp(&json!(1_700_000_000_000_000i64)).unwrap(),
+            timestamp(&json!(1_700_000_000_000i64)).unwrap()
+        );
+    }
+}
