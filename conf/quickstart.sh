@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Runs the edge node on its defaults: conf/quickstart.toml, one PoP, the demo
-# site demo.localhost, and a demo origin (conf/demo) on 127.0.0.1:8081.
-#   curl -H 'Host: demo.localhost' http://127.0.0.1:8080/
+# Runs the edge node on its defaults: conf/quickstart.toml, one PoP, the
+# embedded replica loaded with a demo store (shop.localhost, pages served by
+# the edge), a config site demo.localhost proxied to a demo origin (conf/demo)
+# on 127.0.0.1:8081.
+#   curl -i -H 'Host: shop.localhost' http://127.0.0.1:8080/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cmake >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake >/dev/null; }
 cargo build --release --locked
+./target/release/edgepop replica load conf/demo/snapshot.jsonl --config conf/quickstart.toml
 python3 -m http.server 8081 --bind 127.0.0.1 --directory conf/demo >/dev/null 2>&1 &
 origin=$!
 trap 'kill $origin 2>/dev/null' EXIT
-echo "edgepop on http://127.0.0.1:8080 (try: curl -i -H 'Host: demo.localhost' http://127.0.0.1:8080/), admin on http://127.0.0.1:9180/status"
+echo "edgepop on http://127.0.0.1:8080 (try: curl -i -H 'Host: shop.localhost' http://127.0.0.1:8080/), admin on http://127.0.0.1:9180/status"
 ./target/release/edgepop run --config conf/quickstart.toml

@@ -98,3 +98,38 @@ fn toml_syntax_error_names_line() {
     assert_eq!(code, 2);
     assert!(out.contains(":4"), "{out}");
 }
+
+#[test]
+fn replica_load_reports_malformed_lines_and_loads_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("edgepop.toml");
+    std::fs::write(&conf, GOOD).unwrap();
+    let demo = std::fs::read_to_string("conf/demo/snapshot.jsonl").unwrap();
+    let mut lines: Vec<&str> = demo.lines().collect();
+    lines.insert(2, "{this is not json");
+    lines.push(r#"{"op":"c","source":{"table":"orders"},"after":{}}"#);
+    lines.push(lines[1]); // the same record again: stale
+    let snapshot = dir.path().join("snap.jsonl");
+    std::fs::write(&snapshot, lines.join("\n")).unwrap();
+
+    let out = Command::new(common::bin())
+        .args(["replica", "load"])
+        .arg(&snapshot)
+        .arg("--config")
+        .arg(&conf)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("snap.jsonl:3: malformed"), "{stderr}");
+    assert!(
+        stderr.contains("snap.jsonl:6: malformed") && stderr.contains("orders"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("4 applied, 1 stale, 2 skipped"), "{stdout}");
+    assert!(
+        dir.path().join("edgepop-data/replica.redb").exists(),
+        "replica file next to the config"
+    );
+}

@@ -20,6 +20,7 @@ pub struct Metrics {
     pub cache_entries: IntGaugeVec,
     pub cache_bytes: IntGaugeVec,
     pub replica_up: IntGauge,
+    pub replica_reads: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -97,7 +98,16 @@ impl Metrics {
         )
         .expect("metric");
         let replica_up = IntGauge::new("replica_up", "1 when the replica answers").expect("metric");
-        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
+        let replica_reads = IntCounterVec::new(
+            Opts::new(
+                "replica_reads_total",
+                "Lookups sent to the replica (cache misses), by what",
+            ),
+            &["what"],
+        )
+        .expect("metric");
+        let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
+            Box::new(replica_reads.clone()),
             Box::new(requests.clone()),
             Box::new(latency.clone()),
             Box::new(backend_inflight.clone()),
@@ -126,6 +136,7 @@ impl Metrics {
             cache_entries,
             cache_bytes,
             replica_up,
+            replica_reads,
         }
     }
 

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use moka::future::Cache;
 use moka::Expiry;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -82,12 +83,17 @@ impl<K, V> Expiry<K, Slot<V>> for NegativeTtl {
 /// The cache behind both page and domain lookups.
 pub struct SlotCache<K, V> {
     inner: Cache<K, Slot<V>>,
+    /// Bumped before every push: a load that overlapped a push may have
+    /// written an older row over it, and is then dropped (the replica,
+    /// written before any push, has the newest for the next load).
+    pushes: Arc<AtomicU64>,
 }
 
 impl<K, V> Clone for SlotCache<K, V> {
     fn clone(&self) -> Self {
         SlotCache {
             inner: self.inner.clone(),
+            pushes: self.pushes.clone(),
         }
     }
 }
@@ -103,6 +109,7 @@ where
     ) -> Self {
         SlotCache {
             inner: builder.expire_after(NegativeTtl(negative_ttl)).build(),
+            pushes: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -117,23 +124,29 @@ where
         F: std::future::Future<Output = Result<Option<V>, E>>,
         E: Send + Sync + 'static,
     {
+        let pushes_before = self.pushes.load(Ordering::SeqCst);
         let entry = self
             .inner
-            .entry(key)
+            .entry(key.clone())
             .or_try_insert_with(async {
                 load.await
                     .map(|v| v.map_or(Slot::Missing, |v| Slot::Found(Arc::new(v))))
             })
             .await?;
         let fresh = entry.is_fresh();
+        if fresh && self.pushes.load(Ordering::SeqCst) != pushes_before {
+            self.inner.invalidate(&key).await;
+        }
         Ok((entry.into_value(), fresh))
     }
 
     pub async fn put(&self, key: K, value: V) {
+        self.pushes.fetch_add(1, Ordering::SeqCst);
         self.inner.insert(key, Slot::Found(Arc::new(value))).await;
     }
 
     pub async fn remove(&self, key: &K) {
+        self.pushes.fetch_add(1, Ordering::SeqCst);
         self.inner.invalidate(key).await;
     }
 

@@ -2,6 +2,7 @@
 //! concurrent misses), with the replica's health deciding HIT vs STALE.
 
 use super::{CachedPage, DomainCache, PageCache, Slot};
+use crate::admin::metrics::METRICS;
 use crate::directory::{Directory, DirectoryError};
 use crate::domain::{DomainRecord, Hostname, PageKey};
 use crate::replica::{Outcome, Replica, ReplicaError};
@@ -101,6 +102,7 @@ impl Storefront {
         let loaded = self
             .pages
             .get_or_load(key, async move {
+                METRICS.replica_reads.with_label_values(&["page"]).inc();
                 replica
                     .page(&load_key)
                     .await
@@ -130,7 +132,11 @@ impl Storefront {
                 Outcome::PageDeleted(key) => self.pages.remove(key).await,
                 Outcome::Domain(d) => self.domains.put(d.hostname.clone(), d.clone()).await,
                 Outcome::DomainDeleted(host) => self.domains.remove(host).await,
-                Outcome::Stale | Outcome::Incomplete(_) => {}
+                // Stale here may mean another process on this replica got
+                // there first: reload from the replica, which has the newest.
+                Outcome::StalePage(key) => self.pages.remove(key).await,
+                Outcome::StaleDomain(host) => self.domains.remove(host).await,
+                Outcome::Incomplete(_) => {}
             }
         }
     }
@@ -163,10 +169,10 @@ impl Directory for Storefront {
         let load_host = host.clone();
         match self
             .domains
-            .get_or_load(
-                host.clone(),
-                async move { replica.domain(&load_host).await },
-            )
+            .get_or_load(host.clone(), async move {
+                METRICS.replica_reads.with_label_values(&["domain"]).inc();
+                replica.domain(&load_host).await
+            })
             .await
         {
             Ok((Slot::Found(d), _)) => Ok(Some((*d).clone())),

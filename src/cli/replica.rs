@@ -127,7 +127,7 @@ async fn flush(
         .map_err(|e| e.to_string())?;
     for o in outcomes {
         match o {
-            Outcome::Stale => summary.stale += 1,
+            Outcome::StaleDomain(_) | Outcome::StalePage(_) => summary.stale += 1,
             Outcome::Incomplete(why) => {
                 eprintln!("skipped: {why}");
                 summary.skipped += 1;

@@ -32,10 +32,6 @@ fn err(e: impl std::fmt::Display) -> ReplicaError {
     ReplicaError::Other(e.to_string())
 }
 
-fn page_tomb_key(key: &PageKey) -> String {
-    format!("{}\u{0}{}", key.store_id, key.path)
-}
-
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ReplicaError> {
     serde_json::from_slice(bytes).map_err(err)
 }

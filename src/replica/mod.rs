@@ -35,8 +35,10 @@ pub enum Outcome {
     DomainDeleted(Hostname),
     Page(Page),
     PageDeleted(PageKey),
-    /// Not newer than what the replica has (redelivery, replay, reordering).
-    Stale,
+    /// Not newer than what the replica has (redelivery, replay, reordering,
+    /// or another process on the same replica applied it first).
+    StaleDomain(Hostname),
+    StalePage(PageKey),
     /// An update whose unsent (TOASTed) columns have no stored row to come from.
     Incomplete(String),
 }
@@ -60,6 +62,12 @@ pub trait Replica: Send + Sync {
     async fn counts(&self) -> Result<(u64, u64), ReplicaError>;
     /// Lets go of resources a successor process needs (graceful upgrade).
     fn release(&self) {}
+}
+
+/// The key under which a deleted page's tombstone is kept (the numeric
+/// store id makes the first ':' unambiguous).
+pub fn page_tomb_key(key: &PageKey) -> String {
+    format!("{}:{}", key.store_id, key.path)
 }
 
 /// A stored row with the WAL position of the change that wrote it.
@@ -210,7 +218,7 @@ pub fn outcome_of_domain(host: &Hostname, d: &Decision<DomainRecord>) -> Outcome
     match d {
         Decision::Write(v) => Outcome::Domain(v.row.clone()),
         Decision::Delete(_) => Outcome::DomainDeleted(host.clone()),
-        Decision::Stale => Outcome::Stale,
+        Decision::Stale => Outcome::StaleDomain(host.clone()),
         Decision::Incomplete(why) => Outcome::Incomplete(why.clone()),
     }
 }
@@ -219,7 +227,7 @@ pub fn outcome_of_page(key: &PageKey, d: &Decision<Page>) -> Outcome {
     match d {
         Decision::Write(v) => Outcome::Page(v.row.clone()),
         Decision::Delete(_) => Outcome::PageDeleted(key.clone()),
-        Decision::Stale => Outcome::Stale,
+        Decision::Stale => Outcome::StalePage(key.clone()),
         Decision::Incomplete(why) => Outcome::Incomplete(why.clone()),
     }
 }

@@ -47,12 +47,16 @@ pub struct PostgresReplica {
     pool: Pool,
 }
 
-fn err(e: impl std::fmt::Display) -> ReplicaError {
-    ReplicaError::Unavailable(e.to_string())
-}
-
-fn page_tomb_key(key: &PageKey) -> String {
-    format!("{}\u{0}{}", key.store_id, key.path)
+/// The whole chain: tokio-postgres says only "db error" at the top.
+fn err(e: impl std::error::Error) -> ReplicaError {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    ReplicaError::Unavailable(msg)
 }
 
 fn parse_enum<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, ReplicaError> {

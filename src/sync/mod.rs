@@ -301,7 +301,7 @@ impl Sync {
             .map_or(0, |d| d.as_millis() as i64);
         for (e, o) in events.iter().zip(&outcomes) {
             let result = match o {
-                Outcome::Stale => "stale",
+                Outcome::StaleDomain(_) | Outcome::StalePage(_) => "stale",
                 Outcome::Incomplete(why) => {
                     warn!(error = %why, "change event skipped");
                     "incomplete"

@@ -7,6 +7,8 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{HeaderMap, Request, Response};
 use hyper_util::rt::TokioIo;
+pub mod stream;
+
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::PathBuf;
@@ -133,6 +135,11 @@ impl Edge {
     /// `body` is the config past `[pop]`, `[listen]`, `[admin]`, `[server]`
     /// (pools, sites, proxy...), which the harness fills in.
     pub async fn start(body: &str) -> Edge {
+        Edge::prepare(body).launch(false).await
+    }
+
+    /// Writes the config without starting the process.
+    pub fn prepare(body: &str) -> Edge {
         let dir = tempfile::tempdir().unwrap();
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -144,7 +151,40 @@ impl Edge {
             pop: "tst1".into(),
         };
         edge.write_config(body);
-        edge.launch(false).await
+        edge
+    }
+
+    /// Runs an `edgepop` subcommand on this edge's config.
+    pub fn command(&self, args: &[&str]) -> std::process::Output {
+        let out = Command::new(bin())
+            .args(args)
+            .arg("--config")
+            .arg(self.config_path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Kills the process at once (SIGKILL) and waits for it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The value of one Prometheus sample, e.g. `edgepop_sync_events_total{result="stale"}`.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        let (_, text) = self.admin_get("/metrics").await;
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(sample)
+                    .and_then(|rest| rest.trim().parse().ok())
+            })
+            .unwrap_or(0.0)
     }
 
     pub fn config_path(&self) -> PathBuf {

@@ -1,0 +1,568 @@
+//! The data path end to end: Debezium records on a real broker (tansu) →
+//! the replica (embedded, and Postgres on the machine's server) → the cache
+//! → responses of the real binary. Each scenario runs on both replicas.
+
+mod common;
+
+use common::stream::*;
+use common::*;
+use serde_json::Value;
+use std::time::Duration;
+
+const SEC: fn(u64) -> Duration = Duration::from_secs;
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Embedded,
+    Postgres,
+}
+
+/// An edge on `kind` reading `broker`, with `origin` as its public pool.
+async fn edge_on(kind: Kind, broker: &Broker, origin: &Origin, extra: &str) -> (Edge, Option<Pg>) {
+    let (replica, pg) = match kind {
+        Kind::Embedded => ("[replica]\nping_interval = \"200ms\"\n".to_string(), None),
+        Kind::Postgres => {
+            let pg = Pg::create();
+            (pg.replica_section(), Some(pg))
+        }
+    };
+    let body = format!(
+        "{replica}{}{extra}\n{}",
+        broker.sync_section(),
+        pool("public", &[(origin.addr, 1)])
+    );
+    let edge = Edge::prepare(&body);
+    edge.command(&["replica", "init"]);
+    (edge.launch(false).await, pg)
+}
+
+struct Got {
+    status: u16,
+    etag: String,
+    cache: String,
+    body: String,
+    content_type: String,
+}
+
+async fn get(edge: &Edge, path: &str) -> Got {
+    let r = edge.get("shop.test", path).send().await.unwrap();
+    let h = |n: &str| {
+        r.headers()
+            .get(n)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    let (status, etag, cache, content_type) = (
+        r.status().as_u16(),
+        h("etag"),
+        h("x-edge-cache"),
+        h("content-type"),
+    );
+    Got {
+        status,
+        etag,
+        cache,
+        content_type,
+        body: r.text().await.unwrap(),
+    }
+}
+
+/// Waits until `path` is served with `etag` (true) or the limit passes.
+async fn until_etag(edge: &Edge, path: &str, etag: &str) -> bool {
+    eventually(SEC(10), || async { get(edge, path).await.etag == etag }).await
+}
+
+async fn publish_shop(p: &Producer) {
+    p.send(
+        DOMAINS,
+        "{\"hostname\":\"shop.test\"}",
+        Some(&domain("shop.test", 7, "active", 1, true)),
+    )
+    .await;
+}
+
+async fn changes_are_served_from_the_edge(kind: Kind) {
+    let broker = Broker::start().await;
+    let origin = Origin::start(Duration::from_millis(1)).await;
+    let (edge, _pg) = edge_on(kind, &broker, &origin, "").await;
+    let p = broker.producer();
+    publish_shop(&p).await;
+    p.send(
+        PAGES,
+        &page_key(7, "/"),
+        Some(&page(7, "/", "<h1>v1</h1>", 1, false)),
+    )
+    .await;
+    assert!(
+        until_etag(&edge, "/", "\"v1\"").await,
+        "create never visible"
+    );
+    let origin_before = origin.hits();
+    let g = get(&edge, "/").await;
+    assert_eq!(
+        (g.status, g.body.as_str(), g.content_type.as_str()),
+        (200, "<h1>v1</h1>", "text/html; charset=utf-8")
+    );
+    assert_eq!(origin.hits(), origin_before, "the page came from the edge");
+
+    // An update (schema-wrapped this time) replaces the cached copy: the
+    // next request is a hit with the new bytes.
+    p.send(
+        PAGES,
+        &page_key(7, "/"),
+        Some(&page(7, "/", "<h1>v2</h1>", 2, true)),
+    )
+    .await;
+    assert!(
+        until_etag(&edge, "/", "\"v2\"").await,
+        "update never visible"
+    );
+    let g = get(&edge, "/").await;
+    assert_eq!((g.body.as_str(), g.cache.as_str()), ("<h1>v2</h1>", "HIT"));
+
+    let r = edge
+        .get("shop.test", "/")
+        .header("if-none-match", "\"v2\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
+    assert_eq!(r.headers()["etag"], "\"v2\"");
+    assert_eq!(r.headers()["x-edge-route"], "tst1");
+    let r = edge
+        .get("shop.test", "/")
+        .header("if-none-match", "\"v1\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client()
+        .head(edge.url("/"))
+        .header("host", "shop.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            r.status().as_u16(),
+            r.headers()["content-length"].to_str().unwrap()
+        ),
+        (200, "11")
+    );
+    assert_eq!(r.headers()["cache-control"], "public, max-age=60");
+
+    // Ignorable query parameters still hit the page; others go to the origin.
+    assert_eq!(get(&edge, "/?utm_source=mail&gclid=1").await.cache, "HIT");
+    let g = get(&edge, "/?page=2").await;
+    assert_eq!(
+        (g.cache.as_str(), origin.hits()),
+        ("BYPASS", origin_before + 1)
+    );
+
+    // A key-only delete takes the page away: the origin answers again.
+    p.send(PAGES, &page_key(7, "/"), Some(&page_delete(7, "/", false)))
+        .await;
+    assert!(
+        eventually(SEC(10), || async {
+            get(&edge, "/").await.cache == "BYPASS"
+        })
+        .await,
+        "delete never visible"
+    );
+    assert!(get(&edge, "/").await.body.starts_with("origin"));
+
+    // Domains follow the stream too.
+    p.send(
+        DOMAINS,
+        "{\"hostname\":\"shop.test\"}",
+        Some(&domain("shop.test", 7, "suspended", 2, false)),
+    )
+    .await;
+    assert!(eventually(SEC(10), || async { get(&edge, "/").await.status == 403 }).await);
+    let r = edge.get("other.test", "/").send().await.unwrap();
+    assert_eq!(r.status(), 421);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn changes_are_served_from_the_edge_embedded() {
+    changes_are_served_from_the_edge(Kind::Embedded).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn changes_are_served_from_the_edge_postgres() {
+    changes_are_served_from_the_edge(Kind::Postgres).await
+}
+
+async fn redelivery_reordering_toast_tombstones_and_garbage(kind: Kind) {
+    let broker = Broker::start().await;
+    let origin = Origin::start(Duration::from_millis(1)).await;
+    let (edge, _pg) = edge_on(kind, &broker, &origin, "").await;
+    let p = broker.producer();
+    publish_shop(&p).await;
+    let key = page_key(7, "/a");
+    p.send(PAGES, &key, Some(&page(7, "/a", "three", 3, false)))
+        .await;
+    p.send(PAGES, &key, Some(&page(7, "/a", "two (older)", 2, false)))
+        .await;
+    p.send(
+        PAGES,
+        &key,
+        Some(&page(7, "/a", "three again (duplicate)", 3, true)),
+    )
+    .await;
+    // TOAST: the body was not sent; the stored one stays, the rest changes.
+    let mut toast = page(7, "/a", "__debezium_unavailable_value", 4, false);
+    toast["after"]["content_type"] = Value::from("text/plain");
+    p.send(PAGES, &key, Some(&toast)).await;
+    p.send(PAGES, &key, None).await; // Kafka tombstone after a delete: skipped
+    p.raw(PAGES, &key, "{not json at all").await;
+    p.raw(
+        PAGES,
+        &key,
+        r#"{"op":"c","source":{"table":"pages"},"after":{"store_id":7}}"#,
+    )
+    .await;
+    p.send(
+        PAGES,
+        &page_key(7, "/b"),
+        Some(&page(7, "/b", "b1", 1, false)),
+    )
+    .await;
+    assert!(
+        until_etag(&edge, "/b", "\"v1\"").await,
+        "a good record after malformed ones is applied"
+    );
+
+    let g = get(&edge, "/a").await;
+    assert_eq!(
+        (g.etag.as_str(), g.body.as_str(), g.content_type.as_str()),
+        ("\"v4\"", "three", "text/plain")
+    );
+    assert_eq!(
+        edge.metric("edgepop_sync_events_total{result=\"malformed\"}")
+            .await,
+        2.0
+    );
+    assert_eq!(
+        edge.metric("edgepop_sync_events_total{result=\"stale\"}")
+            .await,
+        2.0
+    );
+    assert_eq!(
+        edge.metric("edgepop_sync_events_total{result=\"skipped\"}")
+            .await,
+        1.0
+    );
+    assert!(
+        edge.stderr().contains("malformed change event skipped"),
+        "logged"
+    );
+    assert!(
+        edge.stderr().contains("\"offset\":"),
+        "log names the offset"
+    );
+
+    // A delete, then an older update replayed: the page stays deleted.
+    p.send(PAGES, &key, Some(&page_delete(7, "/a", false)))
+        .await;
+    p.send(PAGES, &key, Some(&page(7, "/a", "resurrected?", 4, false)))
+        .await;
+    p.send(
+        PAGES,
+        &page_key(7, "/b"),
+        Some(&page(7, "/b", "b2", 2, false)),
+    )
+    .await;
+    assert!(until_etag(&edge, "/b", "\"v2\"").await);
+    let g = get(&edge, "/a").await;
+    assert_eq!(
+        g.cache, "BYPASS",
+        "deleted page not resurrected: {}",
+        g.body
+    );
+    // A genuinely newer version brings it back.
+    p.send(PAGES, &key, Some(&page(7, "/a", "five", 5, false)))
+        .await;
+    assert!(until_etag(&edge, "/a", "\"v5\"").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redelivery_reordering_toast_tombstones_and_garbage_embedded() {
+    redelivery_reordering_toast_tombstones_and_garbage(Kind::Embedded).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redelivery_reordering_toast_tombstones_and_garbage_postgres() {
+    redelivery_reordering_toast_tombstones_and_garbage(Kind::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn broker_outage_under_load_loses_nothing() {
+    let broker = Broker::start().await;
+    let origin = Origin::start(Duration::from_millis(1)).await;
+    let (edge, _pg) = edge_on(Kind::Embedded, &broker, &origin, "").await;
+    let p = broker.producer();
+    publish_shop(&p).await;
+    p.send(
+        PAGES,
+        &page_key(7, "/"),
+        Some(&page(7, "/", "home", 1, false)),
+    )
+    .await;
+    assert!(until_etag(&edge, "/", "\"v1\"").await);
+
+    broker.pause();
+    let load_task = tokio::spawn(load(edge.url("/"), "shop.test", 8, SEC(3)));
+    let deliveries: Vec<_> = (0..20)
+        .map(|i| {
+            p.queue(
+                PAGES,
+                &page_key(7, &format!("/p{i}")),
+                &page(7, &format!("/p{i}"), &format!("p{i}"), 1, false),
+            )
+        })
+        .collect();
+    tokio::time::sleep(SEC(2)).await;
+    broker.resume();
+    let (ok, failed) = load_task.await.unwrap();
+    assert!(
+        failed.is_empty() && ok > 100,
+        "pages kept being served: {ok} ok, {failed:?}"
+    );
+    futures::future::join_all(deliveries).await;
+    for i in 0..20 {
+        assert!(
+            until_etag(&edge, &format!("/p{i}"), "\"v1\"").await,
+            "change /p{i} published during the outage was lost"
+        );
+    }
+}
+
+async fn killed_mid_stream_resumes_exactly(kind: Kind) {
+    let broker = Broker::start().await;
+    let origin = Origin::start(Duration::from_millis(1)).await;
+    let (mut edge, _pg) = edge_on(kind, &broker, &origin, "").await;
+    let p = broker.producer();
+    publish_shop(&p).await;
+    let mut deliveries = Vec::new();
+    for v in 1..=10 {
+        for i in 0..40 {
+            deliveries.push(p.queue(
+                PAGES,
+                &page_key(7, &format!("/k{i}")),
+                &page(7, &format!("/k{i}"), &format!("k{i} v{v}"), v, false),
+            ));
+        }
+    }
+    futures::future::join_all(deliveries).await;
+    // Kill it while it is working through the stream.
+    assert!(
+        eventually(SEC(10), || async {
+            edge.metric("edgepop_sync_events_total{result=\"applied\"}")
+                .await
+                > 20.0
+        })
+        .await
+    );
+    edge.kill9();
+    let before = std::fs::read_to_string(edge.dir.path().join("stderr.log")).unwrap_or_default();
+    assert!(!before.is_empty());
+    let edge = edge.launch(false).await;
+    for i in 0..40 {
+        assert!(
+            until_etag(&edge, &format!("/k{i}"), "\"v10\"").await,
+            "/k{i} not at its final version"
+        );
+        assert_eq!(
+            get(&edge, &format!("/k{i}")).await.body,
+            format!("k{i} v10")
+        );
+    }
+    let st = edge.status().await;
+    assert_eq!(st["replica"]["pages"], 40);
+    assert_eq!(st["sync"]["records_behind"], 0);
+    // Resumed from the stored position: nothing was read twice.
+    assert_eq!(
+        edge.metric("edgepop_sync_events_total{result=\"stale\"}")
+            .await,
+        0.0,
+        "events replayed after restart"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_mid_stream_resumes_exactly_embedded() {
+    killed_mid_stream_resumes_exactly(Kind::Embedded).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_mid_stream_resumes_exactly_postgres() {
+    killed_mid_stream_resumes_exactly(Kind::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_replica_outage_serves_stale_then_recovers() {
+    let broker = Broker::start().await;
+    let origin = Origin::start(Duration::from_millis(1)).await;
+    let (edge, pg) = edge_on(Kind::Postgres, &broker, &origin, "").await;
+    let pg = pg.unwrap();
+    let p = broker.producer();
+    publish_shop(&p).await;
+    p.send(
+        PAGES,
+        &page_key(7, "/"),
+        Some(&page(7, "/", "home v1", 1, false)),
+    )
+    .await;
+    assert!(until_etag(&edge, "/", "\"v1\"").await);
+
+    pg.cut();
+    assert!(
+        eventually(SEC(5), || async { get(&edge, "/").await.cache == "STALE" }).await,
+        "cached page not served STALE"
+    );
+    let g = get(&edge, "/").await;
+    assert_eq!((g.status, g.body.as_str()), (200, "home v1"));
+    let (code, why) = edge.admin_get("/readyz").await;
+    assert_eq!(code, 503);
+    assert!(why.contains("replica unreachable"), "{why}");
+    // A change published during the outage waits for the replica.
+    p.send(
+        PAGES,
+        &page_key(7, "/"),
+        Some(&page(7, "/", "home v2", 2, false)),
+    )
+    .await;
+
+    pg.restore();
+    assert!(
+        eventually(SEC(10), || async {
+            edge.admin_get("/readyz").await.0 == 200
+        })
+        .await,
+        "never ready again"
+    );
+    assert!(
+        until_etag(&edge, "/", "\"v2\"").await,
+        "change from the outage not applied"
+    );
+    assert_eq!(get(&edge, "/").await.cache, "HIT");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_edges_on_one_postgres_replica_both_see_every_change() {
+    let broker = Broker::start().await;
+    let origin = Origin::start(Duration::from_millis(1)).await;
+    let (a, pg) = edge_on(Kind::Postgres, &broker, &origin, "").await;
+    let pg = pg.unwrap();
+    let b_body = format!(
+        "{}{}\n{}",
+        pg.replica_section(),
+        broker.sync_section(),
+        pool("public", &[(origin.addr, 1)])
+    );
+    let b = Edge::start(&b_body).await;
+    let p = broker.producer();
+    publish_shop(&p).await;
+    p.send(
+        PAGES,
+        &page_key(7, "/"),
+        Some(&page(7, "/", "one", 1, false)),
+    )
+    .await;
+    assert!(until_etag(&a, "/", "\"v1\"").await && until_etag(&b, "/", "\"v1\"").await);
+    p.send(
+        PAGES,
+        &page_key(7, "/"),
+        Some(&page(7, "/", "two", 2, false)),
+    )
+    .await;
+    for e in [&a, &b] {
+        assert!(
+            until_etag(e, "/", "\"v2\"").await,
+            "a process missed the change"
+        );
+        let g = get(e, "/").await;
+        assert_eq!((g.body.as_str(), g.cache.as_str()), ("two", "HIT"));
+    }
+    assert_eq!(
+        pg.sql("SELECT count(*) FROM edgepop_positions"),
+        "4",
+        "each process keeps its own positions (2 topics x 2)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unknown_paths_reach_the_replica_once_per_negative_ttl() {
+    let broker = Broker::start().await;
+    let origin = Origin::start(Duration::from_millis(0)).await;
+    let (edge, _pg) = edge_on(
+        Kind::Postgres,
+        &broker,
+        &origin,
+        "[cache]\nnegative_ttl = \"60s\"\n",
+    )
+    .await;
+    let p = broker.producer();
+    publish_shop(&p).await;
+    assert!(eventually(SEC(10), || async { get(&edge, "/").await.status == 200 }).await);
+    let before = edge
+        .metric("edgepop_replica_reads_total{what=\"page\"}")
+        .await;
+    let origin_before = origin.hits();
+
+    let flood = |round: usize| {
+        let url = edge.url("");
+        async move {
+            let c = client();
+            let tasks: Vec<_> = (0..32)
+                .map(|w| {
+                    let (c, url) = (c.clone(), url.clone());
+                    tokio::spawn(async move {
+                        for i in (w..10_000).step_by(32) {
+                            let r = c
+                                .get(format!("{url}/unknown/{i}"))
+                                .header("host", "shop.test")
+                                .send()
+                                .await
+                                .unwrap();
+                            assert_eq!(r.status(), 200, "round {round}");
+                            let _ = r.bytes().await;
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        }
+    };
+    flood(1).await;
+    let after_first = edge
+        .metric("edgepop_replica_reads_total{what=\"page\"}")
+        .await;
+    flood(2).await;
+    let after_second = edge
+        .metric("edgepop_replica_reads_total{what=\"page\"}")
+        .await;
+    assert!(
+        after_first - before <= 10_000.0,
+        "each unknown path read at most once: {}",
+        after_first - before
+    );
+    assert!(
+        after_first - before >= 9_000.0,
+        "the lookups did reach the replica: {}",
+        after_first - before
+    );
+    assert_eq!(
+        after_second - after_first,
+        0.0,
+        "within the negative TTL the replica is not asked again"
+    );
+    assert_eq!(
+        origin.hits() - origin_before,
+        20_000,
+        "unknown paths went to the origin"
+    );
+}
