@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite, on a fresh machine: installs what is missing, builds
-# (release profile, shared with the benchmarks), runs every test.
+# The whole test suite, on a fresh machine: installs what is missing (cmake,
+# the tansu broker), makes sure PostgreSQL runs, builds (release profile,
+# shared with the benchmarks) and runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,19 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# Kafka: the tansu broker (about 8 minutes to build once per machine).
+if ! command -v tansu >/dev/null; then
+  echo "installing tansu (Kafka-compatible broker for the change-stream tests)"
+  cargo install --locked tansu@0.6.0 --features dynostore
+fi
+
+# PostgreSQL on 127.0.0.1:5432 (trust auth): these machines run it; start
+# it if it has stopped.
+if ! pg_isready -h 127.0.0.1 -p 5432 -q; then
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start
+  for _ in $(seq 1 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done
 fi
 
 cargo test --release --locked --no-fail-fast

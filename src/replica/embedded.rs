@@ -27,6 +27,22 @@ pub struct EmbeddedReplica {
 }
 
 const OPEN_WAIT: Duration = Duration::from_secs(10);
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
+
+#[derive(Debug)]
+enum OpenError {
+    Busy,
+    Failed(String),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Busy => f.write_str("held by another process"),
+            OpenError::Failed(e) => f.write_str(e),
+        }
+    }
+}
 
 fn err(e: impl std::fmt::Display) -> ReplicaError {
     ReplicaError::Other(e.to_string())
@@ -51,28 +67,31 @@ impl EmbeddedReplica {
         };
         match Self::create(path) {
             Ok(db) => replica.db.store(Some(Arc::new(db))),
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {}
+            Err(OpenError::Busy) => {}
             Err(e) => return Err(err(format!("{}: {e}", path.display()))),
         }
         Ok(replica)
     }
 
-    fn create(path: &Path) -> Result<Database, redb::DatabaseError> {
-        let db = Database::create(path)?;
-        let tables = || -> Result<(), redb::Error> {
-            let tx = db.begin_write()?;
-            tx.open_table(DOMAINS)?;
-            tx.open_table(PAGES)?;
-            tx.open_table(TOMBSTONES)?;
-            tx.open_table(POSITIONS)?;
-            tx.commit()?;
-            Ok(())
-        };
-        tables().map_err(|e| {
-            redb::DatabaseError::Storage(redb::StorageError::Io(std::io::Error::other(
-                e.to_string(),
-            )))
-        })?;
+    /// Opens the file and makes sure the tables exist. `Busy`: another
+    /// process holds it.
+    fn create(path: &Path) -> Result<Database, OpenError> {
+        // redb's own read cache would default to 1 GiB on top of the page
+        // cache in front of it: keep it small, the moka cache does the work.
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => OpenError::Busy,
+                e => OpenError::Failed(e.to_string()),
+            })?;
+        let failed = |e: &dyn std::fmt::Display| OpenError::Failed(e.to_string());
+        let tx = db.begin_write().map_err(|e| failed(&e))?;
+        tx.open_table(DOMAINS).map_err(|e| failed(&e))?;
+        tx.open_table(PAGES).map_err(|e| failed(&e))?;
+        tx.open_table(TOMBSTONES).map_err(|e| failed(&e))?;
+        tx.open_table(POSITIONS).map_err(|e| failed(&e))?;
+        tx.commit().map_err(|e| failed(&e))?;
         Ok(db)
     }
 

@@ -1,0 +1,76 @@
+# Shared by the benchmark scripts: tools, a scratch dir, wrk measurement,
+# medians and ratios. Source it; it sets W (scratch dir) and a cleanup trap.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+for tool in nginx wrk cmake; do
+  command -v $tool >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk cmake >/dev/null; break; }
+done
+cargo build --release --locked -q
+W=$(mktemp -d)
+NGINX_CONFS=()
+cleanup() {
+  kill $(jobs -p) 2>/dev/null || true
+  for c in "${NGINX_CONFS[@]}"; do nginx -p "$W" -c "$c" -s stop 2>/dev/null || true; done
+  rm -rf "$W"
+}
+trap cleanup EXIT
+
+# start_nginx NAME CONFIG_TEXT: writes $W/NAME.conf and starts it.
+start_nginx() {
+  printf '%s\n' "$2" > "$W/$1.conf"
+  nginx -p "$W" -c "$W/$1.conf"
+  NGINX_CONFS+=("$W/$1.conf")
+}
+
+# measure URL HOST -> "req/s p99_ms" from wrk with --latency.
+measure() {
+  wrk -t2 -c"${CONNS:-64}" -d"${SECS:-10}s" --latency -H "Host: $2" "$1" | awk '
+    /Requests\/sec/ { rps=$2 }
+    $1=="99%" { v=$2; if (v ~ /us$/) { sub(/us/,"",v); v=v/1000 } else if (v ~ /ms$/) { sub(/ms/,"",v) } else if (v ~ /s$/) { sub(/s/,"",v); v=v*1000 } p99=v }
+    END { print rps, p99 }'
+}
+
+median() { sort -g | awk '{a[NR]=$1} END { print a[int((NR+1)/2)] }'; }
+
+# compare ROUNDS EDGE_URL PEER_URL HOST PEER_NAME: alternating rounds, medians, ratios.
+compare() {
+  local rounds=$1 e_url=$2 p_url=$3 host=$4 peer=$5
+  measure "$e_url" "$host" >/dev/null; measure "$p_url" "$host" >/dev/null   # warm-up
+  : > "$W/e.txt"; : > "$W/p.txt"
+  for r in $(seq "$rounds"); do
+    measure "$e_url" "$host" >> "$W/e.txt"
+    measure "$p_url" "$host" >> "$W/p.txt"
+    echo "round $r: edgepop $(tail -1 "$W/e.txt")  $peer $(tail -1 "$W/p.txt")  (req/s p99_ms)"
+  done
+  local er ep pr pp
+  er=$(cut -d' ' -f1 "$W/e.txt" | median); ep=$(cut -d' ' -f2 "$W/e.txt" | median)
+  pr=$(cut -d' ' -f1 "$W/p.txt" | median); pp=$(cut -d' ' -f2 "$W/p.txt" | median)
+  echo "median edgepop: $er req/s, p99 $ep ms"
+  echo "median $peer: $pr req/s, p99 $pp ms"
+  awk -v a="$er" -v b="$pr" -v c="$ep" -v d="$pp" -v n="$peer" 'BEGIN { printf "ratio edgepop/%s: req/s %.2fx, p99 %.2fx\n", n, a/b, c/d }'
+}
+
+# edgepop_conf NAME BODY: a config with scratch paths; prints its path.
+edgepop_conf() {
+  cat > "$W/$1.toml" <<CONF
+[pop]
+id = "bench1"
+[listen]
+http = ["127.0.0.1:19080"]
+[admin]
+listen = "127.0.0.1:19190"
+[server]
+threads = 2
+upgrade_sock = "$W/up.sock"
+pid_file = "$W/edgepop.pid"
+[log]
+access = "off"
+level = "warn"
+[replica]
+path = "$W/replica.redb"
+$2
+CONF
+  echo "$W/$1.toml"
+}
+
+wait_http() { for _ in $(seq 1 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; return 1; }
