@@ -404,8 +404,16 @@ async fn killed_mid_stream_resumes_exactly_postgres() {
 async fn postgres_replica_outage_serves_stale_then_recovers() {
     let broker = Broker::start().await;
     let origin = Origin::start(Duration::from_millis(1)).await;
-    let (edge, pg) = edge_on(Kind::Postgres, &broker, &origin, "").await;
-    let pg = pg.unwrap();
+    let pg = Pg::create();
+    let body = format!(
+        "{}max_lag = 3\n{}\n{}",
+        pg.replica_section(),
+        broker.sync_section(),
+        pool("public", &[(origin.addr, 1)])
+    );
+    let edge = Edge::prepare(&body);
+    edge.command(&["replica", "init"]);
+    let edge = edge.launch(false).await;
     let p = broker.producer();
     publish_shop(&p).await;
     p.send(
@@ -426,13 +434,37 @@ async fn postgres_replica_outage_serves_stale_then_recovers() {
     let (code, why) = edge.admin_get("/readyz").await;
     assert_eq!(code, 503);
     assert!(why.contains("replica unreachable"), "{why}");
-    // A change published during the outage waits for the replica.
+    // Changes published during the outage wait for the replica, and the
+    // node reports how far behind it falls.
+    for i in 0..10 {
+        let path = format!("/o{i}");
+        p.send(
+            PAGES,
+            &page_key(7, &path),
+            Some(&page(7, &path, "o", 1, false)),
+        )
+        .await;
+    }
     p.send(
         PAGES,
         &page_key(7, "/"),
         Some(&page(7, "/", "home v2", 2, false)),
     )
     .await;
+    let behind = eventually(SEC(5), || async {
+        let (_, why) = edge.admin_get("/readyz").await;
+        why.contains("records behind the stream (max 3)")
+    })
+    .await;
+    assert!(
+        behind,
+        "lag over max_lag not reported: {}",
+        edge.admin_get("/readyz").await.1
+    );
+    let lag = edge.status().await["sync"]["records_behind"]
+        .as_i64()
+        .unwrap();
+    assert!(lag >= 11, "records behind: {lag}");
 
     pg.restore();
     assert!(

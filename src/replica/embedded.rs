@@ -27,7 +27,7 @@ pub struct EmbeddedReplica {
 }
 
 const OPEN_WAIT: Duration = Duration::from_secs(10);
-const CACHE_BYTES: usize = 32 * 1024 * 1024;
+const CACHE_BYTES: usize = 8 * 1024 * 1024;
 
 #[derive(Debug)]
 enum OpenError {
