@@ -128,28 +128,39 @@ fn delete<T>(
     })
 }
 
+/// An upsert: newer than row and tombstone, and every unsent column found
+/// in the stored row.
+fn upsert<T>(
+    version: i64,
+    lsn: Option<i64>,
+    stored: Option<&Versioned<T>>,
+    tomb: Option<&Tombstone>,
+    merge: impl FnOnce(Option<&T>) -> Option<T>,
+    what: impl FnOnce() -> String,
+) -> Decision<T> {
+    if !newer(version, stored.map(|s| s.version), tomb) {
+        return Decision::Stale;
+    }
+    match merge(stored.map(|s| &s.row)) {
+        Some(row) => Decision::Write(Versioned { row, version, lsn }),
+        None => Decision::Incomplete(format!("{}: unsent columns and no stored row", what())),
+    }
+}
+
 pub fn decide_domain(
     event: &ChangeEvent,
     stored: Option<&Versioned<DomainRecord>>,
     tomb: Option<&Tombstone>,
 ) -> Decision<DomainRecord> {
     match &event.change {
-        Change::UpsertDomain(c) => {
-            if !newer(c.version, stored.map(|s| s.version), tomb) {
-                return Decision::Stale;
-            }
-            match merge_domain(c, stored.map(|s| &s.row)) {
-                Some(row) => Decision::Write(Versioned {
-                    row,
-                    version: c.version,
-                    lsn: event.lsn,
-                }),
-                None => Decision::Incomplete(format!(
-                    "domain {}: unsent columns and no stored row",
-                    c.hostname
-                )),
-            }
-        }
+        Change::UpsertDomain(c) => upsert(
+            c.version,
+            event.lsn,
+            stored,
+            tomb,
+            |s| merge_domain(c, s),
+            || format!("domain {}", c.hostname),
+        ),
         Change::DeleteDomain { version, .. } => delete(stored, tomb, *version, event.lsn),
         _ => Decision::Stale,
     }
@@ -161,22 +172,14 @@ pub fn decide_page(
     tomb: Option<&Tombstone>,
 ) -> Decision<Page> {
     match &event.change {
-        Change::UpsertPage(c) => {
-            if !newer(c.version, stored.map(|s| s.version), tomb) {
-                return Decision::Stale;
-            }
-            match merge_page(c, stored.map(|s| &s.row)) {
-                Some(row) => Decision::Write(Versioned {
-                    row,
-                    version: c.version,
-                    lsn: event.lsn,
-                }),
-                None => Decision::Incomplete(format!(
-                    "page {} {}: unsent columns and no stored row",
-                    c.key.store_id, c.key.path
-                )),
-            }
-        }
+        Change::UpsertPage(c) => upsert(
+            c.version,
+            event.lsn,
+            stored,
+            tomb,
+            |s| merge_page(c, s),
+            || format!("page {} {}", c.key.store_id, c.key.path),
+        ),
         Change::DeletePage { version, .. } => delete(stored, tomb, *version, event.lsn),
         _ => Decision::Stale,
     }

@@ -225,18 +225,10 @@ pub struct Pg {
     pub name: String,
 }
 
-fn psql(sql: &str) -> String {
+/// Runs SQL in database `db` of the machine's PostgreSQL, returns its output.
+fn psql_in(db: &str, sql: &str) -> String {
     let out = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-tAc",
-            sql,
-        ])
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", db, "-tAc", sql])
         .output()
         .expect("psql");
     assert!(
@@ -245,6 +237,10 @@ fn psql(sql: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn psql(sql: &str) -> String {
+    psql_in("postgres", sql)
 }
 
 impl Pg {
@@ -264,25 +260,7 @@ impl Pg {
 
     /// Runs SQL in this test's database.
     pub fn sql(&self, sql: &str) -> String {
-        let out = Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                &self.name,
-                "-tAc",
-                sql,
-            ])
-            .output()
-            .expect("psql");
-        assert!(
-            out.status.success(),
-            "{sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        psql_in(&self.name, sql)
     }
 
     /// The replica goes away: no new connections, existing ones cut.
