@@ -2,9 +2,7 @@
 # medians and ratios. Source it; it sets W (scratch dir) and a cleanup trap.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-for tool in nginx wrk cmake; do
-  command -v $tool >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk cmake >/dev/null; break; }
-done
+bash conf/build-deps.sh nginx-light wrk curl
 cargo build --release --locked -q
 W=$(mktemp -d)
 NGINX_CONFS=()

@@ -6,7 +6,7 @@
 #   curl -i -H 'Host: shop.localhost' http://127.0.0.1:8080/
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v cmake >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake >/dev/null; }
+bash conf/build-deps.sh
 cargo build --release --locked
 ./target/release/edgepop replica load conf/demo/snapshot.jsonl --config conf/quickstart.toml
 python3 -m http.server 8081 --bind 127.0.0.1 --directory conf/demo >/dev/null 2>&1 &

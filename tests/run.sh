@@ -5,13 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=()
-command -v cmake >/dev/null || need+=(cmake)   # Pingora's zlib-ng build
-if [ ${#need[@]} -gt 0 ]; then
-  echo "installing: ${need[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+bash conf/build-deps.sh openssl socat   # test certificates, TLS in front of the broker
 
 # Kafka: the tansu broker (about 8 minutes to build once per machine).
 if ! command -v tansu >/dev/null; then

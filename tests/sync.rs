@@ -598,3 +598,61 @@ async fn unknown_paths_reach_the_replica_once_per_negative_ttl() {
         "unknown paths went to the origin"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stream_over_tls_with_dead_letters() {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::Headers;
+    use rdkafka::{Message, Offset, TopicPartitionList};
+
+    let broker = Broker::start_tls().await;
+    broker.create_topics(&["edgepop.dead"], 1).await;
+    let origin = Origin::start(Duration::from_millis(1)).await;
+    let (edge, _pg) = edge_on(Kind::Embedded, &broker, &origin, "").await;
+    let p = broker.producer();
+    publish_shop(&p).await;
+    p.raw(PAGES, &page_key(7, "/"), "{broken").await;
+    p.send(
+        PAGES,
+        &page_key(7, "/"),
+        Some(&page(7, "/", "over tls", 1, false)),
+    )
+    .await;
+    assert!(
+        until_etag(&edge, "/", "\"v1\"").await,
+        "change never arrived over TLS"
+    );
+    assert_eq!(get(&edge, "/").await.body, "over tls");
+
+    // The malformed record was copied to the dead-letter topic, with where
+    // it came from and why it was refused.
+    let consumer: StreamConsumer = broker
+        .client()
+        .set("group.id", "dlq-reader")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("edgepop.dead", 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let m = tokio::time::timeout(SEC(10), consumer.recv())
+        .await
+        .expect("a dead letter")
+        .unwrap();
+    assert_eq!(m.payload(), Some(&b"{broken"[..]));
+    let headers = m.headers().expect("headers");
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    };
+    assert_eq!(header("edgepop-source"), format!("{PAGES}/0/0"));
+    assert!(
+        header("edgepop-error").contains("bad JSON"),
+        "{}",
+        header("edgepop-error")
+    );
+}

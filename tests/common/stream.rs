@@ -17,20 +17,80 @@ pub const PAGES: &str = "cdc.public.pages";
 
 pub struct Broker {
     child: Child,
+    /// TLS in front of the broker (socat), for `start_tls`.
+    tls: Option<(Child, std::path::PathBuf, tempfile::TempDir)>,
     pub addr: String,
 }
 
 impl Broker {
     pub async fn start() -> Broker {
         let port = free_port();
+        Broker::launch(port, port, None).await
+    }
+
+    /// A broker reachable only over TLS: socat terminates TLS on the
+    /// advertised port and forwards to tansu (whose 0.6 CLI refuses
+    /// `--cert` with `--key`).
+    pub async fn start_tls() -> Broker {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        let ok = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "1",
+            ])
+            .args([
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .unwrap();
+        assert!(
+            ok.status.success(),
+            "openssl: {}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+        let (inner, outer) = (free_port(), free_port());
+        let socat = Command::new("socat")
+            .arg(format!(
+                "OPENSSL-LISTEN:{outer},bind=127.0.0.1,reuseaddr,fork,verify=0,cert={},key={}",
+                cert.display(),
+                key.display()
+            ))
+            .arg(format!("TCP:127.0.0.1:{inner}"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("socat (tests/run.sh installs it)");
+        Broker::launch(inner, outer, Some((socat, cert, dir))).await
+    }
+
+    async fn launch(
+        port: u16,
+        advertised: u16,
+        tls: Option<(Child, std::path::PathBuf, tempfile::TempDir)>,
+    ) -> Broker {
         let url = format!("tcp://127.0.0.1:{port}");
+        let adv = format!("tcp://127.0.0.1:{advertised}");
         let child = Command::new("tansu")
             .args([
                 "broker",
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &adv,
                 "--storage-engine",
                 "memory://tansu/",
             ])
@@ -38,23 +98,46 @@ impl Broker {
             .stderr(Stdio::null())
             .spawn()
             .expect("tansu on PATH (tests/run.sh installs it)");
-        let addr = format!("127.0.0.1:{port}");
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(&addr).await.is_ok() {
-                break;
+        for p in [port, advertised] {
+            for _ in 0..200 {
+                if tokio::net::TcpStream::connect(("127.0.0.1", p))
+                    .await
+                    .is_ok()
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let broker = Broker { child, addr };
+        let broker = Broker {
+            child,
+            tls,
+            addr: format!("127.0.0.1:{advertised}"),
+        };
         broker.create_topics(&[DOMAINS, PAGES], 1).await;
         broker
     }
 
+    /// librdkafka settings every client of this broker needs.
+    pub fn client_settings(&self) -> Vec<(&'static str, String)> {
+        let mut s = vec![("bootstrap.servers", self.addr.clone())];
+        if let Some((_, cert, _)) = &self.tls {
+            s.push(("security.protocol", "ssl".into()));
+            s.push(("ssl.ca.location", cert.display().to_string()));
+        }
+        s
+    }
+
+    pub fn client(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        for (k, v) in self.client_settings() {
+            c.set(k, v);
+        }
+        c
+    }
+
     pub async fn create_topics(&self, names: &[&str], partitions: i32) {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &self.addr)
-            .create()
-            .unwrap();
+        let admin: AdminClient<DefaultClientContext> = self.client().create().unwrap();
         let topics: Vec<NewTopic> = names
             .iter()
             .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
@@ -67,8 +150,7 @@ impl Broker {
 
     pub fn producer(&self) -> Producer {
         Producer(
-            ClientConfig::new()
-                .set("bootstrap.servers", &self.addr)
+            self.client()
                 .set("message.timeout.ms", "60000")
                 .set("linger.ms", "0")
                 .create()
@@ -87,15 +169,26 @@ impl Broker {
 
     /// The `[sync]` section pointing at this broker.
     pub fn sync_section(&self) -> String {
-        format!(
+        let mut section = format!(
             "[sync]\nbrokers = \"{}\"\ntopics = [\"{DOMAINS}\", \"{PAGES}\"]\nbatch_max = 200\n",
             self.addr
-        )
+        );
+        if self.tls.is_some() {
+            section.push_str("dead_letter_topic = \"edgepop.dead\"\n[sync.kafka]\n");
+            for (k, v) in self.client_settings().into_iter().skip(1) {
+                section.push_str(&format!("\"{k}\" = \"{v}\"\n"));
+            }
+        }
+        section
     }
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
+        if let Some((socat, _, _)) = &mut self.tls {
+            let _ = socat.kill();
+            let _ = socat.wait();
+        }
         self.resume();
         let _ = self.child.kill();
         let _ = self.child.wait();
