@@ -12,5 +12,7 @@ cargo build --release --locked
 python3 -m http.server 8081 --bind 127.0.0.1 --directory conf/demo >/dev/null 2>&1 &
 origin=$!
 trap 'kill $origin 2>/dev/null' EXIT
-echo "edgepop on http://127.0.0.1:8080 (try: curl -i -H 'Host: shop.localhost' http://127.0.0.1:8080/), admin on http://127.0.0.1:9180/status"
+echo "edgepop on http://127.0.0.1:8080 and https://127.0.0.1:8443, admin on http://127.0.0.1:9180/status"
+echo "  curl -i -H 'Host: shop.localhost' http://127.0.0.1:8080/"
+echo "  curl -i --cacert target/quickstart-data/tls/ca/ca.pem --resolve shop.localhost:8443:127.0.0.1 https://shop.localhost:8443/"
 ./target/release/edgepop run --config conf/quickstart.toml

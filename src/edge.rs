@@ -119,6 +119,8 @@ impl EdgeState {
 pub struct Edge {
     current: ArcSwap<EdgeState>,
     pub data: DataPlane,
+    /// Set once when HTTPS is configured (for /status).
+    pub certs: std::sync::OnceLock<Arc<crate::tls::CertManager>>,
     config_path: PathBuf,
     active: Arc<AtomicUsize>,
     generations: AtomicU64,
@@ -141,12 +143,17 @@ impl Edge {
         Ok(Edge {
             current: ArcSwap::from_pointee(EdgeState::build(config, 1, &data)),
             data,
+            certs: std::sync::OnceLock::new(),
             config_path: config_path.to_path_buf(),
             active: Arc::new(AtomicUsize::new(0)),
             generations: AtomicU64::new(1),
             readiness: Readiness::default(),
             started: Instant::now(),
         })
+    }
+
+    pub fn set_certs(&self, certs: Arc<crate::tls::CertManager>) {
+        let _ = self.certs.set(certs);
     }
 
     pub fn state(&self) -> Arc<EdgeState> {

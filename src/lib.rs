@@ -21,3 +21,4 @@ pub mod lb;
 pub mod proxy;
 pub mod replica;
 pub mod sync;
+pub mod tls;

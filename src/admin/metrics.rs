@@ -21,6 +21,9 @@ pub struct Metrics {
     pub cache_bytes: IntGaugeVec,
     pub replica_up: IntGauge,
     pub replica_reads: IntCounterVec,
+    pub tls_handshakes: IntCounterVec,
+    pub tls_issuance: IntCounterVec,
+    pub tls_issue_seconds: Histogram,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -106,7 +109,34 @@ impl Metrics {
             &["what"],
         )
         .expect("metric");
-        let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
+        let tls_handshakes = IntCounterVec::new(
+            Opts::new(
+                "tls_handshakes_total",
+                "TLS handshakes by result: ok, refused, failed",
+            ),
+            &["result"],
+        )
+        .expect("metric");
+        let tls_issuance = IntCounterVec::new(
+            Opts::new(
+                "tls_issuance_total",
+                "Certificate issuance by result: issued, failed, rate_limited",
+            ),
+            &["result"],
+        )
+        .expect("metric");
+        let tls_issue_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "tls_issue_seconds",
+                "Time to obtain a certificate from the issuer",
+            )
+            .buckets(exponential_buckets(0.005, 2.0, 14).expect("buckets")),
+        )
+        .expect("metric");
+        let collectors: [Box<dyn prometheus::core::Collector>; 15] = [
+            Box::new(tls_handshakes.clone()),
+            Box::new(tls_issuance.clone()),
+            Box::new(tls_issue_seconds.clone()),
             Box::new(replica_reads.clone()),
             Box::new(requests.clone()),
             Box::new(latency.clone()),
@@ -137,6 +167,9 @@ impl Metrics {
             cache_bytes,
             replica_up,
             replica_reads,
+            tls_handshakes,
+            tls_issuance,
+            tls_issue_seconds,
         }
     }
 

@@ -84,6 +84,10 @@ impl AdminApp {
                 "partitions": partitions,
             },
             "cache": { "pages": sf.pages().entries(), "page_bytes": sf.pages().weight() },
+            "certificates": match self.edge.certs.get() {
+                Some(c) => json!({ "in_memory": c.held(), "stored": c.stored().await }),
+                None => serde_json::Value::Null,
+            },
         })
     }
 

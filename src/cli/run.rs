@@ -2,14 +2,19 @@
 //! the listening sockets, signals and the graceful upgrade).
 
 use crate::admin::AdminApp;
-use crate::config::Config;
+use crate::config::{Config, TlsConfig};
 use crate::edge::Edge;
 use crate::proxy::{access_log, EdgeProxy};
+use crate::tls::issuer::LocalCa;
+use crate::tls::listener::TlsApp;
+use crate::tls::store::FileStore;
+use crate::tls::{load_static, CertManager, TlsSettings};
 use async_trait::async_trait;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{ExecutionPhase, Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
 use pingora_core::services::listening::Service;
+use pingora_proxy::HttpProxy;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -59,7 +64,7 @@ pub fn run(config: Config, path: &Path, upgrade: bool, daemon: bool) -> ExitCode
 
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
-        EdgeProxy::new(edge.clone()),
+        EdgeProxy::new(edge.clone(), "http"),
         "edge proxy",
     );
     for addr in &config.listen.http {
@@ -75,18 +80,65 @@ pub fn run(config: Config, path: &Path, upgrade: bool, daemon: bool) -> ExitCode
     let control = background_service(
         "control",
         Control {
-            edge,
+            edge: edge.clone(),
             drain,
             ping_every,
             phases,
         },
     );
 
+    if let Some(tls) = &config.tls {
+        match https_service(&server.configuration, tls, edge.clone()) {
+            Ok(service) => {
+                server.add_service(service);
+            }
+            Err(e) => {
+                eprintln!("error: tls: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(control);
     info!(pop = %config.pop.id, listen = ?config.listen.http, admin = %config.admin.listen, "edgepop starting");
     server.run_forever()
+}
+
+/// The HTTPS listeners: a Pingora listening service whose app does the
+/// handshake (waiting for on-demand certificates) and hands the decrypted
+/// stream to a second instance of the proxy.
+fn https_service(
+    conf: &Arc<ServerConf>,
+    tls: &TlsConfig,
+    edge: Arc<Edge>,
+) -> Result<Service<TlsApp<HttpProxy<EdgeProxy>>>, String> {
+    let ca = LocalCa::load_or_create(&tls.dir.join("ca"), tls.local_ca_validity_days)?;
+    info!(root = %ca.root_path.display(), "local CA ready");
+    let store = FileStore::open(&tls.dir.join("certs"))?;
+    let settings = TlsSettings {
+        issue_timeout: tls.issue_timeout,
+        backoff: tls.backoff,
+        issue_per_minute: tls.issue_per_minute,
+    };
+    let certs = CertManager::new(
+        edge.clone(),
+        load_static(&tls.certificates)?,
+        Arc::new(store),
+        Arc::new(ca),
+        settings,
+    );
+    let http = Arc::new(pingora_proxy::http_proxy(
+        conf,
+        EdgeProxy::new(edge.clone(), "https"),
+    ));
+    let certs = Arc::new(certs);
+    edge.set_certs(certs.clone());
+    let mut service = Service::new("edge https".to_string(), TlsApp { certs, http });
+    for addr in &tls.listen {
+        service.add_tcp(&addr.to_string());
+    }
+    Ok(service)
 }
 
 fn init_logging(level: &str) {

@@ -36,6 +36,8 @@ pub struct Config {
     /// The Kafka change stream; without it the replica changes only by
     /// `edgepop replica load`.
     pub sync: Option<SyncConfig>,
+    /// HTTPS listeners with on-demand certificates.
+    pub tls: Option<TlsConfig>,
     /// Hostnames served from the config itself (the `Directory` until a
     /// replica is configured; static sites stay legitimate afterwards).
     #[serde(default)]
@@ -303,6 +305,54 @@ fn default_batch() -> usize {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub listen: Vec<SocketAddr>,
+    /// Certificate store and local CA; relative paths are from the config
+    /// file's folder. The local CA's root is `<dir>/ca/ca.pem`.
+    #[serde(default = "default_tls_dir")]
+    pub dir: PathBuf,
+    /// Longest a handshake waits for a new certificate.
+    #[serde(default = "default_issue_timeout", with = "humantime_serde")]
+    pub issue_timeout: Duration,
+    /// First wait after a failed issuance for a name (doubles, max 1 h).
+    #[serde(default = "default_backoff", with = "humantime_serde")]
+    pub backoff: Duration,
+    /// Issuances per minute, all names together.
+    #[serde(default = "default_issue_rate")]
+    pub issue_per_minute: u32,
+    #[serde(default = "default_validity")]
+    pub local_ca_validity_days: i64,
+    /// Certificates from files, for the operator's own names.
+    #[serde(default)]
+    pub certificates: Vec<StaticCert>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticCert {
+    pub hostnames: Vec<Hostname>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+fn default_tls_dir() -> PathBuf {
+    PathBuf::from("edgepop-data/tls")
+}
+fn default_issue_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_backoff() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_issue_rate() -> u32 {
+    60
+}
+fn default_validity() -> i64 {
+    90
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SiteConfig {
     pub hostname: Hostname,
     pub store_id: i64,
@@ -365,9 +415,20 @@ impl Config {
             line: locator.line_of(&path),
             message,
         })?;
+        let base = file.parent().unwrap_or(Path::new(".")).to_path_buf();
         if config.replica.path.is_relative() {
-            let base = file.parent().unwrap_or(Path::new("."));
             config.replica.path = base.join(&config.replica.path);
+        }
+        if let Some(tls) = &mut config.tls {
+            for p in std::iter::once(&mut tls.dir).chain(
+                tls.certificates
+                    .iter_mut()
+                    .flat_map(|c| [&mut c.cert, &mut c.key]),
+            ) {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
         }
         Ok(config)
     }
@@ -487,6 +548,20 @@ impl Config {
             if sync.batch_max == 0 {
                 return at(
                     &["sync".into(), "batch_max".into()],
+                    "must be at least 1".into(),
+                );
+            }
+        }
+        if let Some(tls) = &self.tls {
+            if tls.listen.is_empty() {
+                return at(
+                    &["tls".into(), "listen".into()],
+                    "needs at least one address".into(),
+                );
+            }
+            if tls.issue_per_minute == 0 {
+                return at(
+                    &["tls".into(), "issue_per_minute".into()],
                     "must be at least 1".into(),
                 );
             }

@@ -36,11 +36,13 @@ use tracing::warn;
 
 pub struct EdgeProxy {
     edge: Arc<Edge>,
+    /// "http" or "https": the listener this proxy serves.
+    scheme: &'static str,
 }
 
 impl EdgeProxy {
-    pub fn new(edge: Arc<Edge>) -> Self {
-        EdgeProxy { edge }
+    pub fn new(edge: Arc<Edge>, scheme: &'static str) -> Self {
+        EdgeProxy { edge, scheme }
     }
 
     /// The Host of the request: the URI authority (HTTP/2 `:authority`,
@@ -121,7 +123,9 @@ impl ProxyHttp for EdgeProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new(self.edge.state(), self.edge.begin_request())
+        let mut ctx = RequestCtx::new(self.edge.state(), self.edge.begin_request());
+        ctx.scheme = self.scheme;
+        ctx
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {

@@ -1,0 +1,185 @@
+//! The HTTPS listener: a Pingora listening service (so graceful upgrades
+//! hand its socket over like any other) whose app runs the TLS handshake
+//! itself with `LazyConfigAcceptor`: the ClientHello is read first, the
+//! certificate for its SNI may be obtained while the handshake waits, and
+//! the decrypted stream is handed to the HTTP proxy (HTTP/2 or 1.1 by ALPN).
+
+use super::CertManager;
+use crate::admin::metrics::METRICS;
+use async_trait::async_trait;
+use pingora_core::apps::ServerApp;
+use pingora_core::protocols::raw_connect::ProxyDigest;
+use pingora_core::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    TimingDigest, UniqueID, UniqueIDType, ALPN,
+};
+use pingora_core::server::ShutdownWatch;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::LazyConfigAcceptor;
+use tracing::debug;
+
+/// Bounds a client that opens a connection and never finishes its hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct TlsApp<A> {
+    pub certs: Arc<CertManager>,
+    pub http: Arc<A>,
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsApp<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
+        let start = match tokio::time::timeout(HELLO_TIMEOUT, acceptor).await {
+            Ok(Ok(start)) => start,
+            _ => return None,
+        };
+        let sni = start.client_hello().server_name().map(str::to_string);
+        let config = match self.certs.config_for(sni.as_deref()).await {
+            Ok(c) => c,
+            Err(why) => {
+                debug!(sni = ?sni, %why, "handshake refused");
+                METRICS.tls_handshakes.with_label_values(&["refused"]).inc();
+                return None;
+            }
+        };
+        let tls = match tokio::time::timeout(HELLO_TIMEOUT, start.into_stream(config)).await {
+            Ok(Ok(tls)) => tls,
+            _ => {
+                METRICS.tls_handshakes.with_label_values(&["failed"]).inc();
+                return None;
+            }
+        };
+        METRICS.tls_handshakes.with_label_values(&["ok"]).inc();
+        // Keep-alive: the HTTP app hands the stream back after each request;
+        // it stays inside this TLS session rather than going back to the
+        // listener (which would start a new handshake on it).
+        let mut next: Option<Stream> = Some(Box::new(TlsIo::new(tls)));
+        while let Some(stream) = next.take() {
+            next = self.http.process_new(stream, shutdown).await;
+            if *shutdown.borrow() {
+                break;
+            }
+        }
+        None
+    }
+}
+
+/// A server TLS stream that Pingora's HTTP layer can drive.
+pub struct TlsIo {
+    inner: TlsStream<Stream>,
+    alpn: Option<ALPN>,
+}
+
+impl TlsIo {
+    fn new(inner: TlsStream<Stream>) -> Self {
+        let alpn = match inner.get_ref().1.alpn_protocol() {
+            Some(b"h2") => Some(ALPN::H2),
+            Some(b"http/1.1") => Some(ALPN::H1),
+            _ => None,
+        };
+        TlsIo { inner, alpn }
+    }
+
+    fn tcp(&self) -> &Stream {
+        self.inner.get_ref().0
+    }
+}
+
+impl std::fmt::Debug for TlsIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsIo")
+            .field("tcp", self.tcp())
+            .field("alpn", &self.alpn)
+            .finish()
+    }
+}
+
+impl AsyncRead for TlsIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[async_trait]
+impl Shutdown for TlsIo {
+    async fn shutdown(&mut self) {
+        let _ = AsyncWriteExt::shutdown(&mut self.inner).await;
+    }
+}
+
+impl UniqueID for TlsIo {
+    fn id(&self) -> UniqueIDType {
+        self.tcp().id()
+    }
+}
+
+impl Ssl for TlsIo {
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.alpn.clone()
+    }
+}
+
+impl GetTimingDigest for TlsIo {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.tcp().get_timing_digest()
+    }
+}
+
+impl GetProxyDigest for TlsIo {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.tcp().get_proxy_digest()
+    }
+}
+
+impl GetSocketDigest for TlsIo {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.tcp().get_socket_digest()
+    }
+}
+
+#[async_trait]
+impl Peek for TlsIo {}

@@ -1,0 +1,303 @@
+//! TLS with on-demand certificates (as Caddy's certmagic: its own module,
+//! pluggable `Issuer` and `CertStore`). For a ClientHello naming `X`:
+//! static certificate → memory → store → issue now, but only when `X` is an
+//! active domain in the directory; any other name is refused at once and no
+//! CA is contacted. Concurrent handshakes for one new name make one order;
+//! a failed name backs off; issuance has a global rate limit.
+
+pub mod issuer;
+pub mod listener;
+pub mod store;
+
+use crate::admin::metrics::METRICS;
+use crate::domain::{DomainStatus, Hostname};
+use crate::edge::Edge;
+use issuer::Issuer;
+use moka::future::Cache;
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use store::CertStore;
+use tracing::{info, warn};
+
+/// A certificate with its key, as issuers produce and stores keep it.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct IssuedCert {
+    pub chain_pem: String,
+    pub key_pem: String,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub issuer: String,
+}
+
+// Never print the key.
+impl std::fmt::Debug for IssuedCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedCert")
+            .field("not_after", &self.not_after)
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl IssuedCert {
+    /// Usable for a handshake now.
+    fn valid(&self) -> bool {
+        let now = now_unix();
+        self.not_before <= now && now < self.not_after
+    }
+}
+
+/// A rustls config serving one certificate: TLS 1.2 and 1.3 only (ring),
+/// ALPN h2 and http/1.1.
+pub fn server_config(chain_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>, String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("certificate: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| format!("private key: {e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| e.to_string())?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Why a handshake was refused (logged at debug, counted).
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("no SNI")]
+    NoSni,
+    #[error("invalid SNI: {0}")]
+    BadName(String),
+    #[error("{0} is not an active domain of this network")]
+    NotServed(Hostname),
+    #[error("{0} is backing off after a failed issuance")]
+    BackingOff(Hostname),
+    #[error("issuance rate limit reached")]
+    RateLimited,
+    #[error("issuance for {0} failed: {1}")]
+    Failed(Hostname, String),
+}
+
+pub struct TlsSettings {
+    pub issue_timeout: Duration,
+    pub backoff: Duration,
+    pub issue_per_minute: u32,
+}
+
+struct Backoff {
+    until: Instant,
+    next: Duration,
+}
+
+/// Tokens refill continuously up to `per_minute`.
+struct RateLimit {
+    tokens: f64,
+    per_minute: f64,
+    at: Instant,
+}
+
+impl RateLimit {
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens
+            + now.duration_since(self.at).as_secs_f64() * self.per_minute / 60.0)
+            .min(self.per_minute);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+pub struct CertManager {
+    edge: Arc<Edge>,
+    statics: HashMap<Hostname, Arc<ServerConfig>>,
+    served: Cache<Hostname, Arc<ServerConfig>>,
+    store: Arc<dyn CertStore>,
+    issuer: Arc<dyn Issuer>,
+    backoff: Mutex<HashMap<Hostname, Backoff>>,
+    limit: Mutex<RateLimit>,
+    settings: TlsSettings,
+}
+
+impl CertManager {
+    pub fn new(
+        edge: Arc<Edge>,
+        statics: HashMap<Hostname, Arc<ServerConfig>>,
+        store: Arc<dyn CertStore>,
+        issuer: Arc<dyn Issuer>,
+        settings: TlsSettings,
+    ) -> Self {
+        CertManager {
+            edge,
+            statics,
+            served: Cache::builder().max_capacity(100_000).build(),
+            store,
+            issuer,
+            backoff: Mutex::new(HashMap::new()),
+            limit: Mutex::new(RateLimit {
+                tokens: settings.issue_per_minute as f64,
+                per_minute: settings.issue_per_minute as f64,
+                at: Instant::now(),
+            }),
+            settings,
+        }
+    }
+
+    pub fn held(&self) -> u64 {
+        self.served.entry_count() + self.statics.len() as u64
+    }
+
+    pub async fn stored(&self) -> usize {
+        self.store.count().await
+    }
+
+    pub async fn config_for(&self, sni: Option<&str>) -> Result<Arc<ServerConfig>, Refusal> {
+        let name = sni.ok_or(Refusal::NoSni)?;
+        let host = Hostname::parse(name).map_err(|e| Refusal::BadName(format!("{name}: {e}")))?;
+        if let Some(c) = self.statics.get(&host) {
+            return Ok(c.clone());
+        }
+        if let Some(c) = self.served.get(&host).await {
+            return Ok(c);
+        }
+        // Only names this network serves, and active ones, get a certificate.
+        match self.edge.state().directory.lookup(&host).await {
+            Ok(Some(d)) if d.status == DomainStatus::Active => {}
+            _ => return Err(Refusal::NotServed(host)),
+        }
+        if let Some(b) = self
+            .backoff
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&host)
+        {
+            if Instant::now() < b.until {
+                return Err(Refusal::BackingOff(host));
+            }
+        }
+        // One load-or-issue per name, however many handshakes wait for it.
+        let result = self
+            .served
+            .try_get_with(host.clone(), self.obtain(&host))
+            .await;
+        match result {
+            Ok(c) => {
+                self.backoff
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&host);
+                Ok(c)
+            }
+            Err(e) => Err(Arc::unwrap_or_clone(e)),
+        }
+    }
+
+    async fn obtain(&self, host: &Hostname) -> Result<Arc<ServerConfig>, Refusal> {
+        match self.store.load(host).await {
+            Ok(Some(cert)) if cert.valid() => {
+                return server_config(&cert.chain_pem, &cert.key_pem)
+                    .map_err(|e| Refusal::Failed(host.clone(), e));
+            }
+            Ok(_) => {}
+            Err(e) => warn!(%host, error = %e, "certificate store read failed; issuing"),
+        }
+        if !self.limit.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            METRICS
+                .tls_issuance
+                .with_label_values(&["rate_limited"])
+                .inc();
+            return Err(Refusal::RateLimited);
+        }
+        let started = Instant::now();
+        let issued = match tokio::time::timeout(
+            self.settings.issue_timeout,
+            self.issuer.issue(host),
+        )
+        .await
+        {
+            Ok(Ok(cert)) => cert,
+            Ok(Err(e)) => return Err(self.failed(host, e)),
+            Err(_) => return Err(self.failed(host, "timed out".into())),
+        };
+        METRICS
+            .tls_issue_seconds
+            .observe(started.elapsed().as_secs_f64());
+        METRICS.tls_issuance.with_label_values(&["issued"]).inc();
+        info!(%host, issuer = self.issuer.name(), took_ms = started.elapsed().as_millis() as u64, "certificate issued");
+        if let Err(e) = self.store.save(host, &issued).await {
+            warn!(%host, error = %e, "certificate store write failed");
+        }
+        server_config(&issued.chain_pem, &issued.key_pem)
+            .map_err(|e| Refusal::Failed(host.clone(), e))
+    }
+
+    /// Records a failed issuance: the name backs off, doubling each time.
+    fn failed(&self, host: &Hostname, why: String) -> Refusal {
+        METRICS.tls_issuance.with_label_values(&["failed"]).inc();
+        let mut map = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+        let next = map.get(host).map_or(self.settings.backoff, |b| {
+            (b.next * 2).min(Duration::from_secs(3600))
+        });
+        map.insert(
+            host.clone(),
+            Backoff {
+                until: Instant::now() + next,
+                next,
+            },
+        );
+        warn!(%host, error = %why, backoff = ?next, "certificate issuance failed");
+        Refusal::Failed(host.clone(), why)
+    }
+}
+
+impl Clone for Refusal {
+    fn clone(&self) -> Self {
+        match self {
+            Refusal::NoSni => Refusal::NoSni,
+            Refusal::BadName(s) => Refusal::BadName(s.clone()),
+            Refusal::NotServed(h) => Refusal::NotServed(h.clone()),
+            Refusal::BackingOff(h) => Refusal::BackingOff(h.clone()),
+            Refusal::RateLimited => Refusal::RateLimited,
+            Refusal::Failed(h, s) => Refusal::Failed(h.clone(), s.clone()),
+        }
+    }
+}
+
+/// Static certificates from files, for the operator's own names.
+pub fn load_static(
+    certs: &[crate::config::StaticCert],
+) -> Result<HashMap<Hostname, Arc<ServerConfig>>, String> {
+    let mut out = HashMap::new();
+    for c in certs {
+        let chain =
+            std::fs::read_to_string(&c.cert).map_err(|e| format!("{}: {e}", c.cert.display()))?;
+        let key =
+            std::fs::read_to_string(&c.key).map_err(|e| format!("{}: {e}", c.key.display()))?;
+        let config =
+            server_config(&chain, &key).map_err(|e| format!("{}: {e}", c.cert.display()))?;
+        for h in &c.hostnames {
+            out.insert(h.clone(), config.clone());
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,280 @@
+//! HTTPS with on-demand certificates from the local CA, through the binary.
+
+mod common;
+
+use common::*;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::Duration;
+
+struct Tls {
+    edge: Edge,
+    https: SocketAddr,
+    origin: Origin,
+}
+
+async fn tls_edge(extra_sites: &str) -> Tls {
+    let origin = Origin::start(Duration::from_millis(1)).await;
+    let https = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let body = format!(
+        "[tls]\nlisten = [\"{https}\"]\nissue_timeout = \"5s\"\n\n{}{}{}{extra_sites}",
+        pool("public", &[(origin.addr, 1)]),
+        site("shop.test", "public", "active"),
+        site("gone.test", "public", "suspended"),
+    );
+    Tls {
+        edge: Edge::start(&body).await,
+        https,
+        origin,
+    }
+}
+
+impl Tls {
+    fn root(&self) -> std::path::PathBuf {
+        self.edge.dir.path().join("edgepop-data/tls/ca/ca.pem")
+    }
+
+    /// A client trusting only the local CA, with `host` resolving here.
+    fn client(&self, host: &str, http1: bool) -> reqwest::Client {
+        let root = reqwest::Certificate::from_pem(&std::fs::read(self.root()).unwrap()).unwrap();
+        let b = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(root)
+            .resolve(host, self.https)
+            .no_proxy()
+            .timeout(Duration::from_secs(20));
+        if http1 { b.http1_only() } else { b }.build().unwrap()
+    }
+
+    fn url(&self, host: &str) -> String {
+        format!("https://{host}:{}/", self.https.port())
+    }
+
+    async fn issued(&self) -> f64 {
+        self.edge
+            .metric("edgepop_tls_issuance_total{result=\"issued\"}")
+            .await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn first_handshake_gets_a_certificate_and_both_http_versions_work() {
+    let t = tls_edge("").await;
+    let r = t
+        .client("shop.test", false)
+        .get(t.url("shop.test"))
+        .send()
+        .await
+        .expect("verified TLS to shop.test");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.version(), reqwest::Version::HTTP_2, "h2 by ALPN");
+    assert_eq!(r.headers()["x-edge-route"], "tst1");
+    let seen = t.origin.last_headers.lock().unwrap().clone().unwrap();
+    assert_eq!(seen["x-forwarded-proto"], "https");
+    assert_eq!(t.issued().await, 1.0);
+
+    let r = t
+        .client("shop.test", true)
+        .get(t.url("shop.test"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.version()),
+        (200, reqwest::Version::HTTP_11)
+    );
+    assert_eq!(
+        t.issued().await,
+        1.0,
+        "a later handshake uses the held certificate"
+    );
+
+    let stored = t
+        .edge
+        .dir
+        .path()
+        .join("edgepop-data/tls/certs/shop.test.json");
+    assert_eq!(
+        std::fs::metadata(&stored).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "private key file is 0600"
+    );
+    let key = t.edge.dir.path().join("edgepop-data/tls/ca/ca.key");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        !t.edge.stderr().contains("PRIVATE KEY"),
+        "keys never logged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unknown_and_suspended_names_are_refused_without_issuance() {
+    let t = tls_edge("").await;
+    for host in ["nope.test", "gone.test"] {
+        let err = t.client(host, false).get(t.url(host)).send().await;
+        assert!(err.is_err(), "{host} must not get a handshake");
+    }
+    assert_eq!(t.issued().await, 0.0);
+    assert_eq!(
+        t.edge
+            .metric("edgepop_tls_handshakes_total{result=\"refused\"}")
+            .await,
+        2.0
+    );
+    assert!(!t
+        .edge
+        .dir
+        .path()
+        .join("edgepop-data/tls/certs/nope.test.json")
+        .exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_first_handshakes_make_one_certificate() {
+    let t = tls_edge("").await;
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            // A client each: 50 separate connections and handshakes.
+            let (c, url) = (t.client("shop.test", true), t.url("shop.test"));
+            tokio::spawn(async move { c.get(url).send().await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().expect("handshake"), 200);
+    }
+    assert_eq!(
+        t.issued().await,
+        1.0,
+        "one issuance for 50 waiting handshakes"
+    );
+    assert!(
+        t.edge
+            .metric("edgepop_tls_handshakes_total{result=\"ok\"}")
+            .await
+            >= 50.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restart_keeps_certificates() {
+    let mut t = tls_edge("").await;
+    let r = t
+        .client("shop.test", true)
+        .get(t.url("shop.test"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(t.issued().await, 1.0);
+    t.edge.kill9();
+    t.edge = std::mem::replace(&mut t.edge, Edge::prepare(""))
+        .launch(false)
+        .await;
+    let r = t
+        .client("shop.test", true)
+        .get(t.url("shop.test"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        t.issued().await,
+        0.0,
+        "the stored certificate was reused, not reissued"
+    );
+}
+
+fn s_client(addr: SocketAddr, name: &str, version: &str) -> bool {
+    let out = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &addr.to_string(),
+            "-servername",
+            name,
+            version,
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).contains("BEGIN CERTIFICATE")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_tls_12_and_13_are_spoken() {
+    let t = tls_edge("").await;
+    assert!(s_client(t.https, "shop.test", "-tls1_3"));
+    assert!(s_client(t.https, "shop.test", "-tls1_2"));
+    assert!(
+        !s_client(t.https, "shop.test", "-tls1_1"),
+        "TLS 1.1 refused"
+    );
+    assert!(!s_client(t.https, "shop.test", "-tls1"), "TLS 1.0 refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn static_certificates_serve_the_operators_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("ops.pem"), dir.path().join("ops.key"));
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+        ])
+        .args([
+            "-subj",
+            "/CN=status.ops.test",
+            "-addext",
+            "subjectAltName=DNS:status.ops.test",
+        ])
+        // A leaf, not a CA: webpki refuses a CA certificate as end entity.
+        .args([
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            "extendedKeyUsage=serverAuth",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(ok.status.success());
+    let extra = format!(
+        "{}[[tls.certificates]]\nhostnames = [\"status.ops.test\"]\ncert = \"{}\"\nkey = \"{}\"\n",
+        site("status.ops.test", "public", "active"),
+        cert.display(),
+        key.display()
+    );
+    // [[tls.certificates]] must follow the [tls] table: put it last.
+    let t = tls_edge(&extra).await;
+    let root = reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap();
+    let c = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(root)
+        .resolve("status.ops.test", t.https)
+        .build()
+        .unwrap();
+    let r = c
+        .get(t.url("status.ops.test"))
+        .send()
+        .await
+        .map_err(|e| format!("{e:?}"))
+        .expect("static certificate verifies");
+    assert_eq!(r.status(), 200);
+    assert_eq!(t.issued().await, 0.0, "no issuance for a static name");
+}
