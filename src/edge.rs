@@ -20,6 +20,7 @@ use tracing::{error, info, warn};
 /// Everything derived from one version of the config file.
 pub struct EdgeState {
     pub config: Arc<Config>,
+    pub https: Option<crate::tls::policy::HttpsPolicy>,
     pub pop: PopId,
     pub directory: Arc<dyn Directory>,
     pub pools: Pools,
@@ -101,6 +102,7 @@ impl EdgeState {
                 replica: Some(data.storefront.clone() as Arc<dyn Directory>),
             }),
             pools: Pools::new(&config.pools),
+            https: crate::tls::policy::HttpsPolicy::from_config(&config),
             generation,
             loaded_at: SystemTime::now(),
             config: Arc::new(config),

@@ -15,10 +15,15 @@ struct Tls {
 }
 
 async fn tls_edge(extra_sites: &str) -> Tls {
+    tls_edge_with("", extra_sites).await
+}
+
+/// `tls_extra` goes into the `[tls]` table.
+async fn tls_edge_with(tls_extra: &str, extra_sites: &str) -> Tls {
     let origin = Origin::start(Duration::from_millis(1)).await;
     let https = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let body = format!(
-        "[tls]\nlisten = [\"{https}\"]\nissue_timeout = \"5s\"\n\n{}{}{}{extra_sites}",
+        "[tls]\nlisten = [\"{https}\"]\nissue_timeout = \"5s\"\n{tls_extra}\n{}{}{}{extra_sites}",
         pool("public", &[(origin.addr, 1)]),
         site("shop.test", "public", "active"),
         site("gone.test", "public", "suspended"),
@@ -277,4 +282,65 @@ async fn static_certificates_serve_the_operators_names() {
         .expect("static certificate verifies");
     assert_eq!(r.status(), 200);
     assert_eq!(t.issued().await, 0.0, "no issuance for a static name");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn http_redirects_to_https_and_hsts_is_sent_per_site() {
+    let plain = format!(
+        "{}https_redirect = false\nhsts = \"\"\n",
+        site("plain.test", "public", "active")
+    );
+    let t = tls_edge_with("redirect_http = true\nhsts = \"max-age=600\"\n", &plain).await;
+    let no_follow = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .unwrap();
+    let r = no_follow
+        .get(t.edge.url("/a/b?c=1"))
+        .header("host", "shop.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 308);
+    assert_eq!(
+        r.headers()["location"],
+        format!("https://shop.test:{}/a/b?c=1", t.https.port())
+    );
+    assert_eq!(r.headers()["x-edge-route"], "tst1");
+    assert_eq!(t.origin.hits(), 0, "redirected, not proxied");
+    // Unknown names are still 421 over HTTP: no redirect for them.
+    let r = no_follow
+        .get(t.edge.url("/"))
+        .header("host", "nope.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 421);
+
+    let r = t
+        .client("shop.test", false)
+        .get(t.url("shop.test"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["strict-transport-security"], "max-age=600");
+
+    // A site that opted out: plain HTTP is served, no HSTS over HTTPS.
+    let r = no_follow
+        .get(t.edge.url("/"))
+        .header("host", "plain.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = t
+        .client("plain.test", false)
+        .get(t.url("plain.test"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("strict-transport-security").is_none());
 }

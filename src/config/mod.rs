@@ -325,6 +325,11 @@ pub struct TlsConfig {
     /// Certificates from files, for the operator's own names.
     #[serde(default)]
     pub certificates: Vec<StaticCert>,
+    /// Answer plain-HTTP requests with a 308 to HTTPS (per site: `https_redirect`).
+    #[serde(default)]
+    pub redirect_http: bool,
+    /// `strict-transport-security` value on HTTPS responses, e.g. "max-age=31536000".
+    pub hsts: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -359,6 +364,10 @@ pub struct SiteConfig {
     pub tier: Tier,
     #[serde(default)]
     pub status: DomainStatus,
+    /// Overrides `tls.redirect_http` for this site.
+    pub https_redirect: Option<bool>,
+    /// Overrides `tls.hsts` for this site ("" turns it off).
+    pub hsts: Option<String>,
 }
 
 /// A configuration error that names the file, the key and the line.

@@ -49,6 +49,8 @@ pub struct RequestCtx {
     pub origin_started: Option<Instant>,
     pub origin_elapsed: Option<Duration>,
     pub upstream_responded: bool,
+    /// `strict-transport-security` for this response (HTTPS only).
+    pub hsts: Option<String>,
     /// Why the edge answered by itself with an error (logged).
     pub error_reason: Option<String>,
     /// Counts this request as in flight for draining until dropped.
@@ -74,6 +76,7 @@ impl RequestCtx {
             origin_elapsed: None,
             upstream_responded: false,
             error_reason: None,
+            hsts: None,
             _active: active,
         }
     }

@@ -73,6 +73,9 @@ pub fn decorate(resp: &mut ResponseHeader, ctx: &RequestCtx) {
     let _ = resp.insert_header(route::HEADER, ctx.route.render());
     let _ = resp.insert_header("x-edge-cache", ctx.cache.as_str());
     let _ = resp.append_header("server-timing", server_timing(ctx));
+    if let Some(hsts) = &ctx.hsts {
+        let _ = resp.insert_header("strict-transport-security", hsts.as_str());
+    }
 }
 
 fn server_timing(ctx: &RequestCtx) -> String {

@@ -167,6 +167,21 @@ impl ProxyHttp for EdgeProxy {
             respond::error(session, ctx, 403, reason, None).await?;
             return Ok(true);
         }
+        if let Some(policy) = &ctx.state.https {
+            if ctx.scheme == "https" {
+                ctx.hsts = policy.hsts(&domain.hostname).map(str::to_string);
+            } else {
+                let target = session
+                    .req_header()
+                    .uri
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str());
+                if let Some(location) = policy.redirect(&domain.hostname, target) {
+                    respond::redirect(session, ctx, location).await?;
+                    return Ok(true);
+                }
+            }
+        }
         if self.serve_page(session, ctx, &domain).await? {
             return Ok(true);
         }

@@ -41,3 +41,12 @@ pub async fn error(
     }
     Ok(())
 }
+
+/// A permanent redirect that keeps the method (308), e.g. HTTP to HTTPS.
+pub async fn redirect(session: &mut Session, ctx: &mut RequestCtx, location: String) -> Result<()> {
+    let mut resp = ResponseHeader::build(308, Some(6))?;
+    resp.insert_header("location", &location)?;
+    resp.insert_header("content-length", 0)?;
+    decorate(&mut resp, ctx);
+    session.write_response_header(Box::new(resp), true).await
+}

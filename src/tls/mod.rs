@@ -7,6 +7,7 @@
 
 pub mod issuer;
 pub mod listener;
+pub mod policy;
 pub mod store;
 
 use crate::admin::metrics::METRICS;

@@ -1,0 +1,52 @@
+//! Per-site HTTPS policy: redirect plain HTTP to HTTPS, and HSTS. Defaults
+//! come from `[tls]`, config sites may override them.
+
+use crate::config::Config;
+use crate::domain::Hostname;
+use std::collections::HashMap;
+
+pub struct HttpsPolicy {
+    redirect: bool,
+    hsts: Option<String>,
+    /// Port in redirect targets (omitted when 443).
+    port: u16,
+    sites: HashMap<Hostname, (Option<bool>, Option<String>)>,
+}
+
+impl HttpsPolicy {
+    /// `None` when HTTPS is not configured.
+    pub fn from_config(config: &Config) -> Option<Self> {
+        let tls = config.tls.as_ref()?;
+        Some(HttpsPolicy {
+            redirect: tls.redirect_http,
+            hsts: tls.hsts.clone(),
+            port: tls.listen.first().map_or(443, |a| a.port()),
+            sites: config
+                .sites
+                .iter()
+                .map(|s| (s.hostname.clone(), (s.https_redirect, s.hsts.clone())))
+                .collect(),
+        })
+    }
+
+    /// Where a plain-HTTP request for `host` should go instead, if anywhere.
+    pub fn redirect(&self, host: &Hostname, path_and_query: &str) -> Option<String> {
+        let on = self
+            .sites
+            .get(host)
+            .and_then(|s| s.0)
+            .unwrap_or(self.redirect);
+        on.then(|| match self.port {
+            443 => format!("https://{host}{path_and_query}"),
+            port => format!("https://{host}:{port}{path_and_query}"),
+        })
+    }
+
+    pub fn hsts(&self, host: &Hostname) -> Option<&str> {
+        let value = match self.sites.get(host).and_then(|s| s.1.as_deref()) {
+            Some(site) => Some(site),
+            None => self.hsts.as_deref(),
+        };
+        value.filter(|v| !v.is_empty())
+    }
+}
