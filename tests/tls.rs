@@ -344,3 +344,82 @@ async fn http_redirects_to_https_and_hsts_is_sent_per_site() {
     assert_eq!(r.status(), 200);
     assert!(r.headers().get("strict-transport-security").is_none());
 }
+
+/// The serial number of the certificate served for `name`.
+fn served_serial(addr: SocketAddr, name: &str) -> String {
+    let out = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &addr.to_string(),
+            "-servername",
+            name,
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let start = text
+        .find("-----BEGIN CERTIFICATE-----")
+        .expect("a certificate");
+    let end = text.find("-----END CERTIFICATE-----").unwrap() + "-----END CERTIFICATE-----".len();
+    let mut x509 = Command::new("openssl")
+        .args(["x509", "-noout", "-serial"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    x509.stdin
+        .take()
+        .unwrap()
+        .write_all(text[start..end].as_bytes())
+        .unwrap();
+    String::from_utf8_lossy(&x509.wait_with_output().unwrap().stdout)
+        .trim()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn renewal_replaces_a_near_expiry_certificate_without_a_failed_handshake() {
+    let t = tls_edge_with("local_ca_validity = \"6s\"\nrenew_check = \"300ms\"\n", "").await;
+    let r = t
+        .client("shop.test", true)
+        .get(t.url("shop.test"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let first = served_serial(t.https, "shop.test");
+
+    // New handshakes all along, past the first certificate's expiry.
+    for i in 0..40 {
+        let r = t
+            .client("shop.test", true)
+            .get(t.url("shop.test"))
+            .send()
+            .await;
+        assert_eq!(
+            r.map(|r| r.status().as_u16()).map_err(|e| format!("{e:?}")),
+            Ok(200),
+            "handshake {i}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        t.edge
+            .metric("edgepop_tls_issuance_total{result=\"renewed\"}")
+            .await
+            >= 1.0
+    );
+    assert_eq!(
+        t.issued().await,
+        1.0,
+        "renewals happened in the background, not in handshakes"
+    );
+    assert_ne!(
+        served_serial(t.https, "shop.test"),
+        first,
+        "a new certificate is served"
+    );
+}

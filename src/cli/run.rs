@@ -113,13 +113,15 @@ fn https_service(
     tls: &TlsConfig,
     edge: Arc<Edge>,
 ) -> Result<Service<TlsApp<HttpProxy<EdgeProxy>>>, String> {
-    let ca = LocalCa::load_or_create(&tls.dir.join("ca"), tls.local_ca_validity_days)?;
+    let ca = LocalCa::load_or_create(&tls.dir.join("ca"), tls.local_ca_validity)?;
     info!(root = %ca.root_path.display(), "local CA ready");
     let store = FileStore::open(&tls.dir.join("certs"))?;
     let settings = TlsSettings {
         issue_timeout: tls.issue_timeout,
         backoff: tls.backoff,
         issue_per_minute: tls.issue_per_minute,
+        renew_when_left: tls.renew_when_left,
+        renew_check: tls.renew_check,
     };
     let certs = CertManager::new(
         edge.clone(),
@@ -164,6 +166,9 @@ impl BackgroundService for Control {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         self.edge.state().spawn_health_checks();
         self.edge.data.spawn(self.ping_every);
+        if let Some(certs) = self.edge.certs.get() {
+            tokio::spawn(certs.clone().renew_loop());
+        }
         if let Some(mut phases) = self.phases.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let edge = self.edge.clone();
             tokio::spawn(async move {

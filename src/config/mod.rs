@@ -320,8 +320,15 @@ pub struct TlsConfig {
     /// Issuances per minute, all names together.
     #[serde(default = "default_issue_rate")]
     pub issue_per_minute: u32,
-    #[serde(default = "default_validity")]
-    pub local_ca_validity_days: i64,
+    /// Lifetime of certificates from the local CA.
+    #[serde(default = "default_validity", with = "humantime_serde")]
+    pub local_ca_validity: Duration,
+    /// Renew when less than this fraction of a certificate's lifetime is left.
+    #[serde(default = "default_renew_fraction")]
+    pub renew_when_left: f64,
+    /// How often held certificates are checked for renewal.
+    #[serde(default = "default_renew_check", with = "humantime_serde")]
+    pub renew_check: Duration,
     /// Certificates from files, for the operator's own names.
     #[serde(default)]
     pub certificates: Vec<StaticCert>,
@@ -352,8 +359,14 @@ fn default_backoff() -> Duration {
 fn default_issue_rate() -> u32 {
     60
 }
-fn default_validity() -> i64 {
-    90
+fn default_validity() -> Duration {
+    Duration::from_secs(90 * 24 * 3600)
+}
+fn default_renew_fraction() -> f64 {
+    1.0 / 3.0
+}
+fn default_renew_check() -> Duration {
+    Duration::from_secs(60)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -566,6 +579,12 @@ impl Config {
                 return at(
                     &["tls".into(), "listen".into()],
                     "needs at least one address".into(),
+                );
+            }
+            if !(tls.renew_when_left > 0.0 && tls.renew_when_left < 1.0) {
+                return at(
+                    &["tls".into(), "renew_when_left".into()],
+                    "must be between 0 and 1".into(),
                 );
             }
             if tls.issue_per_minute == 0 {

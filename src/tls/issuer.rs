@@ -26,7 +26,7 @@ pub struct LocalCa {
 
 impl LocalCa {
     /// Loads `dir/ca.pem` + `dir/ca.key`, or creates them (key mode 0600).
-    pub fn load_or_create(dir: &Path, validity_days: i64) -> Result<Self, String> {
+    pub fn load_or_create(dir: &Path, validity: std::time::Duration) -> Result<Self, String> {
         let (cert_path, key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
         let issuer = if cert_path.exists() && key_path.exists() {
             let key_pem = std::fs::read_to_string(&key_path)
@@ -60,10 +60,11 @@ impl LocalCa {
                 .map_err(|e| format!("{}: {e}", cert_path.display()))?;
             RcIssuer::new(params, key)
         };
+        let validity = TimeDelta::try_from(validity).map_err(|e| e.to_string())?;
         Ok(LocalCa {
             issuer,
             root_path: cert_path,
-            validity: TimeDelta::days(validity_days),
+            validity,
         })
     }
 }
@@ -84,7 +85,9 @@ impl Issuer for LocalCa {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
         let now = OffsetDateTime::now_utc();
-        params.not_before = now - TimeDelta::minutes(5);
+        // Backdated for clock skew, but by a small share of short lifetimes.
+        let backdate = std::cmp::min(self.validity / 10_i32, TimeDelta::minutes(5));
+        params.not_before = now - backdate;
         params.not_after = now + self.validity;
         let cert = params
             .signed_by(&key, &self.issuer)

@@ -99,6 +99,36 @@ pub struct TlsSettings {
     pub issue_timeout: Duration,
     pub backoff: Duration,
     pub issue_per_minute: u32,
+    pub renew_when_left: f64,
+    pub renew_check: Duration,
+}
+
+/// A certificate ready for handshakes, with its validity window.
+#[derive(Clone)]
+struct Served {
+    config: Arc<ServerConfig>,
+    not_before: i64,
+    not_after: i64,
+}
+
+impl Served {
+    fn new(cert: &IssuedCert) -> Result<Self, String> {
+        Ok(Served {
+            config: server_config(&cert.chain_pem, &cert.key_pem)?,
+            not_before: cert.not_before,
+            not_after: cert.not_after,
+        })
+    }
+
+    fn live(&self) -> bool {
+        now_unix() < self.not_after
+    }
+
+    /// Less than `fraction` of the lifetime left.
+    fn due(&self, fraction: f64) -> bool {
+        let lifetime = (self.not_after - self.not_before).max(1) as f64;
+        ((self.not_after - now_unix()) as f64) < lifetime * fraction
+    }
 }
 
 struct Backoff {
@@ -132,7 +162,7 @@ impl RateLimit {
 pub struct CertManager {
     edge: Arc<Edge>,
     statics: HashMap<Hostname, Arc<ServerConfig>>,
-    served: Cache<Hostname, Arc<ServerConfig>>,
+    served: Cache<Hostname, Served>,
     store: Arc<dyn CertStore>,
     issuer: Arc<dyn Issuer>,
     backoff: Mutex<HashMap<Hostname, Backoff>>,
@@ -178,46 +208,50 @@ impl CertManager {
         if let Some(c) = self.statics.get(&host) {
             return Ok(c.clone());
         }
-        if let Some(c) = self.served.get(&host).await {
-            return Ok(c);
+        if let Some(s) = self.served.get(&host).await {
+            if s.live() {
+                return Ok(s.config);
+            }
+            // Expired (renewal failed all along): never served.
+            self.served.invalidate(&host).await;
         }
         // Only names this network serves, and active ones, get a certificate.
         match self.edge.state().directory.lookup(&host).await {
             Ok(Some(d)) if d.status == DomainStatus::Active => {}
             _ => return Err(Refusal::NotServed(host)),
         }
-        if let Some(b) = self
+        let backing_off = self
             .backoff
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&host)
-        {
-            if Instant::now() < b.until {
-                return Err(Refusal::BackingOff(host));
-            }
+            .is_some_and(|b| Instant::now() < b.until);
+        if backing_off {
+            return Err(Refusal::BackingOff(host));
         }
         // One load-or-issue per name, however many handshakes wait for it.
-        let result = self
+        let obtained = self
             .served
-            .try_get_with(host.clone(), self.obtain(&host))
+            .try_get_with(host.clone(), self.obtain(&host, None))
             .await;
-        match result {
-            Ok(c) => {
+        match obtained {
+            Ok(s) => {
                 self.backoff
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&host);
-                Ok(c)
+                Ok(s.config)
             }
             Err(e) => Err(Arc::unwrap_or_clone(e)),
         }
     }
 
-    async fn obtain(&self, host: &Hostname) -> Result<Arc<ServerConfig>, Refusal> {
+    /// A stored certificate if it is valid (and newer than `newer_than`),
+    /// else a new one from the issuer.
+    async fn obtain(&self, host: &Hostname, newer_than: Option<i64>) -> Result<Served, Refusal> {
         match self.store.load(host).await {
-            Ok(Some(cert)) if cert.valid() => {
-                return server_config(&cert.chain_pem, &cert.key_pem)
-                    .map_err(|e| Refusal::Failed(host.clone(), e));
+            Ok(Some(cert)) if cert.valid() && newer_than.is_none_or(|t| cert.not_after > t) => {
+                return Served::new(&cert).map_err(|e| Refusal::Failed(host.clone(), e));
             }
             Ok(_) => {}
             Err(e) => warn!(%host, error = %e, "certificate store read failed; issuing"),
@@ -243,13 +277,46 @@ impl CertManager {
         METRICS
             .tls_issue_seconds
             .observe(started.elapsed().as_secs_f64());
-        METRICS.tls_issuance.with_label_values(&["issued"]).inc();
-        info!(%host, issuer = self.issuer.name(), took_ms = started.elapsed().as_millis() as u64, "certificate issued");
+        let outcome = if newer_than.is_some() {
+            "renewed"
+        } else {
+            "issued"
+        };
+        METRICS.tls_issuance.with_label_values(&[outcome]).inc();
+        info!(%host, issuer = self.issuer.name(), took_ms = started.elapsed().as_millis() as u64, outcome, "certificate obtained");
         if let Err(e) = self.store.save(host, &issued).await {
             warn!(%host, error = %e, "certificate store write failed");
         }
-        server_config(&issued.chain_pem, &issued.key_pem)
-            .map_err(|e| Refusal::Failed(host.clone(), e))
+        Served::new(&issued).map_err(|e| Refusal::Failed(host.clone(), e))
+    }
+
+    /// Renews held certificates in the background when less than
+    /// `renew_when_left` of their lifetime is left; handshakes never wait
+    /// for a renewal. A failed renewal keeps the old certificate until it
+    /// expires and is retried on the next check.
+    pub async fn renew_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.settings.renew_check);
+        loop {
+            tick.tick().await;
+            let due: Vec<(Hostname, Served)> = self
+                .served
+                .iter()
+                .filter(|(_, s)| s.due(self.settings.renew_when_left))
+                .map(|(h, s)| ((*h).clone(), s))
+                .collect();
+            for (host, old) in due {
+                match self.obtain(&host, Some(old.not_after)).await {
+                    Ok(new) => self.served.insert(host, new).await,
+                    Err(e) => {
+                        METRICS
+                            .tls_issuance
+                            .with_label_values(&["renew_failed"])
+                            .inc();
+                        warn!(%host, error = %e, "certificate renewal failed; the current one stays until it expires");
+                    }
+                }
+            }
+        }
     }
 
     /// Records a failed issuance: the name backs off, doubling each time.
