@@ -341,20 +341,24 @@ async fn broker_outage_under_load_loses_nothing() {
 async fn killed_mid_stream_resumes_exactly(kind: Kind) {
     let broker = Broker::start().await;
     let origin = Origin::start(Duration::from_millis(1)).await;
-    let (mut edge, _pg) = edge_on(kind, &broker, &origin, "").await;
+    // The whole stream is on the broker before the edge starts, so the kill
+    // lands while it works through it. Published one at a time: tansu's
+    // memory engine mis-tracks the high watermark under pipelined produce,
+    // which makes a stored offset look out of range on resume.
     let p = broker.producer();
     publish_shop(&p).await;
-    let mut deliveries = Vec::new();
     for v in 1..=10 {
         for i in 0..40 {
-            deliveries.push(p.queue(
+            let path = format!("/k{i}");
+            p.send(
                 PAGES,
-                &page_key(7, &format!("/k{i}")),
-                &page(7, &format!("/k{i}"), &format!("k{i} v{v}"), v, false),
-            ));
+                &page_key(7, &path),
+                Some(&page(7, &path, &format!("k{i} v{v}"), v, false)),
+            )
+            .await;
         }
     }
-    futures::future::join_all(deliveries).await;
+    let (mut edge, _pg) = edge_on(kind, &broker, &origin, "").await;
     // Kill it while it is working through the stream.
     assert!(
         eventually(SEC(10), || async {
@@ -371,7 +375,8 @@ async fn killed_mid_stream_resumes_exactly(kind: Kind) {
     for i in 0..40 {
         assert!(
             until_etag(&edge, &format!("/k{i}"), "\"v10\"").await,
-            "/k{i} not at its final version"
+            "/k{i} not at its final version: {}",
+            edge.status().await
         );
         assert_eq!(
             get(&edge, &format!("/k{i}")).await.body,

@@ -53,6 +53,11 @@ impl Tls {
         if http1 { b.http1_only() } else { b }.build().unwrap()
     }
 
+    /// GET / on `host` over a new HTTPS connection.
+    async fn get(&self, host: &str, http1: bool) -> reqwest::Result<reqwest::Response> {
+        self.client(host, http1).get(self.url(host)).send().await
+    }
+
     fn url(&self, host: &str) -> String {
         format!("https://{host}:{}/", self.https.port())
     }
@@ -68,9 +73,7 @@ impl Tls {
 async fn first_handshake_gets_a_certificate_and_both_http_versions_work() {
     let t = tls_edge("").await;
     let r = t
-        .client("shop.test", false)
-        .get(t.url("shop.test"))
-        .send()
+        .get("shop.test", false)
         .await
         .expect("verified TLS to shop.test");
     assert_eq!(r.status(), 200);
@@ -80,12 +83,7 @@ async fn first_handshake_gets_a_certificate_and_both_http_versions_work() {
     assert_eq!(seen["x-forwarded-proto"], "https");
     assert_eq!(t.issued().await, 1.0);
 
-    let r = t
-        .client("shop.test", true)
-        .get(t.url("shop.test"))
-        .send()
-        .await
-        .unwrap();
+    let r = t.get("shop.test", true).await.unwrap();
     assert_eq!(
         (r.status().as_u16(), r.version()),
         (200, reqwest::Version::HTTP_11)
@@ -168,24 +166,14 @@ async fn fifty_concurrent_first_handshakes_make_one_certificate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restart_keeps_certificates() {
     let mut t = tls_edge("").await;
-    let r = t
-        .client("shop.test", true)
-        .get(t.url("shop.test"))
-        .send()
-        .await
-        .unwrap();
+    let r = t.get("shop.test", true).await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(t.issued().await, 1.0);
     t.edge.kill9();
     t.edge = std::mem::replace(&mut t.edge, Edge::prepare(""))
         .launch(false)
         .await;
-    let r = t
-        .client("shop.test", true)
-        .get(t.url("shop.test"))
-        .send()
-        .await
-        .unwrap();
+    let r = t.get("shop.test", true).await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(
         t.issued().await,
@@ -225,39 +213,7 @@ async fn only_tls_12_and_13_are_spoken() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn static_certificates_serve_the_operators_names() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("ops.pem"), dir.path().join("ops.key"));
-    let ok = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-        ])
-        .args([
-            "-subj",
-            "/CN=status.ops.test",
-            "-addext",
-            "subjectAltName=DNS:status.ops.test",
-        ])
-        // A leaf, not a CA: webpki refuses a CA certificate as end entity.
-        .args([
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-            "-addext",
-            "extendedKeyUsage=serverAuth",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(ok.status.success());
+    let (cert, key) = self_signed(dir.path(), "status.ops.test", "DNS:status.ops.test");
     let extra = format!(
         "{}[[tls.certificates]]\nhostnames = [\"status.ops.test\"]\ncert = \"{}\"\nkey = \"{}\"\n",
         site("status.ops.test", "public", "active"),
@@ -318,12 +274,7 @@ async fn http_redirects_to_https_and_hsts_is_sent_per_site() {
         .unwrap();
     assert_eq!(r.status(), 421);
 
-    let r = t
-        .client("shop.test", false)
-        .get(t.url("shop.test"))
-        .send()
-        .await
-        .unwrap();
+    let r = t.get("shop.test", false).await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["strict-transport-security"], "max-age=600");
 
@@ -335,12 +286,7 @@ async fn http_redirects_to_https_and_hsts_is_sent_per_site() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let r = t
-        .client("plain.test", false)
-        .get(t.url("plain.test"))
-        .send()
-        .await
-        .unwrap();
+    let r = t.get("plain.test", false).await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.headers().get("strict-transport-security").is_none());
 }
@@ -383,22 +329,13 @@ fn served_serial(addr: SocketAddr, name: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn renewal_replaces_a_near_expiry_certificate_without_a_failed_handshake() {
     let t = tls_edge_with("local_ca_validity = \"6s\"\nrenew_check = \"300ms\"\n", "").await;
-    let r = t
-        .client("shop.test", true)
-        .get(t.url("shop.test"))
-        .send()
-        .await
-        .unwrap();
+    let r = t.get("shop.test", true).await.unwrap();
     assert_eq!(r.status(), 200);
     let first = served_serial(t.https, "shop.test");
 
     // New handshakes all along, past the first certificate's expiry.
     for i in 0..40 {
-        let r = t
-            .client("shop.test", true)
-            .get(t.url("shop.test"))
-            .send()
-            .await;
+        let r = t.get("shop.test", true).await;
         assert_eq!(
             r.map(|r| r.status().as_u16()).map_err(|e| format!("{e:?}")),
             Ok(200),

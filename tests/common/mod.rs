@@ -391,3 +391,46 @@ pub async fn load(
     }
     (ok, failed)
 }
+
+/// A self-signed ECDSA P-256 leaf certificate (not a CA: webpki refuses a CA
+/// as end entity) for `san` (e.g. `DNS:a.test,IP:127.0.0.1`), written to
+/// `dir`; returns (certificate, key) paths.
+pub fn self_signed(dir: &std::path::Path, cn: &str, san: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join(format!("{cn}.pem")), dir.join(format!("{cn}.key")));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+        ])
+        .args([
+            "-subj",
+            &format!("/CN={cn}"),
+            "-addext",
+            &format!("subjectAltName={san}"),
+        ])
+        .args([
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            "extendedKeyUsage=serverAuth",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}

@@ -33,36 +33,7 @@ impl Broker {
     /// `--cert` with `--key`).
     pub async fn start_tls() -> Broker {
         let dir = tempfile::tempdir().unwrap();
-        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-        let ok = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-days",
-                "1",
-            ])
-            .args([
-                "-subj",
-                "/CN=localhost",
-                "-addext",
-                "subjectAltName=IP:127.0.0.1,DNS:localhost",
-            ])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output()
-            .unwrap();
-        assert!(
-            ok.status.success(),
-            "openssl: {}",
-            String::from_utf8_lossy(&ok.stderr)
-        );
+        let (cert, key) = super::self_signed(dir.path(), "localhost", "IP:127.0.0.1,DNS:localhost");
         let (inner, outer) = (free_port(), free_port());
         let socat = Command::new("socat")
             .arg(format!(
