@@ -96,6 +96,13 @@ impl Storefront {
     }
 
     pub async fn page(&self, key: PageKey) -> Lookup {
+        // Hits (the common case) neither clone the key nor build a loader.
+        match self.pages.get(&key).await {
+            Some(Slot::Found(page)) if self.replica_up() => return Lookup::Hit(page),
+            Some(Slot::Found(page)) => return Lookup::Stale(page),
+            Some(Slot::Missing) => return Lookup::NotFound,
+            None => {}
+        }
         let started = Instant::now();
         let replica = self.replica.clone();
         let load_key = key.clone();
@@ -165,6 +172,11 @@ impl Storefront {
 #[async_trait]
 impl Directory for Storefront {
     async fn lookup(&self, host: &Hostname) -> Result<Option<DomainRecord>, DirectoryError> {
+        match self.domains.get(host).await {
+            Some(Slot::Found(d)) => return Ok(Some((*d).clone())),
+            Some(Slot::Missing) => return Ok(None),
+            None => {}
+        }
         let replica = self.replica.clone();
         let load_host = host.clone();
         match self

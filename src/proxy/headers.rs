@@ -19,32 +19,33 @@ const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
-/// Names listed in `Connection` plus the fixed hop-by-hop set.
-fn hop_by_hop_names(headers: &http::HeaderMap) -> Vec<HeaderName> {
-    let mut names: Vec<HeaderName> = HOP_BY_HOP
+/// Extra hop-by-hop names a sender listed in `Connection` (usually none,
+/// so usually no allocation).
+fn connection_tokens(headers: &http::HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
         .iter()
-        .map(|n| HeaderName::from_static(n))
-        .collect();
-    for value in headers.get_all(header::CONNECTION) {
-        if let Ok(v) = value.to_str() {
-            names.extend(
-                v.split(',')
-                    .filter_map(|t| HeaderName::try_from(t.trim()).ok()),
-            );
-        }
-    }
-    names
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::try_from(t.trim()).ok())
+        .collect()
 }
 
 pub fn strip_hop_by_hop_request(req: &mut RequestHeader) {
-    for name in hop_by_hop_names(&req.headers) {
+    for name in connection_tokens(&req.headers) {
         req.remove_header(&name);
+    }
+    for name in HOP_BY_HOP {
+        req.remove_header(name);
     }
 }
 
 pub fn strip_hop_by_hop_response(resp: &mut ResponseHeader) {
-    for name in hop_by_hop_names(&resp.headers) {
+    for name in connection_tokens(&resp.headers) {
         resp.remove_header(&name);
+    }
+    for name in HOP_BY_HOP {
+        resp.remove_header(name);
     }
 }
 

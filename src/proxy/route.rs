@@ -5,9 +5,10 @@ use crate::domain::PopId;
 
 pub const HEADER: &str = "x-edge-route";
 
+/// Kept rendered: it is written on every request and response.
 #[derive(Debug, Clone, Default)]
 pub struct EdgeRoute {
-    hops: Vec<String>,
+    rendered: String,
 }
 
 impl EdgeRoute {
@@ -15,12 +16,12 @@ impl EdgeRoute {
     /// client claimed is discarded: only a peer PoP may extend a route.
     pub fn landed(pop: &PopId) -> Self {
         EdgeRoute {
-            hops: vec![pop.to_string()],
+            rendered: pop.to_string(),
         }
     }
 
-    pub fn render(&self) -> String {
-        self.hops.join(", ")
+    pub fn render(&self) -> &str {
+        &self.rendered
     }
 }
 
