@@ -9,7 +9,7 @@ use crate::domain::{DomainRecord, PopId};
 use crate::failover::Readiness;
 use crate::lb::{health, Pools};
 use crate::replica::{embedded::EmbeddedReplica, postgres::PostgresReplica, Replica};
-use crate::sync::{Sync, SyncStats};
+use crate::sync::{ChangeStream, SyncStats};
 use arc_swap::ArcSwap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -32,9 +32,8 @@ pub struct EdgeState {
 /// it and the change stream that keeps both fresh.
 pub struct DataPlane {
     pub storefront: Arc<Storefront>,
-    pub sync: Option<Arc<Sync>>,
+    pub sync: Option<Arc<ChangeStream>>,
     pub sync_stats: Arc<SyncStats>,
-    pub max_lag: i64,
 }
 
 impl DataPlane {
@@ -49,7 +48,7 @@ impl DataPlane {
         ));
         let sync_stats = Arc::new(SyncStats::default());
         let sync = match &config.sync {
-            Some(s) => Some(Arc::new(Sync::new(
+            Some(s) => Some(Arc::new(ChangeStream::new(
                 s.clone(),
                 config.consumer_name(),
                 storefront.clone(),
@@ -61,7 +60,6 @@ impl DataPlane {
             storefront,
             sync,
             sync_stats,
-            max_lag: config.replica.max_lag,
         })
     }
 
@@ -192,11 +190,8 @@ impl Edge {
         {
             warn!("listener addresses changed: they take effect on the next graceful upgrade");
         }
-        if format!("{:?}{:?}{:?}", config.replica, config.cache, config.sync)
-            != format!(
-                "{:?}{:?}{:?}",
-                old.config.replica, old.config.cache, old.config.sync
-            )
+        if (&config.replica, &config.cache, &config.sync)
+            != (&old.config.replica, &old.config.cache, &old.config.sync)
         {
             warn!("replica, cache and sync settings take effect on the next graceful upgrade");
         }

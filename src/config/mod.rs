@@ -227,7 +227,7 @@ pub enum ReplicaKind {
     Postgres,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReplicaConfig {
     pub kind: ReplicaKind,
@@ -255,7 +255,7 @@ impl Default for ReplicaConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
     /// Bound of the page cache, in bytes of pages held.
@@ -279,7 +279,7 @@ impl Default for CacheConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyncConfig {
     /// `host:port[,host:port...]`

@@ -32,10 +32,11 @@ impl Readiness {
             reasons.push("replica unreachable".to_string());
         }
         let lag = data.sync_stats.total_lag();
-        if data.sync.is_some() && lag > data.max_lag {
+        let max_lag = state.config.replica.max_lag;
+        if data.sync.is_some() && lag > max_lag {
             reasons.push(format!(
                 "replica {lag} records behind the stream (max {})",
-                data.max_lag
+                max_lag
             ));
         }
         reasons

@@ -1,7 +1,7 @@
 //! What one request carries from phase to phase.
 
 use super::route::EdgeRoute;
-use crate::domain::{DomainRecord, Hostname};
+use crate::domain::Hostname;
 use crate::edge::{ActiveRequest, EdgeState};
 use crate::lb::{InflightGuard, Pool};
 use std::net::SocketAddr;
@@ -37,7 +37,6 @@ pub struct RequestCtx {
     /// The Host as the client sent it (for x-forwarded-host).
     pub authority: Option<String>,
     pub host: Option<Hostname>,
-    pub domain: Option<DomainRecord>,
     pub pool: Option<Arc<Pool>>,
     pub cache: CacheStatus,
     /// Origins tried so far, in order.
@@ -48,7 +47,6 @@ pub struct RequestCtx {
     pub replica_elapsed: Option<Duration>,
     pub origin_started: Option<Instant>,
     pub origin_elapsed: Option<Duration>,
-    pub upstream_responded: bool,
     /// `strict-transport-security` for this response (HTTPS only).
     pub hsts: Option<String>,
     /// Why the edge answered by itself with an error (logged).
@@ -66,7 +64,6 @@ impl RequestCtx {
             scheme: "http",
             authority: None,
             host: None,
-            domain: None,
             pool: None,
             cache: CacheStatus::Bypass,
             tried: Vec::new(),
@@ -74,11 +71,15 @@ impl RequestCtx {
             replica_elapsed: None,
             origin_started: None,
             origin_elapsed: None,
-            upstream_responded: false,
             error_reason: None,
             hsts: None,
             _active: active,
         }
+    }
+
+    /// The origin's response header arrived (nothing can be retried then).
+    pub fn upstream_responded(&self) -> bool {
+        self.origin_elapsed.is_some()
     }
 
     /// Time spent waiting on the origin (to its response header, or so far).

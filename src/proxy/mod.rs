@@ -192,7 +192,6 @@ impl ProxyHttp for EdgeProxy {
             respond::error(session, ctx, 503, reason, retry).await?;
             return Ok(true);
         }
-        ctx.domain = Some(domain);
         Ok(false)
     }
 
@@ -263,7 +262,7 @@ impl ProxyHttp for EdgeProxy {
             Self::record_origin_failure(ctx);
         }
         let retry = !timed_out
-            && !ctx.upstream_responded
+            && !ctx.upstream_responded()
             && !session.as_ref().retry_buffer_truncated()
             && Self::retry_allowed(session, ctx);
         e.set_retry(retry);
@@ -291,7 +290,6 @@ impl ProxyHttp for EdgeProxy {
         upstream: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        ctx.upstream_responded = true;
         ctx.origin_elapsed = ctx.origin_started.map(|s| s.elapsed());
         if let Some(guard) = &ctx.inflight {
             guard.backend().record_success();

@@ -78,7 +78,7 @@ struct Record {
     value: Option<Vec<u8>>,
 }
 
-pub struct Sync {
+pub struct ChangeStream {
     config: SyncConfig,
     consumer_name: String,
     storefront: Arc<Storefront>,
@@ -86,7 +86,7 @@ pub struct Sync {
     dead_letters: Option<FutureProducer>,
 }
 
-impl Sync {
+impl ChangeStream {
     pub fn new(
         config: SyncConfig,
         consumer_name: String,
@@ -101,7 +101,7 @@ impl Sync {
             ),
             None => None,
         };
-        Ok(Sync {
+        Ok(ChangeStream {
             config,
             consumer_name,
             storefront,

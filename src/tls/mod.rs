@@ -79,7 +79,7 @@ pub fn server_config(chain_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>
 }
 
 /// Why a handshake was refused (logged at debug, counted).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Refusal {
     #[error("no SNI")]
     NoSni,
@@ -335,19 +335,6 @@ impl CertManager {
         );
         warn!(%host, error = %why, backoff = ?next, "certificate issuance failed");
         Refusal::Failed(host.clone(), why)
-    }
-}
-
-impl Clone for Refusal {
-    fn clone(&self) -> Self {
-        match self {
-            Refusal::NoSni => Refusal::NoSni,
-            Refusal::BadName(s) => Refusal::BadName(s.clone()),
-            Refusal::NotServed(h) => Refusal::NotServed(h.clone()),
-            Refusal::BackingOff(h) => Refusal::BackingOff(h.clone()),
-            Refusal::RateLimited => Refusal::RateLimited,
-            Refusal::Failed(h, s) => Refusal::Failed(h.clone(), s.clone()),
-        }
     }
 }
 
