@@ -128,7 +128,7 @@ impl AdminApp {
             "draining": self.edge.readiness.is_draining(),
             "active_requests": self.edge.active_requests(),
             "config": { "generation": state.generation, "loaded_at_unix": loaded_at },
-            "directory": { "source": "config", "hostnames": state.directory.len_hint() },
+            "directory": { "config_sites": state.directory.len_hint(), "replica": true },
             "pools": pools,
         })
     }
