@@ -8,6 +8,24 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
 
+/// An HTTPS client trusting only `root` (PEM), with `host` resolving to `addr`.
+fn https_client(
+    root: &std::path::Path,
+    host: &str,
+    addr: SocketAddr,
+    http1: bool,
+) -> reqwest::Client {
+    let root = reqwest::Certificate::from_pem(&std::fs::read(root).unwrap()).unwrap();
+    let b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(root)
+        .resolve(host, addr)
+        .no_proxy()
+        .timeout(Duration::from_secs(20));
+    if http1 { b.http1_only() } else { b }.build().unwrap()
+}
+
 struct Tls {
     edge: Edge,
     https: SocketAddr,
@@ -42,15 +60,7 @@ impl Tls {
 
     /// A client trusting only the local CA, with `host` resolving here.
     fn client(&self, host: &str, http1: bool) -> reqwest::Client {
-        let root = reqwest::Certificate::from_pem(&std::fs::read(self.root()).unwrap()).unwrap();
-        let b = reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(root)
-            .resolve(host, self.https)
-            .no_proxy()
-            .timeout(Duration::from_secs(20));
-        if http1 { b.http1_only() } else { b }.build().unwrap()
+        https_client(&self.root(), host, self.https, http1)
     }
 
     /// GET / on `host` over a new HTTPS connection.
@@ -222,15 +232,7 @@ async fn static_certificates_serve_the_operators_names() {
     );
     // [[tls.certificates]] must follow the [tls] table: put it last.
     let t = tls_edge(&extra).await;
-    let root = reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap();
-    let c = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(root)
-        .resolve("status.ops.test", t.https)
-        .build()
-        .unwrap();
-    let r = c
+    let r = https_client(&cert, "status.ops.test", t.https, false)
         .get(t.url("status.ops.test"))
         .send()
         .await

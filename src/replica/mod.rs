@@ -301,10 +301,9 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn key_only_delete_then_older_update_cannot_resurrect() {
-        let s = stored(5, "v5", 50);
-        let del = ChangeEvent {
+    /// A delete as Debezium sends it by default: key only, no version.
+    fn key_only_delete(lsn: i64) -> ChangeEvent {
+        ChangeEvent {
             change: Change::DeletePage {
                 key: PageKey {
                     store_id: 1,
@@ -312,9 +311,15 @@ mod tests {
                 },
                 version: None,
             },
-            lsn: Some(70),
+            lsn: Some(lsn),
             source_ts_ms: None,
-        };
+        }
+    }
+
+    #[test]
+    fn key_only_delete_then_older_update_cannot_resurrect() {
+        let s = stored(5, "v5", 50);
+        let del = key_only_delete(70);
         let Decision::Delete(t) = decide_page(&del, Some(&s), None) else {
             panic!()
         };
@@ -336,17 +341,7 @@ mod tests {
     #[test]
     fn replayed_key_only_delete_before_newer_row_is_stale() {
         let s = stored(7, "v7", 90);
-        let del = ChangeEvent {
-            change: Change::DeletePage {
-                key: PageKey {
-                    store_id: 1,
-                    path: "/".into(),
-                },
-                version: None,
-            },
-            lsn: Some(70),
-            source_ts_ms: None,
-        };
+        let del = key_only_delete(70);
         assert_eq!(decide_page(&del, Some(&s), None), Decision::Stale);
     }
 }
