@@ -38,25 +38,28 @@ pub struct Origin {
 }
 
 impl Origin {
+    /// Binds port 0 and keeps the listener: no window in which a parallel
+    /// test could take the port (as with `free_port`).
     pub async fn start(delay: Duration) -> Origin {
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        Origin::start_on(addr, delay).await
-    }
-
-    pub async fn start_on(addr: SocketAddr, delay: Duration) -> Origin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
         let mut origin = Origin {
-            addr,
+            addr: listener.local_addr().unwrap(),
             hits: Arc::new(AtomicUsize::new(0)),
             last_headers: Arc::new(Mutex::new(None)),
             delay,
             task: None,
         };
-        origin.serve().await;
+        origin.serve(listener);
         origin
     }
 
-    async fn serve(&mut self) {
-        let listener = TcpListener::bind(self.addr).await.expect("bind origin");
+    /// Serves again on the same address (after `kill`).
+    async fn rebind(&mut self) {
+        let listener = TcpListener::bind(self.addr).await.expect("rebind origin");
+        self.serve(listener);
+    }
+
+    fn serve(&mut self, listener: TcpListener) {
         let (hits, last, delay, port) = (
             self.hits.clone(),
             self.last_headers.clone(),
@@ -104,7 +107,7 @@ impl Origin {
     pub async fn restart(&mut self) {
         self.kill();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        self.serve().await;
+        self.rebind().await;
     }
 
     pub fn hits(&self) -> usize {
