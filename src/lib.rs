@@ -6,8 +6,8 @@
 //! request path, Pingora phases top to bottom), `failover` (readiness and
 //! draining), `admin` (metrics, health, status), `edge` (one reloadable
 //! generation of the above), `replica` (the local copy of `domains` and
-//! `pages`), `cache` (moka in front of it), `sync` (the Kafka change stream)
-//! and `cli`.
+//! `pages`), `cache` (moka in front of it), `sync` (the Kafka change stream),
+//! `tls` (on-demand certificates), `pg` (Postgres pools) and `cli`.
 
 pub mod admin;
 pub mod cache;
@@ -18,6 +18,7 @@ pub mod domain;
 pub mod edge;
 pub mod failover;
 pub mod lb;
+pub mod pg;
 pub mod proxy;
 pub mod replica;
 pub mod sync;

@@ -24,6 +24,8 @@ pub struct Metrics {
     pub tls_handshakes: IntCounterVec,
     pub tls_issuance: IntCounterVec,
     pub tls_issue_seconds: Histogram,
+    pub tls_pending: IntGauge,
+    pub tls_challenges: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -120,7 +122,7 @@ impl Metrics {
         let tls_issuance = IntCounterVec::new(
             Opts::new(
                 "tls_issuance_total",
-                "Certificate issuance by result: issued, failed, rate_limited",
+                "Certificate issuance by result: issued, renewed, failed, renew_failed, rate_limited, from_peer",
             ),
             &["result"],
         )
@@ -133,7 +135,22 @@ impl Metrics {
             .buckets(exponential_buckets(0.005, 2.0, 14).expect("buckets")),
         )
         .expect("metric");
-        let collectors: [Box<dyn prometheus::core::Collector>; 15] = [
+        let tls_pending = IntGauge::new(
+            "tls_pending",
+            "Certificate issuances in progress on this node (waiting on the CA or a peer's lock)",
+        )
+        .expect("metric");
+        let tls_challenges = IntCounterVec::new(
+            Opts::new(
+                "tls_challenges_answered_total",
+                "ACME validation requests answered from the store, by challenge type",
+            ),
+            &["type"],
+        )
+        .expect("metric");
+        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
+            Box::new(tls_pending.clone()),
+            Box::new(tls_challenges.clone()),
             Box::new(tls_handshakes.clone()),
             Box::new(tls_issuance.clone()),
             Box::new(tls_issue_seconds.clone()),
@@ -170,6 +187,8 @@ impl Metrics {
             tls_handshakes,
             tls_issuance,
             tls_issue_seconds,
+            tls_pending,
+            tls_challenges,
         }
     }
 

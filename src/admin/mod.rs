@@ -85,7 +85,18 @@ impl AdminApp {
             },
             "cache": { "pages": sf.pages().entries(), "page_bytes": sf.pages().weight() },
             "certificates": match self.edge.certs.get() {
-                Some(c) => json!({ "in_memory": c.held(), "stored": c.stored().await }),
+                Some(c) => {
+                    let issuance = |r: &str| METRICS.tls_issuance.with_label_values(&[r]).get();
+                    json!({
+                        "in_memory": c.held(),
+                        "store": c.store_kind(),
+                        "stored": c.stored().await.ok(),
+                        "pending": METRICS.tls_pending.get(),
+                        "issued": issuance("issued"),
+                        "renewed": issuance("renewed"),
+                        "failed": issuance("failed") + issuance("renew_failed"),
+                    })
+                }
                 None => serde_json::Value::Null,
             },
         })

@@ -5,9 +5,10 @@ use crate::admin::AdminApp;
 use crate::config::{Config, TlsConfig};
 use crate::edge::Edge;
 use crate::proxy::{access_log, EdgeProxy};
-use crate::tls::issuer::LocalCa;
+use crate::tls::acme::{AcmeIssuer, AcmeSettings};
+use crate::tls::issuer::{Issuer, LocalCa};
 use crate::tls::listener::TlsApp;
-use crate::tls::store::FileStore;
+use crate::tls::store::{CertStore, FileStore, PostgresStore};
 use crate::tls::{load_static, CertManager, TlsSettings};
 use async_trait::async_trait;
 use pingora_core::server::configuration::{Opt, ServerConf};
@@ -88,7 +89,7 @@ pub fn run(config: Config, path: &Path, upgrade: bool, daemon: bool) -> ExitCode
     );
 
     if let Some(tls) = &config.tls {
-        match https_service(&server.configuration, tls, edge.clone()) {
+        match https_service(&server.configuration, tls, edge.clone(), node_name(&config)) {
             Ok(service) => {
                 server.add_service(service);
             }
@@ -112,24 +113,9 @@ fn https_service(
     conf: &Arc<ServerConf>,
     tls: &TlsConfig,
     edge: Arc<Edge>,
+    node: String,
 ) -> Result<Service<TlsApp<HttpProxy<EdgeProxy>>>, String> {
-    let ca = LocalCa::load_or_create(&tls.dir.join("ca"), tls.local_ca_validity)?;
-    info!(root = %ca.root_path.display(), "local CA ready");
-    let store = FileStore::open(&tls.dir.join("certs"))?;
-    let settings = TlsSettings {
-        issue_timeout: tls.issue_timeout,
-        backoff: tls.backoff,
-        issue_per_minute: tls.issue_per_minute,
-        renew_when_left: tls.renew_when_left,
-        renew_check: tls.renew_check,
-    };
-    let certs = CertManager::new(
-        edge.clone(),
-        load_static(&tls.certificates)?,
-        Arc::new(store),
-        Arc::new(ca),
-        settings,
-    );
+    let certs = cert_manager(tls, edge.clone(), node)?;
     let http = Arc::new(pingora_proxy::http_proxy(
         conf,
         EdgeProxy::new(edge.clone(), "https"),
@@ -141,6 +127,53 @@ fn https_service(
         service.add_tcp(&addr.to_string());
     }
     Ok(service)
+}
+
+/// Store (file or postgres), issuer (ACME or the local CA) and settings.
+fn cert_manager(tls: &TlsConfig, edge: Arc<Edge>, node: String) -> Result<CertManager, String> {
+    let store: Arc<dyn CertStore> = match &tls.store.postgres {
+        Some(url) => Arc::new(PostgresStore::connect(url)?),
+        None => Arc::new(FileStore::open(&tls.dir)?),
+    };
+    let issuer: Arc<dyn Issuer> = match &tls.acme {
+        Some(acme) => {
+            info!(directory = %acme.directory, challenge = ?acme.challenge, store = store.kind(), "ACME issuer");
+            let settings = AcmeSettings {
+                directory: acme.directory.clone(),
+                contact: acme.contact.clone(),
+                ca_root: acme.ca_root.clone(),
+                challenge: acme.challenge,
+                order_timeout: tls.issue_timeout,
+            };
+            Arc::new(AcmeIssuer::new(settings, store.clone()))
+        }
+        None => {
+            let ca = LocalCa::load_or_create(&tls.dir.join("ca"), tls.local_ca_validity)?;
+            info!(root = %ca.root_path.display(), store = store.kind(), "local CA ready");
+            Arc::new(ca)
+        }
+    };
+    let settings = TlsSettings {
+        issue_timeout: tls.issue_timeout,
+        backoff: tls.backoff,
+        issue_per_minute: tls.issue_per_minute,
+        renew_when_left: tls.renew_when_left,
+        renew_check: tls.renew_check,
+        node,
+    };
+    Ok(CertManager::new(
+        edge,
+        load_static(&tls.certificates)?,
+        store,
+        issuer,
+        settings,
+    ))
+}
+
+/// This process as an issuance lock holder: PoP, machine, process.
+fn node_name(config: &Config) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}/{}/{}", config.pop.id, host.trim(), std::process::id())
 }
 
 fn init_logging(level: &str) {

@@ -8,6 +8,7 @@ pub use locate::Seg;
 use locate::{render, Locator};
 
 use crate::domain::{DomainStatus, Hostname, PopId, Tier};
+use crate::tls::challenge::ChallengeKind;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -337,6 +338,40 @@ pub struct TlsConfig {
     pub redirect_http: bool,
     /// `strict-transport-security` value on HTTPS responses, e.g. "max-age=31536000".
     pub hsts: Option<String>,
+    /// Certificates from an ACME CA; without this table the local CA issues.
+    pub acme: Option<AcmeConfig>,
+    /// Where certificates, the ACME account, challenges and locks are kept.
+    #[serde(default)]
+    pub store: CertStoreConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeConfig {
+    /// The CA's directory URL, e.g. https://acme-v02.api.letsencrypt.org/directory
+    pub directory: String,
+    /// e.g. ["mailto:ops@example.com"]
+    #[serde(default)]
+    pub contact: Vec<String>,
+    /// PEM root trusted for the directory's own HTTPS (test CAs); default:
+    /// the public web roots.
+    pub ca_root: Option<PathBuf>,
+    /// "http-01" (needs an HTTP listener on port 80) or "tls-alpn-01"
+    /// (needs an HTTPS listener on port 443).
+    #[serde(default = "default_challenge")]
+    pub challenge: ChallengeKind,
+}
+
+fn default_challenge() -> ChallengeKind {
+    ChallengeKind::Http01
+}
+
+/// `postgres` set: the database all PoPs share (one order per name for the
+/// network, any PoP answers any challenge). Unset: files under `tls.dir`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertStoreConfig {
+    pub postgres: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -442,11 +477,14 @@ impl Config {
             config.replica.path = base.join(&config.replica.path);
         }
         if let Some(tls) = &mut config.tls {
-            for p in std::iter::once(&mut tls.dir).chain(
-                tls.certificates
-                    .iter_mut()
-                    .flat_map(|c| [&mut c.cert, &mut c.key]),
-            ) {
+            for p in std::iter::once(&mut tls.dir)
+                .chain(
+                    tls.certificates
+                        .iter_mut()
+                        .flat_map(|c| [&mut c.cert, &mut c.key]),
+                )
+                .chain(tls.acme.iter_mut().filter_map(|a| a.ca_root.as_mut()))
+            {
                 if p.is_relative() {
                     *p = base.join(&*p);
                 }
@@ -592,6 +630,15 @@ impl Config {
                     &["tls".into(), "issue_per_minute".into()],
                     "must be at least 1".into(),
                 );
+            }
+            if let Some(acme) = &tls.acme {
+                let key = |k: &str| -> [Seg; 3] { ["tls".into(), "acme".into(), k.into()] };
+                if !acme.directory.starts_with("https://") {
+                    return at(&key("directory"), "must be an https:// URL".into());
+                }
+                if let Some(c) = acme.contact.iter().find(|c| !c.starts_with("mailto:")) {
+                    return at(&key("contact"), format!("{c:?} must be a mailto: URI"));
+                }
             }
         }
         let level = &self.log.level;

@@ -1,6 +1,6 @@
 //! The request path, as Pingora phases from top to bottom:
 //!
-//! 1. `request_filter`: Host → `Hostname` (400), directory lookup (421, 403);
+//! 1. `request_filter`: ACME HTTP-01 answers; Host → `Hostname` (400), directory lookup (421, 403);
 //!    a GET/HEAD for a page in the replica is answered here (cache, else
 //!    replica: HIT / MISS / STALE); anything else picks the origin pool of
 //!    the domain's tier.
@@ -26,6 +26,7 @@ pub use ctx::{CacheStatus, RequestCtx};
 use crate::cache::Lookup;
 use crate::domain::{DomainRecord, DomainStatus, Hostname};
 use crate::edge::Edge;
+use crate::tls::challenge::ChallengeKey;
 use async_trait::async_trait;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorType, Result};
@@ -41,6 +42,13 @@ pub struct EdgeProxy {
 }
 
 impl EdgeProxy {
+    /// The answer to an ACME HTTP-01 validation, if this is one.
+    async fn acme_challenge(&self, session: &Session) -> Option<String> {
+        let certs = self.edge.certs.get()?;
+        let key = ChallengeKey::from_path(session.req_header().uri.path())?;
+        certs.challenge_answer(&key).await
+    }
+
     pub fn new(edge: Arc<Edge>, scheme: &'static str) -> Self {
         EdgeProxy { edge, scheme }
     }
@@ -131,6 +139,13 @@ impl ProxyHttp for EdgeProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         // A client's x-edge-route never travels on.
         session.req_header_mut().remove_header(route::HEADER);
+
+        // ACME HTTP-01 validations may reach any PoP, for any name being
+        // ordered anywhere: answered before the host checks and the redirect.
+        if let Some(answer) = self.acme_challenge(session).await {
+            respond::challenge(session, ctx, answer).await?;
+            return Ok(true);
+        }
 
         let authority = match Self::authority(session.req_header()) {
             Ok(a) => a,

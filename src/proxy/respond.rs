@@ -50,3 +50,19 @@ pub async fn redirect(session: &mut Session, ctx: &mut RequestCtx, location: Str
     decorate(&mut resp, ctx);
     session.write_response_header(Box::new(resp), true).await
 }
+
+/// The answer to an ACME HTTP-01 validation: the key authorization, as is.
+pub async fn challenge(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    key_authorization: String,
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(200, Some(4))?;
+    resp.insert_header("content-type", "application/octet-stream")?;
+    resp.insert_header("content-length", key_authorization.len())?;
+    decorate(&mut resp, ctx);
+    session.write_response_header(Box::new(resp), false).await?;
+    session
+        .write_response_body(Some(Bytes::from(key_authorization)), true)
+        .await
+}

@@ -3,8 +3,7 @@
 //! `edgepop replica init` creates the schema; it is idempotent.
 
 use super::*;
-use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
+use deadpool_postgres::{GenericClient, Pool};
 
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS domains (
@@ -47,16 +46,8 @@ pub struct PostgresReplica {
     pool: Pool,
 }
 
-/// The whole chain: tokio-postgres says only "db error" at the top.
 fn err(e: impl std::error::Error) -> ReplicaError {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    ReplicaError::Unavailable(msg)
+    ReplicaError::Unavailable(crate::pg::chain(e))
 }
 
 fn parse_enum<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, ReplicaError> {
@@ -66,23 +57,8 @@ fn parse_enum<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, ReplicaError
 
 impl PostgresReplica {
     pub fn connect(url: &str, pool_size: usize) -> Result<Self, ReplicaError> {
-        let config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| ReplicaError::Other(format!("replica url: {e}")))?;
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(pool_size)
-            .wait_timeout(Some(std::time::Duration::from_secs(2)))
-            .create_timeout(Some(std::time::Duration::from_secs(2)))
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .build()
-            .map_err(|e| ReplicaError::Other(e.to_string()))?;
+        let pool = crate::pg::pool(url, pool_size)
+            .map_err(|e| ReplicaError::Other(format!("replica {e}")))?;
         Ok(PostgresReplica { pool })
     }
 

@@ -4,6 +4,7 @@
 //! certificate for its SNI may be obtained while the handshake waits, and
 //! the decrypted stream is handed to the HTTP proxy (HTTP/2 or 1.1 by ALPN).
 
+use super::challenge::ACME_TLS_ALPN;
 use super::CertManager;
 use crate::admin::metrics::METRICS;
 use async_trait::async_trait;
@@ -43,7 +44,18 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsApp<A> {
             Ok(Ok(start)) => start,
             _ => return None,
         };
-        let sni = start.client_hello().server_name().map(str::to_string);
+        let hello = start.client_hello();
+        let sni = hello.server_name().map(str::to_string);
+        let acme = hello
+            .alpn()
+            .is_some_and(|mut p| p.any(|p| p == ACME_TLS_ALPN));
+        if acme {
+            // A CA validating a TLS-ALPN-01 challenge: answer, then close.
+            if let Some(config) = self.certs.alpn_answer(sni.as_deref()).await {
+                let _ = tokio::time::timeout(HELLO_TIMEOUT, start.into_stream(config)).await;
+            }
+            return None;
+        }
         let config = match self.certs.config_for(sni.as_deref()).await {
             Ok(c) => c,
             Err(why) => {

@@ -3,8 +3,11 @@
 //! static certificate → memory → store → issue now, but only when `X` is an
 //! active domain in the directory; any other name is refused at once and no
 //! CA is contacted. Concurrent handshakes for one new name make one order;
-//! a failed name backs off; issuance has a global rate limit.
+//! a failed name backs off; issuance has a global rate limit. With a shared
+//! store, a per-name lease lock makes one order for the whole network.
 
+pub mod acme;
+pub mod challenge;
 pub mod issuer;
 pub mod listener;
 pub mod policy;
@@ -13,6 +16,7 @@ pub mod store;
 use crate::admin::metrics::METRICS;
 use crate::domain::{DomainStatus, Hostname};
 use crate::edge::Edge;
+use challenge::ChallengeKey;
 use issuer::Issuer;
 use moka::future::Cache;
 use rustls::ServerConfig;
@@ -59,6 +63,18 @@ impl IssuedCert {
     }
 }
 
+/// The validity window of the first (leaf) certificate in a PEM chain.
+pub fn validity(chain_pem: &str) -> Result<(i64, i64), String> {
+    let leaf = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .next()
+        .ok_or("no certificate in the chain")?
+        .map_err(|e| format!("certificate: {e}"))?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(&leaf).map_err(|e| format!("certificate: {e}"))?;
+    let v = cert.validity();
+    Ok((v.not_before.timestamp(), v.not_after.timestamp()))
+}
+
 /// A rustls config serving one certificate: TLS 1.2 and 1.3 only (ring),
 /// ALPN h2 and http/1.1.
 pub fn server_config(chain_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>, String> {
@@ -101,6 +117,8 @@ pub struct TlsSettings {
     pub issue_per_minute: u32,
     pub renew_when_left: f64,
     pub renew_check: Duration,
+    /// This node's name as an issuance lock holder.
+    pub node: String,
 }
 
 /// A certificate ready for handshakes, with its validity window.
@@ -128,6 +146,25 @@ impl Served {
     fn due(&self, fraction: f64) -> bool {
         let lifetime = (self.not_after - self.not_before).max(1) as f64;
         ((self.not_after - now_unix()) as f64) < lifetime * fraction
+    }
+}
+
+/// How often a node waiting on another's issuance lock looks again.
+const LOCK_POLL: Duration = Duration::from_millis(200);
+
+/// Counts an issuance in progress for as long as it lives.
+struct Pending;
+
+impl Pending {
+    fn start() -> Self {
+        METRICS.tls_pending.inc();
+        Pending
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        METRICS.tls_pending.dec();
     }
 }
 
@@ -198,8 +235,12 @@ impl CertManager {
         self.served.entry_count() + self.statics.len() as u64
     }
 
-    pub async fn stored(&self) -> usize {
+    pub async fn stored(&self) -> Result<usize, String> {
         self.store.count().await
+    }
+
+    pub fn store_kind(&self) -> &'static str {
+        self.store.kind()
     }
 
     pub async fn config_for(&self, sni: Option<&str>) -> Result<Arc<ServerConfig>, Refusal> {
@@ -247,15 +288,76 @@ impl CertManager {
     }
 
     /// A stored certificate if it is valid (and newer than `newer_than`),
-    /// else a new one from the issuer.
+    /// else a new one from the issuer. With a shared store only the holder
+    /// of the name's lock orders; the others wait for its certificate.
     async fn obtain(&self, host: &Hostname, newer_than: Option<i64>) -> Result<Served, Refusal> {
+        let _pending = Pending::start();
+        let deadline = Instant::now() + self.settings.issue_timeout;
+        // Outlives the holder's own timeout; a crashed holder's lock lapses.
+        let lease = self.settings.issue_timeout + Duration::from_secs(10);
+        let mut waited = false;
+        loop {
+            if let Some(s) = self.stored_cert(host, newer_than).await? {
+                if waited {
+                    METRICS.tls_issuance.with_label_values(&["from_peer"]).inc();
+                }
+                return Ok(s);
+            }
+            match self.store.try_lock(host, &self.settings.node, lease).await {
+                Ok(true) => break,
+                Ok(false) if Instant::now() < deadline => {
+                    waited = true;
+                    tokio::time::sleep(LOCK_POLL).await;
+                }
+                Ok(false) => {
+                    return Err(Refusal::Failed(
+                        host.clone(),
+                        "another node is still ordering this name".into(),
+                    ))
+                }
+                Err(e) => {
+                    // Serving the name matters more than one order per network.
+                    warn!(%host, error = %e, "issuance lock unavailable; ordering without it");
+                    break;
+                }
+            }
+        }
+        // The previous holder may have saved its certificate just now.
+        let result = match self.stored_cert(host, newer_than).await? {
+            Some(s) => Ok(s),
+            None => self.issue(host, newer_than, deadline).await,
+        };
+        if let Err(e) = self.store.unlock(host, &self.settings.node).await {
+            warn!(%host, error = %e, "issuance lock not released; it lapses with its lease");
+        }
+        result
+    }
+
+    async fn stored_cert(
+        &self,
+        host: &Hostname,
+        newer_than: Option<i64>,
+    ) -> Result<Option<Served>, Refusal> {
         match self.store.load(host).await {
             Ok(Some(cert)) if cert.valid() && newer_than.is_none_or(|t| cert.not_after > t) => {
-                return Served::new(&cert).map_err(|e| Refusal::Failed(host.clone(), e));
+                Served::new(&cert)
+                    .map(Some)
+                    .map_err(|e| Refusal::Failed(host.clone(), e))
             }
-            Ok(_) => {}
-            Err(e) => warn!(%host, error = %e, "certificate store read failed; issuing"),
+            Ok(_) => Ok(None),
+            Err(e) => {
+                warn!(%host, error = %e, "certificate store read failed");
+                Ok(None)
+            }
         }
+    }
+
+    async fn issue(
+        &self,
+        host: &Hostname,
+        newer_than: Option<i64>,
+        deadline: Instant,
+    ) -> Result<Served, Refusal> {
         if !self.limit.lock().unwrap_or_else(|p| p.into_inner()).take() {
             METRICS
                 .tls_issuance
@@ -264,12 +366,8 @@ impl CertManager {
             return Err(Refusal::RateLimited);
         }
         let started = Instant::now();
-        let issued = match tokio::time::timeout(
-            self.settings.issue_timeout,
-            self.issuer.issue(host),
-        )
-        .await
-        {
+        let left = deadline.saturating_duration_since(started);
+        let issued = match tokio::time::timeout(left, self.issuer.issue(host)).await {
             Ok(Ok(cert)) => cert,
             Ok(Err(e)) => return Err(self.failed(host, e)),
             Err(_) => return Err(self.failed(host, "timed out".into())),
@@ -288,6 +386,33 @@ impl CertManager {
             warn!(%host, error = %e, "certificate store write failed");
         }
         Served::new(&issued).map_err(|e| Refusal::Failed(host.clone(), e))
+    }
+
+    /// The published answer to a pending ACME challenge, from any node.
+    pub async fn challenge_answer(&self, key: &ChallengeKey) -> Option<String> {
+        let answer = match self.store.challenge(key).await {
+            Ok(a) => a?,
+            Err(e) => {
+                warn!(error = %e, "challenge lookup failed");
+                return None;
+            }
+        };
+        METRICS
+            .tls_challenges
+            .with_label_values(&[key.parts().0])
+            .inc();
+        Some(answer)
+    }
+
+    /// The TLS-ALPN-01 answer for a hello offering `acme-tls/1`.
+    pub async fn alpn_answer(&self, sni: Option<&str>) -> Option<Arc<ServerConfig>> {
+        let host = Hostname::parse(sni?).ok()?;
+        let auth = self
+            .challenge_answer(&ChallengeKey::TlsAlpn01(host.clone()))
+            .await?;
+        challenge::alpn_config(&host, &auth)
+            .inspect_err(|e| warn!(%host, error = %e, "TLS-ALPN-01 answer"))
+            .ok()
     }
 
     /// Renews held certificates in the background when less than

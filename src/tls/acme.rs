@@ -1,0 +1,212 @@
+//! The ACME issuer (RFC 8555, through instant-acme): one order per name,
+//! answered by HTTP-01 or TLS-ALPN-01. The account is created once and its
+//! credentials kept in the certificate store, so every PoP orders under the
+//! same account. Challenge answers are published in the store before the CA
+//! is told to validate, and removed when the order is done either way.
+
+use super::challenge::{ChallengeKey, ChallengeKind};
+use super::issuer::Issuer;
+use super::store::CertStore;
+use super::IssuedCert;
+use crate::domain::Hostname;
+use async_trait::async_trait;
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
+    NewOrder, Order, OrderStatus, RetryPolicy,
+};
+use rcgen::{CertificateParams, DistinguishedName, KeyPair};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::OnceCell;
+use tracing::{debug, info};
+
+pub struct AcmeSettings {
+    pub directory: String,
+    pub contact: Vec<String>,
+    /// Trust for the directory's own TLS (a test CA such as pebble's).
+    pub ca_root: Option<PathBuf>,
+    pub challenge: ChallengeKind,
+    /// How long one order may take, validation included.
+    pub order_timeout: Duration,
+}
+
+pub struct AcmeIssuer {
+    settings: AcmeSettings,
+    store: Arc<dyn CertStore>,
+    account: OnceCell<Account>,
+}
+
+impl AcmeIssuer {
+    pub fn new(settings: AcmeSettings, store: Arc<dyn CertStore>) -> Self {
+        AcmeIssuer {
+            settings,
+            store,
+            account: OnceCell::new(),
+        }
+    }
+
+    fn builder(&self) -> Result<instant_acme::AccountBuilder, String> {
+        match &self.settings.ca_root {
+            Some(root) => Account::builder_with_root(root),
+            None => Account::builder(),
+        }
+        .map_err(|e| format!("ACME client: {e}"))
+    }
+
+    /// The stored account, or a new one (saved for every node to share).
+    async fn account(&self) -> Result<&Account, String> {
+        self.account
+            .get_or_try_init(|| async {
+                let dir = &self.settings.directory;
+                if let Some(json) = self.store.load_account(dir).await? {
+                    let creds: AccountCredentials = serde_json::from_str(&json)
+                        .map_err(|e| format!("stored ACME account: {e}"))?;
+                    return self
+                        .builder()?
+                        .from_credentials(creds)
+                        .await
+                        .map_err(|e| format!("ACME account: {e}"));
+                }
+                let contact: Vec<&str> = self.settings.contact.iter().map(String::as_str).collect();
+                let new = NewAccount {
+                    contact: &contact,
+                    terms_of_service_agreed: true,
+                    only_return_existing: false,
+                };
+                let (account, creds) = self
+                    .builder()?
+                    .create(&new, dir.clone(), None)
+                    .await
+                    .map_err(|e| format!("ACME account creation at {dir}: {e}"))?;
+                let json = serde_json::to_string(&creds).map_err(|e| e.to_string())?;
+                self.store.save_account(dir, &json).await?;
+                info!(directory = %dir, id = account.id(), "ACME account created");
+                Ok(account)
+            })
+            .await
+    }
+
+    /// Publishes the answer for every pending authorization and tells the
+    /// CA to validate; returns what was published, for removal.
+    async fn answer(&self, order: &mut Order) -> Result<Vec<ChallengeKey>, String> {
+        let mut published = Vec::new();
+        let mut authorizations = order.authorizations();
+        while let Some(authz) = authorizations.next().await {
+            let mut authz = authz.map_err(|e| format!("authorization: {e}"))?;
+            match authz.status {
+                AuthorizationStatus::Pending => {}
+                AuthorizationStatus::Valid => continue,
+                other => return Err(format!("authorization is {other:?}")),
+            }
+            let (kind, name) = match self.settings.challenge {
+                ChallengeKind::Http01 => (ChallengeType::Http01, "http-01"),
+                ChallengeKind::TlsAlpn01 => (ChallengeType::TlsAlpn01, "tls-alpn-01"),
+            };
+            let ident = authz.identifier().to_string();
+            let mut challenge = authz
+                .challenge(kind)
+                .ok_or_else(|| format!("the CA offers no {name} challenge"))?;
+            let key = match self.settings.challenge {
+                ChallengeKind::Http01 => ChallengeKey::Http01(challenge.token.clone()),
+                ChallengeKind::TlsAlpn01 => ChallengeKey::TlsAlpn01(
+                    Hostname::parse(&ident).map_err(|e| format!("{ident}: {e}"))?,
+                ),
+            };
+            let key_auth = challenge.key_authorization();
+            self.store
+                .put_challenge(&key, key_auth.as_str(), self.settings.order_timeout * 2)
+                .await?;
+            published.push(key);
+            challenge
+                .set_ready()
+                .await
+                .map_err(|e| format!("challenge ready: {e}"))?;
+        }
+        Ok(published)
+    }
+
+    async fn order(
+        &self,
+        host: &Hostname,
+        published: &mut Vec<ChallengeKey>,
+    ) -> Result<IssuedCert, String> {
+        let account = self.account().await?;
+        let ids = [Identifier::Dns(host.to_string())];
+        let mut order = account
+            .new_order(&NewOrder::new(&ids))
+            .await
+            .map_err(|e| format!("new order: {e}"))?;
+        debug!(%host, url = order.url(), "ACME order placed");
+        published.extend(self.answer(&mut order).await?);
+        let retries = RetryPolicy::new()
+            .initial_delay(Duration::from_millis(100))
+            .backoff(1.5)
+            .timeout(self.settings.order_timeout);
+        let status = order
+            .poll_ready(&retries)
+            .await
+            .map_err(|e| format!("validation: {e}"))?;
+        if status != OrderStatus::Ready {
+            return Err(format!(
+                "validation failed: {}",
+                why_invalid(&mut order).await
+            ));
+        }
+        let key = KeyPair::generate().map_err(|e| e.to_string())?;
+        let mut params =
+            CertificateParams::new(vec![host.to_string()]).map_err(|e| e.to_string())?;
+        params.distinguished_name = DistinguishedName::new();
+        let csr = params.serialize_request(&key).map_err(|e| e.to_string())?;
+        order
+            .finalize_csr(csr.der())
+            .await
+            .map_err(|e| format!("finalize: {e}"))?;
+        let chain_pem = order
+            .poll_certificate(&retries)
+            .await
+            .map_err(|e| format!("certificate: {e}"))?;
+        let (not_before, not_after) = super::validity(&chain_pem)?;
+        Ok(IssuedCert {
+            chain_pem,
+            key_pem: key.serialize_pem(),
+            not_before,
+            not_after,
+            issuer: "acme".into(),
+        })
+    }
+}
+
+/// The CA's own words for a failed validation.
+async fn why_invalid(order: &mut Order) -> String {
+    let mut reasons = Vec::new();
+    let mut authorizations = order.authorizations();
+    while let Some(Ok(authz)) = authorizations.next().await {
+        for c in &authz.challenges {
+            if let Some(p) = &c.error {
+                reasons.push(p.to_string());
+            }
+        }
+    }
+    if reasons.is_empty() {
+        "order invalid".into()
+    } else {
+        reasons.join("; ")
+    }
+}
+
+#[async_trait]
+impl Issuer for AcmeIssuer {
+    fn name(&self) -> &'static str {
+        "acme"
+    }
+
+    async fn issue(&self, host: &Hostname) -> Result<IssuedCert, String> {
+        let mut published = Vec::new();
+        let result = self.order(host, &mut published).await;
+        for key in &published {
+            let _ = self.store.remove_challenge(key).await;
+        }
+        result
+    }
+}

@@ -1,0 +1,240 @@
+//! The network-wide store in the central, writable PostgreSQL: every PoP
+//! reads and writes the same certificates, ACME account, pending challenges
+//! and per-name issuance locks. The tables are created on first use (two
+//! nodes starting together serialise on an advisory lock). Private keys are
+//! stored in the clear: access to this database is access to the keys.
+
+use super::CertStore;
+use crate::domain::Hostname;
+use crate::pg::chain;
+use crate::tls::challenge::ChallengeKey;
+use crate::tls::IssuedCert;
+use async_trait::async_trait;
+use deadpool_postgres::{Object, Pool};
+use std::time::Duration;
+use tokio::sync::OnceCell;
+
+const SCHEMA: &str = "
+SELECT pg_advisory_xact_lock(727001);
+CREATE TABLE IF NOT EXISTS edgepop_tls_certificates (
+    name        text PRIMARY KEY,
+    chain_pem   text NOT NULL,
+    key_pem     text NOT NULL,
+    not_before  bigint NOT NULL,
+    not_after   bigint NOT NULL,
+    issuer      text NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS edgepop_tls_accounts (
+    directory   text PRIMARY KEY,
+    credentials text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS edgepop_tls_challenges (
+    kind              text NOT NULL,
+    key               text NOT NULL,
+    key_authorization text NOT NULL,
+    expires_at        timestamptz NOT NULL,
+    PRIMARY KEY (kind, key)
+);
+CREATE TABLE IF NOT EXISTS edgepop_tls_locks (
+    name        text PRIMARY KEY,
+    holder      text NOT NULL,
+    expires_at  timestamptz NOT NULL
+);
+";
+
+pub struct PostgresStore {
+    pool: Pool,
+    schema: OnceCell<()>,
+}
+
+impl PostgresStore {
+    pub fn connect(url: &str) -> Result<Self, String> {
+        Ok(PostgresStore {
+            pool: crate::pg::pool(url, 4).map_err(|e| format!("tls store {e}"))?,
+            schema: OnceCell::new(),
+        })
+    }
+
+    async fn client(&self) -> Result<Object, String> {
+        let client = self.pool.get().await.map_err(chain)?;
+        self.schema
+            .get_or_try_init(|| async {
+                let tx = format!("BEGIN; {SCHEMA} COMMIT;");
+                client.batch_execute(&tx).await.map_err(chain)
+            })
+            .await?;
+        Ok(client)
+    }
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+#[async_trait]
+impl CertStore for PostgresStore {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn load(&self, host: &Hostname) -> Result<Option<IssuedCert>, String> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                "SELECT chain_pem, key_pem, not_before, not_after, issuer
+                 FROM edgepop_tls_certificates WHERE name = $1",
+                &[&host.as_str()],
+            )
+            .await
+            .map_err(chain)?;
+        Ok(row.map(|r| IssuedCert {
+            chain_pem: r.get(0),
+            key_pem: r.get(1),
+            not_before: r.get(2),
+            not_after: r.get(3),
+            issuer: r.get(4),
+        }))
+    }
+
+    async fn save(&self, host: &Hostname, cert: &IssuedCert) -> Result<(), String> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO edgepop_tls_certificates
+                 (name, chain_pem, key_pem, not_before, not_after, issuer)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (name) DO UPDATE SET
+                 chain_pem = excluded.chain_pem, key_pem = excluded.key_pem,
+                 not_before = excluded.not_before, not_after = excluded.not_after,
+                 issuer = excluded.issuer, updated_at = now()
+             WHERE edgepop_tls_certificates.not_after <= excluded.not_after",
+            &[
+                &host.as_str(),
+                &cert.chain_pem,
+                &cert.key_pem,
+                &cert.not_before,
+                &cert.not_after,
+                &cert.issuer,
+            ],
+        )
+        .await
+        .map_err(chain)?;
+        Ok(())
+    }
+
+    async fn count(&self) -> Result<usize, String> {
+        let c = self.client().await?;
+        let row = c
+            .query_one("SELECT count(*) FROM edgepop_tls_certificates", &[])
+            .await
+            .map_err(chain)?;
+        Ok(row.get::<_, i64>(0) as usize)
+    }
+
+    async fn load_account(&self, directory: &str) -> Result<Option<String>, String> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                "SELECT credentials FROM edgepop_tls_accounts WHERE directory = $1",
+                &[&directory],
+            )
+            .await
+            .map_err(chain)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn save_account(&self, directory: &str, credentials: &str) -> Result<(), String> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO edgepop_tls_accounts (directory, credentials) VALUES ($1, $2)
+             ON CONFLICT (directory) DO UPDATE SET credentials = excluded.credentials",
+            &[&directory, &credentials],
+        )
+        .await
+        .map_err(chain)?;
+        Ok(())
+    }
+
+    async fn put_challenge(
+        &self,
+        key: &ChallengeKey,
+        key_authorization: &str,
+        ttl: Duration,
+    ) -> Result<(), String> {
+        let (kind, k) = key.parts();
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO edgepop_tls_challenges (kind, key, key_authorization, expires_at)
+             VALUES ($1, $2, $3, now() + make_interval(secs => $4))
+             ON CONFLICT (kind, key) DO UPDATE SET
+                 key_authorization = excluded.key_authorization,
+                 expires_at = excluded.expires_at",
+            &[&kind, &k, &key_authorization, &secs(ttl)],
+        )
+        .await
+        .map_err(chain)?;
+        Ok(())
+    }
+
+    async fn challenge(&self, key: &ChallengeKey) -> Result<Option<String>, String> {
+        let (kind, k) = key.parts();
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                "SELECT key_authorization FROM edgepop_tls_challenges
+                 WHERE kind = $1 AND key = $2 AND expires_at > now()",
+                &[&kind, &k],
+            )
+            .await
+            .map_err(chain)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn remove_challenge(&self, key: &ChallengeKey) -> Result<(), String> {
+        let (kind, k) = key.parts();
+        let c = self.client().await?;
+        // Expired rows of crashed issuers go with it.
+        c.execute(
+            "DELETE FROM edgepop_tls_challenges
+             WHERE (kind = $1 AND key = $2) OR expires_at < now()",
+            &[&kind, &k],
+        )
+        .await
+        .map_err(chain)?;
+        Ok(())
+    }
+
+    async fn try_lock(
+        &self,
+        host: &Hostname,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<bool, String> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                "INSERT INTO edgepop_tls_locks (name, holder, expires_at)
+                 VALUES ($1, $2, now() + make_interval(secs => $3))
+                 ON CONFLICT (name) DO UPDATE SET
+                     holder = excluded.holder, expires_at = excluded.expires_at
+                 WHERE edgepop_tls_locks.expires_at < now()
+                    OR edgepop_tls_locks.holder = excluded.holder
+                 RETURNING holder",
+                &[&host.as_str(), &holder, &secs(lease)],
+            )
+            .await
+            .map_err(chain)?;
+        Ok(row.is_some())
+    }
+
+    async fn unlock(&self, host: &Hostname, holder: &str) -> Result<(), String> {
+        let c = self.client().await?;
+        c.execute(
+            "DELETE FROM edgepop_tls_locks WHERE name = $1 AND holder = $2",
+            &[&host.as_str(), &holder],
+        )
+        .await
+        .map_err(chain)?;
+        Ok(())
+    }
+}
