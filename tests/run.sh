@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The whole test suite, on a fresh machine: installs what is missing (cmake,
+# The whole test suite, on a fresh machine: installs what is missing (cmake, pebble,
 # the tansu broker), makes sure PostgreSQL runs, builds (release profile,
 # shared with the benchmarks) and runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash conf/build-deps.sh openssl socat   # test certificates, TLS in front of the broker
+# openssl: test certificates; socat: TLS in front of the broker;
+# pebble (+ pebble-challtestsrv): the ACME CA of the certificate tests.
+bash conf/build-deps.sh openssl socat pebble
 
 # Kafka: the tansu broker (about 8 minutes to build once per machine).
 if ! command -v tansu >/dev/null; then

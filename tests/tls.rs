@@ -8,24 +8,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
 
-/// An HTTPS client trusting only `root` (PEM), with `host` resolving to `addr`.
-fn https_client(
-    root: &std::path::Path,
-    host: &str,
-    addr: SocketAddr,
-    http1: bool,
-) -> reqwest::Client {
-    let root = reqwest::Certificate::from_pem(&std::fs::read(root).unwrap()).unwrap();
-    let b = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(root)
-        .resolve(host, addr)
-        .no_proxy()
-        .timeout(Duration::from_secs(20));
-    if http1 { b.http1_only() } else { b }.build().unwrap()
-}
-
 struct Tls {
     edge: Edge,
     https: SocketAddr,

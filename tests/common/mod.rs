@@ -7,6 +7,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{HeaderMap, Request, Response};
 use hyper_util::rt::TokioIo;
+pub mod pebble;
 pub mod stream;
 
 use std::convert::Infallible;
@@ -436,4 +437,22 @@ pub fn self_signed(dir: &std::path::Path, cn: &str, san: &str) -> (PathBuf, Path
         String::from_utf8_lossy(&out.stderr)
     );
     (cert, key)
+}
+
+/// An HTTPS client trusting only `root` (PEM), with `host` resolving to `addr`.
+pub fn https_client(
+    root: &std::path::Path,
+    host: &str,
+    addr: SocketAddr,
+    http1: bool,
+) -> reqwest::Client {
+    let root = reqwest::Certificate::from_pem(&std::fs::read(root).unwrap()).unwrap();
+    let b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(root)
+        .resolve(host, addr)
+        .no_proxy()
+        .timeout(Duration::from_secs(20));
+    if http1 { b.http1_only() } else { b }.build().unwrap()
 }

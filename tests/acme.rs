@@ -1,0 +1,255 @@
+//! On-demand certificates from a real ACME CA (pebble), through the binary:
+//! one node with the file store, and two nodes sharing the Postgres store
+//! where the CA's validation reaches the node that did not order.
+
+mod common;
+
+use common::pebble::{peer_cert, Pebble};
+use common::stream::Pg;
+use common::*;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const SHOP: &str = "shop.example.com";
+const GONE: &str = "gone.example.com";
+const BAD: &str = "bad.example.com";
+const LATE: &str = "late.example.com";
+
+struct Node {
+    edge: Edge,
+    https: SocketAddr,
+}
+
+impl Node {
+    /// Picks the node's ports (pebble needs them before the config).
+    fn prepare() -> Node {
+        Node {
+            edge: Edge::prepare(""),
+            https: SocketAddr::from(([127, 0, 0, 1], free_port())),
+        }
+    }
+
+    /// `tls_extra`: plain keys of `[tls]`; `store`: the shared database.
+    async fn launch(
+        mut self,
+        pebble: &Pebble,
+        challenge: &str,
+        tls_extra: &str,
+        store: Option<&Pg>,
+        origin: &Origin,
+    ) -> Node {
+        let store = store
+            .map(|pg| format!("[tls.store]\npostgres = \"{}\"\n", pg.url()))
+            .unwrap_or_default();
+        let body = format!(
+            "[tls]\nlisten = [\"{}\"]\nissue_timeout = \"10s\"\n{tls_extra}\n{store}{}\n{}{}{}{}{}",
+            self.https,
+            pebble.acme_table(challenge),
+            pool("public", &[(origin.addr, 1)]),
+            site(SHOP, "public", "active"),
+            site(BAD, "public", "active"),
+            site(GONE, "public", "suspended"),
+            site(LATE, "public", "active"),
+        );
+        self.edge.write_config(&body);
+        self.edge = self.edge.launch(false).await;
+        self
+    }
+
+    async fn cert(&self, host: &str, pebble: &Pebble) -> Result<Vec<u8>, String> {
+        peer_cert(self.https, host, &pebble.root).await
+    }
+
+    async fn metric(&self, sample: &str) -> f64 {
+        self.edge.metric(sample).await
+    }
+
+    async fn issued(&self) -> f64 {
+        self.metric("edgepop_tls_issuance_total{result=\"issued\"}")
+            .await
+    }
+}
+
+/// One node, validated on its own listeners.
+async fn single(challenge: &str, tls_extra: &str) -> (Pebble, Node, Origin) {
+    let origin = Origin::start(Duration::from_millis(1)).await;
+    let node = Node::prepare();
+    let pebble = Pebble::start(node.edge.http.port(), node.https.port()).await;
+    let node = node
+        .launch(&pebble, challenge, tls_extra, None, &origin)
+        .await;
+    (pebble, node, origin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn first_handshake_gets_a_ca_certificate_and_later_ones_do_not_contact_the_ca() {
+    let (pebble, mut node, _origin) = single("http-01", "").await;
+    let client = https_client(&pebble.root, SHOP, node.https, false);
+    let url = format!("https://{SHOP}:{}/", node.https.port());
+    let r = client
+        .get(&url)
+        .send()
+        .await
+        .expect("the chain verifies against pebble's root");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(pebble.orders(), 1);
+    assert!(
+        node.metric("edgepop_tls_challenges_answered_total{type=\"http-01\"}")
+            .await
+            >= 1.0,
+        "pebble's HTTP-01 validation was answered by the edge"
+    );
+
+    let asked = pebble.requests();
+    let r = https_client(&pebble.root, SHOP, node.https, true)
+        .get(&url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        pebble.requests(),
+        asked,
+        "a second handshake is served from memory"
+    );
+
+    // A restart reads the certificate and the account from the store.
+    node.edge.kill9();
+    node.edge = std::mem::replace(&mut node.edge, Edge::prepare(""))
+        .launch(false)
+        .await;
+    node.cert(SHOP, &pebble).await.unwrap();
+    assert_eq!(pebble.requests(), asked, "no re-issuance after a restart");
+    assert_eq!(node.issued().await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unknown_and_suspended_names_get_no_order() {
+    let (pebble, node, _origin) = single("http-01", "").await;
+    for host in ["unknown.example.com", GONE] {
+        let err = node.cert(host, &pebble).await.unwrap_err();
+        assert!(!err.is_empty());
+    }
+    assert_eq!(pebble.orders(), 0);
+    assert_eq!(pebble.requests(), 0, "the CA was not contacted at all");
+    assert_eq!(
+        node.metric("edgepop_tls_handshakes_total{result=\"refused\"}")
+            .await,
+        2.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_first_handshakes_make_one_order_over_tls_alpn() {
+    let (pebble, node, _origin) = single("tls-alpn-01", "").await;
+    let node = std::sync::Arc::new(node);
+    let root = pebble.root.clone();
+    let handshakes: Vec<_> = (0..50)
+        .map(|_| {
+            let (node, root) = (node.clone(), root.clone());
+            tokio::spawn(async move { peer_cert(node.https, SHOP, &root).await })
+        })
+        .collect();
+    let mut certs = Vec::new();
+    for h in handshakes {
+        certs.push(h.await.unwrap().expect("every handshake succeeds"));
+    }
+    assert!(certs.windows(2).all(|w| w[0] == w[1]), "one certificate");
+    assert_eq!(pebble.orders(), 1);
+    assert!(
+        node.metric("edgepop_tls_challenges_answered_total{type=\"tls-alpn-01\"}")
+            .await
+            >= 1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failed_validation_backs_off_then_succeeds_once_fixed() {
+    let (pebble, node, _origin) = single("http-01", "backoff = \"2s\"").await;
+    // The seller's DNS points elsewhere: the CA cannot reach this node.
+    pebble.set_a(BAD, "127.0.0.2").await;
+    assert!(node.cert(BAD, &pebble).await.is_err());
+    assert_eq!(pebble.orders(), 1);
+    for _ in 0..10 {
+        assert!(node.cert(BAD, &pebble).await.is_err());
+    }
+    assert_eq!(pebble.orders(), 1, "backoff holds: no order storm");
+    assert_eq!(
+        node.metric("edgepop_tls_issuance_total{result=\"failed\"}")
+            .await,
+        1.0
+    );
+
+    pebble.clear_a(BAD).await;
+    let ok = eventually(Duration::from_secs(15), || async {
+        node.cert(BAD, &pebble).await.is_ok()
+    })
+    .await;
+    assert!(ok, "issued once the backoff passed and DNS was fixed");
+    assert_eq!(pebble.orders(), 2);
+}
+
+/// Node A orders; the CA's validation reaches node B (pebble's ports are
+/// B's), which answers from the shared store. Both then serve one
+/// certificate, and a name wanted by both at once is still ordered once.
+async fn two_nodes_share_one_order(challenge: &str) -> (Pebble, Node, Node, Pg) {
+    let origin = Origin::start(Duration::from_millis(1)).await;
+    let pg = Pg::create();
+    let (a, b) = (Node::prepare(), Node::prepare());
+    let pebble = Pebble::start(b.edge.http.port(), b.https.port()).await;
+    let a = a.launch(&pebble, challenge, "", Some(&pg), &origin).await;
+    let b = b.launch(&pebble, challenge, "", Some(&pg), &origin).await;
+
+    let from_a = a.cert(SHOP, &pebble).await.expect("node A's handshake");
+    assert_eq!(pebble.orders(), 1);
+    let answered = format!("edgepop_tls_challenges_answered_total{{type=\"{challenge}\"}}");
+    assert!(b.metric(&answered).await >= 1.0, "node B answered");
+    assert_eq!(a.metric(&answered).await, 0.0, "node A was not asked");
+    let from_b = b.cert(SHOP, &pebble).await.expect("node B's handshake");
+    assert_eq!(from_a, from_b, "both nodes serve the same certificate");
+    assert_eq!(pebble.orders(), 1, "total orders = 1");
+    assert_eq!((a.issued().await, b.issued().await), (1.0, 0.0));
+
+    // Both nodes asked for a new name at the same moment.
+    let both: Vec<_> = (0..10)
+        .map(|i| {
+            let https = if i % 2 == 0 { a.https } else { b.https };
+            let root = pebble.root.clone();
+            tokio::spawn(async move { peer_cert(https, BAD, &root).await })
+        })
+        .collect();
+    let mut certs = Vec::new();
+    for h in both {
+        certs.push(h.await.unwrap().expect("every handshake succeeds"));
+    }
+    assert!(certs.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(pebble.orders(), 2, "one order for the second name");
+    (pebble, a, b, pg)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_share_one_order_over_http01() {
+    let (pebble, a, _b, pg) = two_nodes_share_one_order("http-01").await;
+
+    // A holder that crashed mid-order: nobody orders while its lease
+    // runs, and the lock is taken over when it lapses.
+    pg.sql(&format!(
+        "INSERT INTO edgepop_tls_locks VALUES ('{LATE}', 'crashed-node', now() + interval '3 seconds')"
+    ));
+    let started = std::time::Instant::now();
+    a.cert(LATE, &pebble)
+        .await
+        .expect("issued after the dead holder's lease");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "the live lease was respected"
+    );
+    assert_eq!(pebble.orders(), 3);
+    assert_eq!(pg.sql("SELECT count(*) FROM edgepop_tls_locks"), "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_share_one_order_over_tls_alpn01() {
+    two_nodes_share_one_order("tls-alpn-01").await;
+}

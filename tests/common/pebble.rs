@@ -1,0 +1,225 @@
+//! A real ACME CA for tests: Debian's pebble, with pebble-challtestsrv as
+//! its DNS (every name resolves to 127.0.0.1 unless a test says otherwise).
+//! Pebble validates HTTP-01 on `http_port` and TLS-ALPN-01 on `tls_port`
+//! of that address: the edge node's listeners.
+
+use super::free_port;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct Pebble {
+    pub dir: tempfile::TempDir,
+    children: Vec<Child>,
+    pub directory: String,
+    /// Trust for pebble's own HTTPS (its directory and management API).
+    pub listener_ca: PathBuf,
+    /// Pebble's issuing root, which edge certificates chain to.
+    pub root: PathBuf,
+    dns_admin: SocketAddr,
+}
+
+/// A CA and a certificate for 127.0.0.1 signed by it (webpki will not take
+/// a self-signed leaf as its own anchor).
+fn listener_certs(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(&paths.0, ca_cert.pem()).unwrap();
+    std::fs::write(&paths.1, leaf.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+async fn wait_listening(addr: SocketAddr) {
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("nothing listening on {addr}");
+}
+
+impl Pebble {
+    pub async fn start(http_port: u16, tls_port: u16) -> Pebble {
+        let dir = tempfile::tempdir().unwrap();
+        let (listener_ca, cert, key) = listener_certs(dir.path());
+        let dns = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let dns_admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let acme = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mgmt = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
+        let challtestsrv = Command::new("pebble-challtestsrv")
+            .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+            .args([
+                "-dns01",
+                &dns.to_string(),
+                "-management",
+                &dns_admin.to_string(),
+            ])
+            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+            .stdout(log("challtestsrv.log"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("pebble-challtestsrv (apt-get install pebble)");
+        let config = serde_json::json!({ "pebble": {
+            "listenAddress": acme.to_string(),
+            "managementListenAddress": mgmt.to_string(),
+            "certificate": cert,
+            "privateKey": key,
+            "httpPort": http_port,
+            "tlsPort": tls_port,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": false,
+        }});
+        let config_path = dir.path().join("pebble.json");
+        std::fs::write(&config_path, config.to_string()).unwrap();
+        let pebble = Command::new("pebble")
+            .arg("-config")
+            .arg(&config_path)
+            .args(["-dnsserver", &dns.to_string()])
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .env("PEBBLE_AUTHZREUSE", "0")
+            .stdout(log("pebble.log"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("pebble (apt-get install pebble)");
+        wait_listening(dns_admin).await;
+        wait_listening(acme).await;
+        wait_listening(mgmt).await;
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(&listener_ca).unwrap()).unwrap();
+        let client = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca)
+            .no_proxy()
+            .build()
+            .unwrap();
+        let root_pem = client
+            .get(format!("https://{mgmt}/roots/0"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let root = dir.path().join("root.pem");
+        std::fs::write(&root, root_pem).unwrap();
+        Pebble {
+            dir,
+            children: vec![pebble, challtestsrv],
+            directory: format!("https://{acme}/dir"),
+            listener_ca,
+            root,
+            dns_admin,
+        }
+    }
+
+    /// The `[tls.acme]` table for an edge using this CA.
+    pub fn acme_table(&self, challenge: &str) -> String {
+        format!(
+            "[tls.acme]\ndirectory = \"{}\"\ncontact = [\"mailto:ops@edgepop.test\"]\nca_root = \"{}\"\nchallenge = \"{challenge}\"\n",
+            self.directory,
+            self.listener_ca.display()
+        )
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("pebble.log")).unwrap_or_default()
+    }
+
+    /// Orders pebble has received.
+    pub fn orders(&self) -> usize {
+        self.log().matches("Added order").count()
+    }
+
+    /// Requests pebble has received, of any kind.
+    pub fn requests(&self) -> usize {
+        self.log().matches("-> calling handler()").count()
+    }
+
+    /// Points `host` at `ip` in pebble's DNS (the CA validates there).
+    pub async fn set_a(&self, host: &str, ip: &str) {
+        self.dns(
+            "add-a",
+            serde_json::json!({"host": format!("{host}."), "addresses": [ip]}),
+        )
+        .await;
+    }
+
+    pub async fn clear_a(&self, host: &str) {
+        self.dns("clear-a", serde_json::json!({"host": format!("{host}.")}))
+            .await;
+    }
+
+    async fn dns(&self, op: &str, body: serde_json::Value) {
+        let r = reqwest::Client::new()
+            .post(format!("http://{}/{op}", self.dns_admin))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "challtestsrv {op}: {}", r.status());
+    }
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Handshakes with `addr` for `host`, verifying against `root` (PEM), and
+/// returns the leaf certificate the server sent.
+pub async fn peer_cert(
+    addr: SocketAddr,
+    host: &str,
+    root: &std::path::Path,
+) -> Result<Vec<u8>, String> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_file_iter(root).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = rustls_pki_types::ServerName::try_from(host.to_string()).unwrap();
+    let tls = tokio::time::timeout(Duration::from_secs(20), connector.connect(name, tcp))
+        .await
+        .map_err(|_| "handshake timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let certs = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .ok_or("no certificate")?;
+    Ok(certs[0].to_vec())
+}
