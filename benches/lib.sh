@@ -9,7 +9,7 @@ NGINX_CONFS=()
 cleanup() {
   kill $(jobs -p) 2>/dev/null || true
   for c in "${NGINX_CONFS[@]}"; do nginx -p "$W" -c "$c" -s stop 2>/dev/null || true; done
-  rm -rf "$W"
+  [ -n "${KEEP:-}" ] && echo "kept $W" || rm -rf "$W"
 }
 trap cleanup EXIT
 

@@ -35,7 +35,6 @@ key = \"$W/key.pem\"")
 ./target/release/edgepop run --config "$CONF" 2>"$W/edgepop.err" &
 wait_http http://127.0.0.1:19190/healthz
 
-# handshakes PORT -> connections per second from two parallel s_time clients
 # handshakes PORT -> new TLS connections per second: h2load with as many
 # clients as requests (a fresh handshake per request), SNI shop.bench.
 handshakes() {
