@@ -724,4 +724,23 @@ tier = "public"
         let e = err(&GOOD.replace("Shop.Example.com", "bad host!"));
         assert_eq!(e.key, "sites[0].hostname");
     }
+
+    #[test]
+    fn acme_and_store_settings_are_checked() {
+        let tls = "\n[tls]\nlisten = [\"127.0.0.1:8443\"]\n[tls.acme]\ndirectory = \"https://ca.example/dir\"\ncontact = [\"mailto:ops@example.com\"]\nca_root = \"ca.pem\"\n[tls.store]\npostgres = \"host=db\"\n";
+        let c = Config::parse(&format!("{GOOD}{tls}"), Path::new("/etc/edgepop/t.toml")).unwrap();
+        let t = c.tls.unwrap();
+        let acme = t.acme.unwrap();
+        assert_eq!(acme.challenge, ChallengeKind::Http01, "default challenge");
+        assert_eq!(acme.ca_root.unwrap(), Path::new("/etc/edgepop/ca.pem"));
+        assert_eq!(t.store.postgres.as_deref(), Some("host=db"));
+
+        let e = err(&format!("{GOOD}{}", tls.replace("https://ca", "http://ca")));
+        assert_eq!(e.key, "tls.acme.directory");
+        assert!(e.line.is_some());
+        let e = err(&format!("{GOOD}{}", tls.replace("mailto:ops", "ops")));
+        assert_eq!(e.key, "tls.acme.contact");
+        let e = err(&format!("{GOOD}{}", tls.replace("ca_root", "challenge = \"dns-01\"\nca_root")));
+        assert_eq!(e.key, "tls.acme.challenge");
+    }
 }
