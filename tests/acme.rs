@@ -122,6 +122,11 @@ async fn first_handshake_gets_a_ca_certificate_and_later_ones_do_not_contact_the
     node.cert(SHOP, &pebble).await.unwrap();
     assert_eq!(pebble.requests(), asked, "no re-issuance after a restart");
     assert_eq!(node.issued().await, 0.0);
+    let certs = &node.edge.status().await["certificates"];
+    assert_eq!(
+        (certs["store"].as_str(), certs["stored"].as_u64()),
+        (Some("file"), Some(1))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -193,13 +198,17 @@ async fn failed_validation_backs_off_then_succeeds_once_fixed() {
 /// Node A orders; the CA's validation reaches node B (pebble's ports are
 /// B's), which answers from the shared store. Both then serve one
 /// certificate, and a name wanted by both at once is still ordered once.
-async fn two_nodes_share_one_order(challenge: &str) -> (Pebble, Node, Node, Pg) {
+async fn two_nodes_share_one_order(challenge: &str, tls_extra: &str) -> (Pebble, Node, Node, Pg) {
     let origin = Origin::start(Duration::from_millis(1)).await;
     let pg = Pg::create();
     let (a, b) = (Node::prepare(), Node::prepare());
     let pebble = Pebble::start(b.edge.http.port(), b.https.port()).await;
-    let a = a.launch(&pebble, challenge, "", Some(&pg), &origin).await;
-    let b = b.launch(&pebble, challenge, "", Some(&pg), &origin).await;
+    let a = a
+        .launch(&pebble, challenge, tls_extra, Some(&pg), &origin)
+        .await;
+    let b = b
+        .launch(&pebble, challenge, tls_extra, Some(&pg), &origin)
+        .await;
 
     let from_a = a.cert(SHOP, &pebble).await.expect("node A's handshake");
     assert_eq!(pebble.orders(), 1);
@@ -225,12 +234,17 @@ async fn two_nodes_share_one_order(challenge: &str) -> (Pebble, Node, Node, Pg) 
     }
     assert!(certs.windows(2).all(|w| w[0] == w[1]));
     assert_eq!(pebble.orders(), 2, "one order for the second name");
+    let certs = &b.edge.status().await["certificates"];
+    assert_eq!(certs["store"], "postgres");
+    assert_eq!(certs["stored"], 2);
+    assert_eq!(certs["pending"], 0);
     (pebble, a, b, pg)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_nodes_share_one_order_over_http01() {
-    let (pebble, a, _b, pg) = two_nodes_share_one_order("http-01").await;
+    // The challenge path is answered before the HTTP→HTTPS redirect.
+    let (pebble, a, _b, pg) = two_nodes_share_one_order("http-01", "redirect_http = true").await;
 
     // A holder that crashed mid-order: nobody orders while its lease
     // runs, and the lock is taken over when it lapses.
@@ -251,5 +265,55 @@ async fn two_nodes_share_one_order_over_http01() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_nodes_share_one_order_over_tls_alpn01() {
-    two_nodes_share_one_order("tls-alpn-01").await;
+    two_nodes_share_one_order("tls-alpn-01", "").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn renewal_on_two_nodes_replaces_short_lived_certificates_without_a_failed_handshake() {
+    let origin = Origin::start(Duration::from_millis(1)).await;
+    let pg = Pg::create();
+    let (a, b) = (Node::prepare(), Node::prepare());
+    let validity = Some(Duration::from_secs(6));
+    let pebble = Pebble::start_with_validity(b.edge.http.port(), b.https.port(), validity).await;
+    let renew = "renew_when_left = 0.5\nrenew_check = \"300ms\"";
+    let a = a
+        .launch(&pebble, "http-01", renew, Some(&pg), &origin)
+        .await;
+    let b = b
+        .launch(&pebble, "http-01", renew, Some(&pg), &origin)
+        .await;
+
+    a.cert(SHOP, &pebble).await.unwrap();
+    let mut seen = std::collections::HashSet::new();
+    // 9 s: every certificate involved expires during it.
+    for i in 0..45 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let cert = node
+            .cert(SHOP, &pebble)
+            .await
+            .unwrap_or_else(|e| panic!("handshake {i} failed: {e}"));
+        seen.insert(cert);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(seen.len() >= 3, "renewed more than once: {}", seen.len());
+    let mut renewed = 0.0;
+    let mut from_store = 0.0;
+    for n in [&a, &b] {
+        renewed += n
+            .metric("edgepop_tls_issuance_total{result=\"renewed\"}")
+            .await;
+        from_store += n
+            .metric("edgepop_tls_issuance_total{result=\"from_store\"}")
+            .await;
+    }
+    let issued = a.issued().await + b.issued().await;
+    assert_eq!(
+        issued + renewed,
+        pebble.orders() as f64,
+        "every order is one node's"
+    );
+    assert!(
+        from_store >= 1.0,
+        "a node took the renewal its peer ordered instead of ordering its own"
+    );
 }

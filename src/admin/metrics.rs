@@ -122,7 +122,7 @@ impl Metrics {
         let tls_issuance = IntCounterVec::new(
             Opts::new(
                 "tls_issuance_total",
-                "Certificate issuance by result: issued, renewed, failed, renew_failed, rate_limited, from_peer",
+                "Certificate issuance by result: issued, renewed, failed, renew_failed, rate_limited, from_store",
             ),
             &["result"],
         )

@@ -740,7 +740,10 @@ tier = "public"
         assert!(e.line.is_some());
         let e = err(&format!("{GOOD}{}", tls.replace("mailto:ops", "ops")));
         assert_eq!(e.key, "tls.acme.contact");
-        let e = err(&format!("{GOOD}{}", tls.replace("ca_root", "challenge = \"dns-01\"\nca_root")));
+        let e = err(&format!(
+            "{GOOD}{}",
+            tls.replace("ca_root", "challenge = \"dns-01\"\nca_root")
+        ));
         assert_eq!(e.key, "tls.acme.challenge");
     }
 }

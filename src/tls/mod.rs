@@ -295,20 +295,13 @@ impl CertManager {
         let deadline = Instant::now() + self.settings.issue_timeout;
         // Outlives the holder's own timeout; a crashed holder's lock lapses.
         let lease = self.settings.issue_timeout + Duration::from_secs(10);
-        let mut waited = false;
         loop {
             if let Some(s) = self.stored_cert(host, newer_than).await? {
-                if waited {
-                    METRICS.tls_issuance.with_label_values(&["from_peer"]).inc();
-                }
                 return Ok(s);
             }
             match self.store.try_lock(host, &self.settings.node, lease).await {
                 Ok(true) => break,
-                Ok(false) if Instant::now() < deadline => {
-                    waited = true;
-                    tokio::time::sleep(LOCK_POLL).await;
-                }
+                Ok(false) if Instant::now() < deadline => tokio::time::sleep(LOCK_POLL).await,
                 Ok(false) => {
                     return Err(Refusal::Failed(
                         host.clone(),
@@ -340,6 +333,11 @@ impl CertManager {
     ) -> Result<Option<Served>, Refusal> {
         match self.store.load(host).await {
             Ok(Some(cert)) if cert.valid() && newer_than.is_none_or(|t| cert.not_after > t) => {
+                // Kept across a restart, or ordered by another node.
+                METRICS
+                    .tls_issuance
+                    .with_label_values(&["from_store"])
+                    .inc();
                 Served::new(&cert)
                     .map(Some)
                     .map_err(|e| Refusal::Failed(host.clone(), e))

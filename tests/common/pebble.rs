@@ -58,6 +58,15 @@ async fn wait_listening(addr: SocketAddr) {
 
 impl Pebble {
     pub async fn start(http_port: u16, tls_port: u16) -> Pebble {
+        Pebble::start_with_validity(http_port, tls_port, None).await
+    }
+
+    /// `validity`: lifetime of the certificates pebble issues (default 5 years).
+    pub async fn start_with_validity(
+        http_port: u16,
+        tls_port: u16,
+        validity: Option<Duration>,
+    ) -> Pebble {
         let dir = tempfile::tempdir().unwrap();
         let (listener_ca, cert, key) = listener_certs(dir.path());
         let dns = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -78,7 +87,7 @@ impl Pebble {
             .stderr(Stdio::null())
             .spawn()
             .expect("pebble-challtestsrv (apt-get install pebble)");
-        let config = serde_json::json!({ "pebble": {
+        let mut config = serde_json::json!({ "pebble": {
             "listenAddress": acme.to_string(),
             "managementListenAddress": mgmt.to_string(),
             "certificate": cert,
@@ -88,6 +97,9 @@ impl Pebble {
             "ocspResponderURL": "",
             "externalAccountBindingRequired": false,
         }});
+        if let Some(v) = validity {
+            config["pebble"]["certificateValidityPeriod"] = v.as_secs().into();
+        }
         let config_path = dir.path().join("pebble.json");
         std::fs::write(&config_path, config.to_string()).unwrap();
         let pebble = Command::new("pebble")
