@@ -317,3 +317,42 @@ async fn renewal_on_two_nodes_replaces_short_lived_certificates_without_a_failed
         "a node took the renewal its peer ordered instead of ordering its own"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revoked_certificate_is_replaced_on_every_node() {
+    let origin = Origin::start(Duration::from_millis(1)).await;
+    let pg = Pg::create();
+    let (a, b) = (Node::prepare(), Node::prepare());
+    let pebble = Pebble::start(b.edge.http.port(), b.https.port()).await;
+    let check = "renew_check = \"300ms\"";
+    let a = a
+        .launch(&pebble, "http-01", check, Some(&pg), &origin)
+        .await;
+    let b = b
+        .launch(&pebble, "http-01", check, Some(&pg), &origin)
+        .await;
+    let old = a.cert(SHOP, &pebble).await.unwrap();
+    assert_eq!(b.cert(SHOP, &pebble).await.unwrap(), old);
+    assert!(pebble.cert_status(&old).await.contains("Valid"));
+
+    let out = a.edge.command(&["tls", "revoke", SHOP]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("revoked"));
+    assert!(
+        pebble.cert_status(&old).await.contains("Revoked"),
+        "revoked at the CA"
+    );
+    let replaced = eventually(Duration::from_secs(10), || async {
+        let (x, y) = (a.cert(SHOP, &pebble).await, b.cert(SHOP, &pebble).await);
+        matches!((x, y), (Ok(x), Ok(y)) if x != old && y != old)
+    })
+    .await;
+    assert!(
+        replaced,
+        "both nodes stopped serving the revoked certificate"
+    );
+    assert_eq!(
+        a.cert(SHOP, &pebble).await.unwrap(),
+        b.cert(SHOP, &pebble).await.unwrap()
+    );
+    assert_eq!(pebble.orders(), 2, "one new order for the network");
+}

@@ -344,3 +344,29 @@ async fn renewal_replaces_a_near_expiry_certificate_without_a_failed_handshake()
         "a new certificate is served"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revoked_certificate_is_dropped_and_replaced() {
+    let t = tls_edge_with("renew_check = \"300ms\"\n", "").await;
+    let old = common::pebble::peer_cert(t.https, "shop.test", &t.root())
+        .await
+        .unwrap();
+    let out = t.edge.command(&["tls", "revoke", "shop.test"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("shop.test: revoked"));
+    let replaced = eventually(Duration::from_secs(10), || async {
+        common::pebble::peer_cert(t.https, "shop.test", &t.root())
+            .await
+            .is_ok_and(|c| c != old)
+    })
+    .await;
+    assert!(replaced, "the revoked certificate is no longer served");
+    assert_eq!(t.issued().await, 2.0);
+
+    let out = Command::new(bin())
+        .args(["tls", "revoke", "nothing.test", "--config"])
+        .arg(t.edge.config_path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no stored certificate for nothing.test"));
+}

@@ -1,7 +1,8 @@
-//! The command line: `edgepop run` and `edgepop check`.
+//! The command line: `edgepop run`, `check`, `replica …` and `tls …`.
 
 mod replica;
 mod run;
+mod tls;
 
 use crate::config::Config;
 use clap::{Parser, Subcommand};
@@ -39,6 +40,22 @@ enum Command {
     Replica {
         #[command(subcommand)]
         command: ReplicaCommand,
+    },
+    /// Manage certificates in the store named by the config.
+    Tls {
+        #[command(subcommand)]
+        command: TlsCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TlsCommand {
+    /// Revoke a name's certificate at its CA; every node stops serving it
+    /// and obtains a new one on the next handshake.
+    Revoke {
+        hostname: String,
+        #[arg(short, long)]
+        config: PathBuf,
     },
 }
 
@@ -97,5 +114,8 @@ pub fn main() -> ExitCode {
         Command::Replica {
             command: ReplicaCommand::Load { file, config },
         } => with_config(&config, |c| replica::load(&c, &file)),
+        Command::Tls {
+            command: TlsCommand::Revoke { hostname, config },
+        } => with_config(&config, |c| tls::revoke(&c, &hostname)),
     }
 }

@@ -5,10 +5,7 @@ use crate::admin::AdminApp;
 use crate::config::{Config, TlsConfig};
 use crate::edge::Edge;
 use crate::proxy::{access_log, EdgeProxy};
-use crate::tls::acme::{AcmeIssuer, AcmeSettings};
-use crate::tls::issuer::{Issuer, LocalCa};
 use crate::tls::listener::TlsApp;
-use crate::tls::store::{CertStore, FileStore, PostgresStore};
 use crate::tls::{load_static, CertManager, TlsSettings};
 use async_trait::async_trait;
 use pingora_core::server::configuration::{Opt, ServerConf};
@@ -131,28 +128,8 @@ fn https_service(
 
 /// Store (file or postgres), issuer (ACME or the local CA) and settings.
 fn cert_manager(tls: &TlsConfig, edge: Arc<Edge>, node: String) -> Result<CertManager, String> {
-    let store: Arc<dyn CertStore> = match &tls.store.postgres {
-        Some(url) => Arc::new(PostgresStore::connect(url)?),
-        None => Arc::new(FileStore::open(&tls.dir)?),
-    };
-    let issuer: Arc<dyn Issuer> = match &tls.acme {
-        Some(acme) => {
-            info!(directory = %acme.directory, challenge = ?acme.challenge, store = store.kind(), "ACME issuer");
-            let settings = AcmeSettings {
-                directory: acme.directory.clone(),
-                contact: acme.contact.clone(),
-                ca_root: acme.ca_root.clone(),
-                challenge: acme.challenge,
-                order_timeout: tls.issue_timeout,
-            };
-            Arc::new(AcmeIssuer::new(settings, store.clone()))
-        }
-        None => {
-            let ca = LocalCa::load_or_create(&tls.dir.join("ca"), tls.local_ca_validity)?;
-            info!(root = %ca.root_path.display(), store = store.kind(), "local CA ready");
-            Arc::new(ca)
-        }
-    };
+    let store = super::tls::store(tls)?;
+    let issuer = super::tls::issuer(tls, store.clone())?;
     let settings = TlsSettings {
         issue_timeout: tls.issue_timeout,
         backoff: tls.backoff,

@@ -18,7 +18,7 @@ use hyper_util::rt::TokioExecutor;
 use instant_acme::BodyWrapper;
 use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
-    NewOrder, Order, OrderStatus, RetryPolicy,
+    NewOrder, Order, OrderStatus, RetryPolicy, RevocationRequest,
 };
 use rcgen::{CertificateParams, DistinguishedName, KeyPair};
 use rustls_pki_types::pem::PemObject;
@@ -213,6 +213,7 @@ impl AcmeIssuer {
             not_before,
             not_after,
             issuer: "acme".into(),
+            revoked: false,
         })
     }
 }
@@ -239,6 +240,22 @@ async fn why_invalid(order: &mut Order) -> String {
 impl Issuer for AcmeIssuer {
     fn name(&self) -> &'static str {
         "acme"
+    }
+
+    async fn revoke(&self, cert: &IssuedCert) -> Result<(), String> {
+        let leaf = CertificateDer::pem_slice_iter(cert.chain_pem.as_bytes())
+            .next()
+            .ok_or("no certificate in the chain")?
+            .map_err(|e| e.to_string())?;
+        let request = RevocationRequest {
+            certificate: &leaf,
+            reason: None,
+        };
+        self.account()
+            .await?
+            .revoke(&request)
+            .await
+            .map_err(|e| format!("ACME revocation: {e}"))
     }
 
     async fn issue(&self, host: &Hostname) -> Result<IssuedCert, String> {

@@ -16,6 +16,8 @@ use time::{Duration as TimeDelta, OffsetDateTime};
 pub trait Issuer: Send + Sync {
     fn name(&self) -> &'static str;
     async fn issue(&self, host: &Hostname) -> Result<IssuedCert, String>;
+    /// Tells the CA a certificate must no longer be trusted.
+    async fn revoke(&self, cert: &IssuedCert) -> Result<(), String>;
 }
 
 pub struct LocalCa {
@@ -75,6 +77,12 @@ impl Issuer for LocalCa {
         "local"
     }
 
+    /// The local CA publishes no CRL or OCSP: revoking only stops edgepop
+    /// serving the certificate.
+    async fn revoke(&self, _cert: &IssuedCert) -> Result<(), String> {
+        Ok(())
+    }
+
     async fn issue(&self, host: &Hostname) -> Result<IssuedCert, String> {
         let key = KeyPair::generate().map_err(|e| e.to_string())?;
         let mut params =
@@ -98,6 +106,7 @@ impl Issuer for LocalCa {
             not_before: params.not_before.unix_timestamp(),
             not_after: params.not_after.unix_timestamp(),
             issuer: "local".into(),
+            revoked: false,
         })
     }
 }

@@ -37,6 +37,10 @@ pub struct IssuedCert {
     pub not_before: i64,
     pub not_after: i64,
     pub issuer: String,
+    /// Revoked by the operator (`edgepop tls revoke`): never served again;
+    /// the next handshake for the name gets a new certificate.
+    #[serde(default)]
+    pub revoked: bool,
 }
 
 // Never print the key.
@@ -59,7 +63,15 @@ impl IssuedCert {
     /// Usable for a handshake now.
     fn valid(&self) -> bool {
         let now = now_unix();
-        self.not_before <= now && now < self.not_after
+        !self.revoked && self.not_before <= now && now < self.not_after
+    }
+
+    /// Tells one certificate from another of the same name.
+    fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.chain_pem.hash(&mut h);
+        h.finish()
     }
 }
 
@@ -127,6 +139,7 @@ struct Served {
     config: Arc<ServerConfig>,
     not_before: i64,
     not_after: i64,
+    fingerprint: u64,
 }
 
 impl Served {
@@ -135,6 +148,7 @@ impl Served {
             config: server_config(&cert.chain_pem, &cert.key_pem)?,
             not_before: cert.not_before,
             not_after: cert.not_after,
+            fingerprint: cert.fingerprint(),
         })
     }
 
@@ -421,6 +435,7 @@ impl CertManager {
         let mut tick = tokio::time::interval(self.settings.renew_check);
         loop {
             tick.tick().await;
+            self.follow_store().await;
             let due: Vec<(Hostname, Served)> = self
                 .served
                 .iter()
@@ -438,6 +453,42 @@ impl CertManager {
                         warn!(%host, error = %e, "certificate renewal failed; the current one stays until it expires");
                     }
                 }
+            }
+        }
+    }
+
+    /// Takes in what changed in the store since the last check: a newer
+    /// certificate (another node renewed) replaces the held one; a revoked
+    /// one is dropped, so the next handshake obtains a fresh certificate.
+    async fn follow_store(&self) {
+        // Overlapping windows: a change is seen at least once.
+        let window = self.settings.renew_check * 2 + Duration::from_secs(5);
+        let changed = match self.store.changed_within(window).await {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "certificate store: changes not read");
+                return;
+            }
+        };
+        for host in changed {
+            let Some(held) = self.served.get(&host).await else {
+                continue;
+            };
+            match self.store.load(&host).await {
+                Ok(Some(c)) if c.valid() => {
+                    if c.fingerprint() != held.fingerprint && c.not_after >= held.not_after {
+                        match Served::new(&c) {
+                            Ok(s) => self.served.insert(host, s).await,
+                            Err(e) => warn!(%host, error = %e, "stored certificate unusable"),
+                        }
+                    }
+                }
+                Ok(Some(c)) if c.revoked && c.fingerprint() == held.fingerprint => {
+                    info!(%host, "held certificate was revoked; dropped");
+                    self.served.invalidate(&host).await;
+                }
+                Ok(_) => {}
+                Err(e) => warn!(%host, error = %e, "certificate store read failed"),
             }
         }
     }

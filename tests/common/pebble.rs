@@ -20,6 +20,7 @@ pub struct Pebble {
     /// Pebble's issuing root, which edge certificates chain to.
     pub root: PathBuf,
     dns_admin: SocketAddr,
+    mgmt: SocketAddr,
 }
 
 /// A CA and a certificate for 127.0.0.1 signed by it (webpki will not take
@@ -141,6 +142,7 @@ impl Pebble {
             listener_ca,
             root,
             dns_admin,
+            mgmt,
         }
     }
 
@@ -165,6 +167,31 @@ impl Pebble {
     /// Requests pebble has received, of any kind.
     pub fn requests(&self) -> usize {
         self.log().matches("-> calling handler()").count()
+    }
+
+    /// Pebble's record of a certificate it issued (DER), e.g. `"Status": "Revoked"`.
+    pub async fn cert_status(&self, der: &[u8]) -> String {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+        let serial = cert.serial.to_str_radix(16);
+        let ca =
+            reqwest::Certificate::from_pem(&std::fs::read(&self.listener_ca).unwrap()).unwrap();
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca)
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(format!(
+                "https://{}/cert-status-by-serial/{serial}",
+                self.mgmt
+            ))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// Points `host` at `ip` in pebble's DNS (the CA validates there).

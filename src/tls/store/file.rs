@@ -91,6 +91,23 @@ impl CertStore for FileStore {
             .count())
     }
 
+    async fn changed_within(&self, window: Duration) -> Result<Vec<Hostname>, String> {
+        let since = std::time::SystemTime::now() - window;
+        let dir = std::fs::read_dir(&self.certs).map_err(|e| e.to_string())?;
+        Ok(dir
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t >= since)
+            })
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                Hostname::parse(name.strip_suffix(".json")?).ok()
+            })
+            .collect())
+    }
+
     async fn load_account(&self, directory: &str) -> Result<Option<String>, String> {
         read_optional(&self.account_path(directory))?
             .map(|b| String::from_utf8(b).map_err(|e| e.to_string()))

@@ -26,6 +26,9 @@ pub trait CertStore: Send + Sync {
     async fn save(&self, host: &Hostname, cert: &IssuedCert) -> Result<(), String>;
     /// How many certificates are held (for /status).
     async fn count(&self) -> Result<usize, String>;
+    /// Names whose certificate was saved (issued, renewed, revoked) within
+    /// `window`: how nodes learn of each other's changes.
+    async fn changed_within(&self, window: Duration) -> Result<Vec<Hostname>, String>;
 
     /// ACME account credentials (JSON) for a directory URL.
     async fn load_account(&self, directory: &str) -> Result<Option<String>, String>;

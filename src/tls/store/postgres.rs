@@ -23,6 +23,7 @@ CREATE TABLE IF NOT EXISTS edgepop_tls_certificates (
     not_before  bigint NOT NULL,
     not_after   bigint NOT NULL,
     issuer      text NOT NULL,
+    revoked     boolean NOT NULL DEFAULT false,
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
 CREATE TABLE IF NOT EXISTS edgepop_tls_accounts (
@@ -82,7 +83,7 @@ impl CertStore for PostgresStore {
         let c = self.client().await?;
         let row = c
             .query_opt(
-                "SELECT chain_pem, key_pem, not_before, not_after, issuer
+                "SELECT chain_pem, key_pem, not_before, not_after, issuer, revoked
                  FROM edgepop_tls_certificates WHERE name = $1",
                 &[&host.as_str()],
             )
@@ -94,6 +95,7 @@ impl CertStore for PostgresStore {
             not_before: r.get(2),
             not_after: r.get(3),
             issuer: r.get(4),
+            revoked: r.get(5),
         }))
     }
 
@@ -101,12 +103,12 @@ impl CertStore for PostgresStore {
         let c = self.client().await?;
         c.execute(
             "INSERT INTO edgepop_tls_certificates
-                 (name, chain_pem, key_pem, not_before, not_after, issuer)
-             VALUES ($1, $2, $3, $4, $5, $6)
+                 (name, chain_pem, key_pem, not_before, not_after, issuer, revoked)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (name) DO UPDATE SET
                  chain_pem = excluded.chain_pem, key_pem = excluded.key_pem,
                  not_before = excluded.not_before, not_after = excluded.not_after,
-                 issuer = excluded.issuer, updated_at = now()
+                 issuer = excluded.issuer, revoked = excluded.revoked, updated_at = now()
              WHERE edgepop_tls_certificates.not_after <= excluded.not_after",
             &[
                 &host.as_str(),
@@ -115,6 +117,7 @@ impl CertStore for PostgresStore {
                 &cert.not_before,
                 &cert.not_after,
                 &cert.issuer,
+                &cert.revoked,
             ],
         )
         .await
@@ -129,6 +132,22 @@ impl CertStore for PostgresStore {
             .await
             .map_err(chain)?;
         Ok(row.get::<_, i64>(0) as usize)
+    }
+
+    async fn changed_within(&self, window: Duration) -> Result<Vec<Hostname>, String> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT name FROM edgepop_tls_certificates
+                 WHERE updated_at > now() - make_interval(secs => $1)",
+                &[&secs(window)],
+            )
+            .await
+            .map_err(chain)?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| Hostname::parse(r.get::<_, &str>(0)).ok())
+            .collect())
     }
 
     async fn load_account(&self, directory: &str) -> Result<Option<String>, String> {

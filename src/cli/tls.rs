@@ -1,0 +1,83 @@
+//! The certificate store and issuer a config names (shared by `run` and
+//! the `edgepop tls` commands), and `edgepop tls revoke`.
+
+use crate::config::{Config, TlsConfig};
+use crate::domain::Hostname;
+use crate::tls::acme::{AcmeIssuer, AcmeSettings};
+use crate::tls::issuer::{Issuer, LocalCa};
+use crate::tls::store::{CertStore, FileStore, PostgresStore};
+use std::process::ExitCode;
+use std::sync::Arc;
+use tracing::info;
+
+pub fn store(tls: &TlsConfig) -> Result<Arc<dyn CertStore>, String> {
+    Ok(match &tls.store.postgres {
+        Some(url) => Arc::new(PostgresStore::connect(url)?),
+        None => Arc::new(FileStore::open(&tls.dir)?),
+    })
+}
+
+pub fn issuer(tls: &TlsConfig, store: Arc<dyn CertStore>) -> Result<Arc<dyn Issuer>, String> {
+    Ok(match &tls.acme {
+        Some(acme) => {
+            info!(directory = %acme.directory, challenge = ?acme.challenge, store = store.kind(), "ACME issuer");
+            let settings = AcmeSettings {
+                directory: acme.directory.clone(),
+                contact: acme.contact.clone(),
+                ca_root: acme.ca_root.clone(),
+                challenge: acme.challenge,
+                order_timeout: tls.issue_timeout,
+            };
+            Arc::new(AcmeIssuer::new(settings, store))
+        }
+        None => {
+            let ca = LocalCa::load_or_create(&tls.dir.join("ca"), tls.local_ca_validity)?;
+            info!(root = %ca.root_path.display(), store = store.kind(), "local CA ready");
+            Arc::new(ca)
+        }
+    })
+}
+
+/// Revokes the stored certificate of `host` at its CA and marks it revoked
+/// in the store. Running nodes drop it at their next store check
+/// (`tls.renew_check`), and the next handshake gets a new certificate.
+pub fn revoke(config: &Config, host: &str) -> ExitCode {
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| rt.block_on(revoke_stored(config, host)));
+    match result {
+        Ok(msg) => {
+            println!("{msg}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn revoke_stored(config: &Config, host: &str) -> Result<String, String> {
+    let tls = config.tls.as_ref().ok_or("the config has no [tls] table")?;
+    let host = Hostname::parse(host).map_err(|e| format!("{host}: {e}"))?;
+    let store = store(tls)?;
+    let mut cert = store
+        .load(&host)
+        .await?
+        .ok_or_else(|| format!("no stored certificate for {host}"))?;
+    if cert.revoked {
+        return Ok(format!("{host}: already revoked"));
+    }
+    let issuer = issuer(tls, store.clone())?;
+    if cert.issuer == issuer.name() {
+        issuer.revoke(&cert).await?;
+    }
+    cert.revoked = true;
+    store.save(&host, &cert).await?;
+    Ok(format!(
+        "{host}: revoked (issuer {}); nodes drop it within tls.renew_check",
+        cert.issuer
+    ))
+}
