@@ -356,3 +356,40 @@ async fn a_revoked_certificate_is_replaced_on_every_node() {
     );
     assert_eq!(pebble.orders(), 2, "one new order for the network");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_order_backs_off_every_node_sharing_the_store() {
+    let origin = Origin::start(Duration::from_millis(1)).await;
+    let pg = Pg::create();
+    let (a, b) = (Node::prepare(), Node::prepare());
+    let pebble = Pebble::start(b.edge.http.port(), b.https.port()).await;
+    let backoff = "backoff = \"2s\"";
+    let a = a
+        .launch(&pebble, "http-01", backoff, Some(&pg), &origin)
+        .await;
+    let b = b
+        .launch(&pebble, "http-01", backoff, Some(&pg), &origin)
+        .await;
+
+    pebble.set_a(BAD, "127.0.0.2").await;
+    assert!(a.cert(BAD, &pebble).await.is_err());
+    assert_eq!(pebble.orders(), 1);
+    for node in [&b, &a, &b, &b] {
+        assert!(node.cert(BAD, &pebble).await.is_err());
+    }
+    assert_eq!(
+        pebble.orders(),
+        1,
+        "no node orders while the name backs off"
+    );
+    let failed = "edgepop_tls_issuance_total{result=\"failed\"}";
+    assert_eq!((a.metric(failed).await, b.metric(failed).await), (1.0, 0.0));
+
+    pebble.clear_a(BAD).await;
+    let ok = eventually(Duration::from_secs(15), || async {
+        b.cert(BAD, &pebble).await.is_ok()
+    })
+    .await;
+    assert!(ok, "issued once the backoff passed and DNS was fixed");
+    assert_eq!(pebble.orders(), 2);
+}

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use store::CertStore;
+use store::{CertStore, Lock};
 use tracing::{info, warn};
 
 /// A certificate with its key, as issuers produce and stores keep it.
@@ -314,9 +314,14 @@ impl CertManager {
                 return Ok(s);
             }
             match self.store.try_lock(host, &self.settings.node, lease).await {
-                Ok(true) => break,
-                Ok(false) if Instant::now() < deadline => tokio::time::sleep(LOCK_POLL).await,
-                Ok(false) => {
+                Ok(Lock::Acquired) => break,
+                Ok(Lock::BackingOff(left)) => {
+                    // Another node's order failed: this one holds off too.
+                    self.hold_off(host, left);
+                    return Err(Refusal::BackingOff(host.clone()));
+                }
+                Ok(Lock::Held) if Instant::now() < deadline => tokio::time::sleep(LOCK_POLL).await,
+                Ok(Lock::Held) => {
                     return Err(Refusal::Failed(
                         host.clone(),
                         "another node is still ordering this name".into(),
@@ -334,7 +339,11 @@ impl CertManager {
             Some(s) => Ok(s),
             None => self.issue(host, newer_than, deadline).await,
         };
-        if let Err(e) = self.store.unlock(host, &self.settings.node).await {
+        let backoff = match &result {
+            Err(Refusal::Failed(..)) => self.backoff_left(host),
+            _ => None,
+        };
+        if let Err(e) = self.store.unlock(host, &self.settings.node, backoff).await {
             warn!(%host, error = %e, "issuance lock not released; it lapses with its lease");
         }
         result
@@ -491,6 +500,24 @@ impl CertManager {
                 Err(e) => warn!(%host, error = %e, "certificate store read failed"),
             }
         }
+    }
+
+    fn backoff_left(&self, host: &Hostname) -> Option<Duration> {
+        let map = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(host)
+            .map(|b| b.until.saturating_duration_since(Instant::now()))
+    }
+
+    fn hold_off(&self, host: &Hostname, left: Duration) {
+        let mut map = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+        let next = map.get(host).map_or(left, |b| b.next.max(left));
+        map.insert(
+            host.clone(),
+            Backoff {
+                until: Instant::now() + left,
+                next,
+            },
+        );
     }
 
     /// Records a failed issuance: the name backs off, doubling each time.

@@ -3,7 +3,7 @@
 //! private keys). Challenges and locks live in memory: on one box the
 //! process that orders is the one the CA reaches.
 
-use super::{write_private, CertStore};
+use super::{write_private, CertStore, Lock};
 use crate::domain::Hostname;
 use crate::tls::challenge::ChallengeKey;
 use crate::tls::IssuedCert;
@@ -17,7 +17,8 @@ pub struct FileStore {
     certs: PathBuf,
     accounts: PathBuf,
     challenges: Mutex<HashMap<ChallengeKey, (String, Instant)>>,
-    locks: Mutex<HashMap<Hostname, (String, Instant)>>,
+    /// holder, lease end, backing off after a failure
+    locks: Mutex<HashMap<Hostname, (String, Instant, bool)>>,
 }
 
 impl FileStore {
@@ -146,22 +147,38 @@ impl CertStore for FileStore {
         host: &Hostname,
         holder: &str,
         lease: Duration,
-    ) -> Result<bool, String> {
+    ) -> Result<Lock, String> {
         let mut locks = locked(&self.locks);
         let now = Instant::now();
         match locks.get(host) {
-            Some((h, until)) if h != holder && now < *until => Ok(false),
+            Some((h, until, failed)) if h != holder && now < *until => Ok(if *failed {
+                Lock::BackingOff(*until - now)
+            } else {
+                Lock::Held
+            }),
             _ => {
-                locks.insert(host.clone(), (holder.to_string(), now + lease));
-                Ok(true)
+                locks.insert(host.clone(), (holder.to_string(), now + lease, false));
+                Ok(Lock::Acquired)
             }
         }
     }
 
-    async fn unlock(&self, host: &Hostname, holder: &str) -> Result<(), String> {
+    async fn unlock(
+        &self,
+        host: &Hostname,
+        holder: &str,
+        backoff: Option<Duration>,
+    ) -> Result<(), String> {
         let mut locks = locked(&self.locks);
-        if locks.get(host).is_some_and(|(h, _)| h == holder) {
-            locks.remove(host);
+        if locks.get(host).is_some_and(|(h, _, _)| h == holder) {
+            match backoff {
+                Some(d) => {
+                    locks.insert(host.clone(), (holder.to_string(), Instant::now() + d, true));
+                }
+                None => {
+                    locks.remove(host);
+                }
+            }
         }
         Ok(())
     }

@@ -44,15 +44,33 @@ pub trait CertStore: Send + Sync {
     async fn challenge(&self, key: &ChallengeKey) -> Result<Option<String>, String>;
     async fn remove_challenge(&self, key: &ChallengeKey) -> Result<(), String>;
 
-    /// Takes the issuance lock for `host` for `lease`, or says another
-    /// holder has it. A holder that dies loses the lock when the lease ends.
+    /// Takes the issuance lock for `host` for `lease`, or says why not.
+    /// A holder that dies loses the lock when the lease ends.
     async fn try_lock(
         &self,
         host: &Hostname,
         holder: &str,
         lease: Duration,
-    ) -> Result<bool, String>;
-    async fn unlock(&self, host: &Hostname, holder: &str) -> Result<(), String>;
+    ) -> Result<Lock, String>;
+    /// Releases the lock; after a failed order `backoff` keeps every node
+    /// from ordering the name for that long (the CA's failed-validation
+    /// limits count per account, not per PoP).
+    async fn unlock(
+        &self,
+        host: &Hostname,
+        holder: &str,
+        backoff: Option<Duration>,
+    ) -> Result<(), String>;
+}
+
+/// The answer to `try_lock`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lock {
+    Acquired,
+    /// Another node is ordering the name now.
+    Held,
+    /// The last order for the name failed; nobody orders it for this long.
+    BackingOff(Duration),
 }
 
 /// Writes `bytes` to `path` readable by the owner only, atomically.

@@ -4,7 +4,7 @@
 //! nodes starting together serialise on an advisory lock). Private keys are
 //! stored in the clear: access to this database is access to the keys.
 
-use super::CertStore;
+use super::{CertStore, Lock};
 use crate::domain::Hostname;
 use crate::pg::chain;
 use crate::tls::challenge::ChallengeKey;
@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS edgepop_tls_challenges (
 CREATE TABLE IF NOT EXISTS edgepop_tls_locks (
     name        text PRIMARY KEY,
     holder      text NOT NULL,
-    expires_at  timestamptz NOT NULL
+    expires_at  timestamptz NOT NULL,
+    failed      boolean NOT NULL DEFAULT false
 );
 ";
 
@@ -228,14 +229,14 @@ impl CertStore for PostgresStore {
         host: &Hostname,
         holder: &str,
         lease: Duration,
-    ) -> Result<bool, String> {
+    ) -> Result<Lock, String> {
         let c = self.client().await?;
-        let row = c
+        let taken = c
             .query_opt(
                 "INSERT INTO edgepop_tls_locks (name, holder, expires_at)
                  VALUES ($1, $2, now() + make_interval(secs => $3))
                  ON CONFLICT (name) DO UPDATE SET
-                     holder = excluded.holder, expires_at = excluded.expires_at
+                     holder = excluded.holder, expires_at = excluded.expires_at, failed = false
                  WHERE edgepop_tls_locks.expires_at < now()
                     OR edgepop_tls_locks.holder = excluded.holder
                  RETURNING holder",
@@ -243,16 +244,51 @@ impl CertStore for PostgresStore {
             )
             .await
             .map_err(chain)?;
-        Ok(row.is_some())
+        if taken.is_some() {
+            return Ok(Lock::Acquired);
+        }
+        let row = c
+            .query_opt(
+                "SELECT failed, extract(epoch FROM expires_at - now())::float8
+                 FROM edgepop_tls_locks WHERE name = $1",
+                &[&host.as_str()],
+            )
+            .await
+            .map_err(chain)?;
+        Ok(match row {
+            Some(r) if r.get::<_, bool>(0) => {
+                Lock::BackingOff(Duration::from_secs_f64(r.get::<_, f64>(1).max(0.0)))
+            }
+            _ => Lock::Held,
+        })
     }
 
-    async fn unlock(&self, host: &Hostname, holder: &str) -> Result<(), String> {
+    async fn unlock(
+        &self,
+        host: &Hostname,
+        holder: &str,
+        backoff: Option<Duration>,
+    ) -> Result<(), String> {
         let c = self.client().await?;
-        c.execute(
-            "DELETE FROM edgepop_tls_locks WHERE name = $1 AND holder = $2",
-            &[&host.as_str(), &holder],
-        )
-        .await
+        let name = host.as_str();
+        match backoff {
+            Some(d) => {
+                c.execute(
+                    "UPDATE edgepop_tls_locks SET failed = true,
+                         expires_at = now() + make_interval(secs => $3)
+                     WHERE name = $1 AND holder = $2",
+                    &[&name, &holder, &secs(d)],
+                )
+                .await
+            }
+            None => {
+                c.execute(
+                    "DELETE FROM edgepop_tls_locks WHERE name = $1 AND holder = $2",
+                    &[&name, &holder],
+                )
+                .await
+            }
+        }
         .map_err(chain)?;
         Ok(())
     }
