@@ -238,6 +238,7 @@ async fn two_nodes_share_one_order(challenge: &str, tls_extra: &str) -> (Pebble,
     assert_eq!(certs["store"], "postgres");
     assert_eq!(certs["stored"], 2);
     assert_eq!(certs["pending"], 0);
+    assert_eq!(certs["in_memory"], 2, "both names held by node B");
     (pebble, a, b, pg)
 }
 

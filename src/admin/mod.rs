@@ -88,7 +88,7 @@ impl AdminApp {
                 Some(c) => {
                     let issuance = |r: &str| METRICS.tls_issuance.with_label_values(&[r]).get();
                     json!({
-                        "in_memory": c.held(),
+                        "in_memory": c.held().await,
                         "store": c.store_kind(),
                         "stored": c.stored().await.ok(),
                         "pending": METRICS.tls_pending.get(),

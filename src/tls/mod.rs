@@ -245,7 +245,9 @@ impl CertManager {
         }
     }
 
-    pub fn held(&self) -> u64 {
+    pub async fn held(&self) -> u64 {
+        // moka counts lazily: settle pending inserts first.
+        self.served.run_pending_tasks().await;
         self.served.entry_count() + self.statics.len() as u64
     }
 
