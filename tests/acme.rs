@@ -70,6 +70,38 @@ impl Node {
     }
 }
 
+/// Two nodes sharing one Postgres store; pebble validates at node B's
+/// listeners, so whatever node A orders is validated through node B.
+/// Destructure it naming every field: `..` would drop the rest (a node,
+/// the database) at once.
+struct Pair {
+    pebble: Pebble,
+    a: Node,
+    b: Node,
+    pg: Pg,
+    _origin: Origin,
+}
+
+async fn pair(challenge: &str, tls_extra: &str, validity: Option<Duration>) -> Pair {
+    let origin = Origin::start(Duration::from_millis(1)).await;
+    let pg = Pg::create();
+    let (a, b) = (Node::prepare(), Node::prepare());
+    let pebble = Pebble::start_with_validity(b.edge.http.port(), b.https.port(), validity).await;
+    let a = a
+        .launch(&pebble, challenge, tls_extra, Some(&pg), &origin)
+        .await;
+    let b = b
+        .launch(&pebble, challenge, tls_extra, Some(&pg), &origin)
+        .await;
+    Pair {
+        pebble,
+        a,
+        b,
+        pg,
+        _origin: origin,
+    }
+}
+
 /// One node, validated on its own listeners.
 async fn single(challenge: &str, tls_extra: &str) -> (Pebble, Node, Origin) {
     let origin = Origin::start(Duration::from_millis(1)).await;
@@ -198,24 +230,16 @@ async fn failed_validation_backs_off_then_succeeds_once_fixed() {
 /// Node A orders; the CA's validation reaches node B (pebble's ports are
 /// B's), which answers from the shared store. Both then serve one
 /// certificate, and a name wanted by both at once is still ordered once.
-async fn two_nodes_share_one_order(challenge: &str, tls_extra: &str) -> (Pebble, Node, Node, Pg) {
-    let origin = Origin::start(Duration::from_millis(1)).await;
-    let pg = Pg::create();
-    let (a, b) = (Node::prepare(), Node::prepare());
-    let pebble = Pebble::start(b.edge.http.port(), b.https.port()).await;
-    let a = a
-        .launch(&pebble, challenge, tls_extra, Some(&pg), &origin)
-        .await;
-    let b = b
-        .launch(&pebble, challenge, tls_extra, Some(&pg), &origin)
-        .await;
+async fn two_nodes_share_one_order(challenge: &str, tls_extra: &str) -> Pair {
+    let p = pair(challenge, tls_extra, None).await;
+    let (pebble, a, b) = (&p.pebble, &p.a, &p.b);
 
-    let from_a = a.cert(SHOP, &pebble).await.expect("node A's handshake");
+    let from_a = a.cert(SHOP, pebble).await.expect("node A's handshake");
     assert_eq!(pebble.orders(), 1);
     let answered = format!("edgepop_tls_challenges_answered_total{{type=\"{challenge}\"}}");
     assert!(b.metric(&answered).await >= 1.0, "node B answered");
     assert_eq!(a.metric(&answered).await, 0.0, "node A was not asked");
-    let from_b = b.cert(SHOP, &pebble).await.expect("node B's handshake");
+    let from_b = b.cert(SHOP, pebble).await.expect("node B's handshake");
     assert_eq!(from_a, from_b, "both nodes serve the same certificate");
     assert_eq!(pebble.orders(), 1, "total orders = 1");
     assert_eq!((a.issued().await, b.issued().await), (1.0, 0.0));
@@ -239,13 +263,19 @@ async fn two_nodes_share_one_order(challenge: &str, tls_extra: &str) -> (Pebble,
     assert_eq!(certs["stored"], 2);
     assert_eq!(certs["pending"], 0);
     assert_eq!(certs["in_memory"], 2, "both names held by node B");
-    (pebble, a, b, pg)
+    p
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_nodes_share_one_order_over_http01() {
     // The challenge path is answered before the HTTP→HTTPS redirect.
-    let (pebble, a, _b, pg) = two_nodes_share_one_order("http-01", "redirect_http = true").await;
+    let Pair {
+        pebble,
+        a,
+        b: _b,
+        pg,
+        _origin,
+    } = two_nodes_share_one_order("http-01", "redirect_http = true").await;
 
     // A holder that crashed mid-order: nobody orders while its lease
     // runs, and the lock is taken over when it lapses.
@@ -271,18 +301,15 @@ async fn two_nodes_share_one_order_over_tls_alpn01() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn renewal_on_two_nodes_replaces_short_lived_certificates_without_a_failed_handshake() {
-    let origin = Origin::start(Duration::from_millis(1)).await;
-    let pg = Pg::create();
-    let (a, b) = (Node::prepare(), Node::prepare());
-    let validity = Some(Duration::from_secs(6));
-    let pebble = Pebble::start_with_validity(b.edge.http.port(), b.https.port(), validity).await;
     let renew = "renew_when_left = 0.5\nrenew_check = \"300ms\"";
-    let a = a
-        .launch(&pebble, "http-01", renew, Some(&pg), &origin)
-        .await;
-    let b = b
-        .launch(&pebble, "http-01", renew, Some(&pg), &origin)
-        .await;
+    let validity = Some(Duration::from_secs(6));
+    let Pair {
+        pebble,
+        a,
+        b,
+        pg: _pg,
+        _origin,
+    } = pair("http-01", renew, validity).await;
 
     a.cert(SHOP, &pebble).await.unwrap();
     let mut seen = std::collections::HashSet::new();
@@ -321,17 +348,14 @@ async fn renewal_on_two_nodes_replaces_short_lived_certificates_without_a_failed
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_revoked_certificate_is_replaced_on_every_node() {
-    let origin = Origin::start(Duration::from_millis(1)).await;
-    let pg = Pg::create();
-    let (a, b) = (Node::prepare(), Node::prepare());
-    let pebble = Pebble::start(b.edge.http.port(), b.https.port()).await;
     let check = "renew_check = \"300ms\"";
-    let a = a
-        .launch(&pebble, "http-01", check, Some(&pg), &origin)
-        .await;
-    let b = b
-        .launch(&pebble, "http-01", check, Some(&pg), &origin)
-        .await;
+    let Pair {
+        pebble,
+        a,
+        b,
+        pg: _pg,
+        _origin,
+    } = pair("http-01", check, None).await;
     let old = a.cert(SHOP, &pebble).await.unwrap();
     assert_eq!(b.cert(SHOP, &pebble).await.unwrap(), old);
     assert!(pebble.cert_status(&old).await.contains("Valid"));
@@ -360,17 +384,14 @@ async fn a_revoked_certificate_is_replaced_on_every_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_order_backs_off_every_node_sharing_the_store() {
-    let origin = Origin::start(Duration::from_millis(1)).await;
-    let pg = Pg::create();
-    let (a, b) = (Node::prepare(), Node::prepare());
-    let pebble = Pebble::start(b.edge.http.port(), b.https.port()).await;
     let backoff = "backoff = \"2s\"";
-    let a = a
-        .launch(&pebble, "http-01", backoff, Some(&pg), &origin)
-        .await;
-    let b = b
-        .launch(&pebble, "http-01", backoff, Some(&pg), &origin)
-        .await;
+    let Pair {
+        pebble,
+        a,
+        b,
+        pg: _pg,
+        _origin,
+    } = pair("http-01", backoff, None).await;
 
     pebble.set_a(BAD, "127.0.0.2").await;
     assert!(a.cert(BAD, &pebble).await.is_err());
