@@ -7,8 +7,10 @@
 //! store, a per-name lease lock makes one order for the whole network.
 
 pub mod acme;
+mod cert;
 pub mod challenge;
 pub mod issuer;
+mod limits;
 pub mod listener;
 pub mod policy;
 pub mod store;
@@ -20,91 +22,15 @@ use challenge::ChallengeKey;
 use issuer::Issuer;
 use moka::future::Cache;
 use rustls::ServerConfig;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use store::{CertStore, Lock};
 use tracing::{info, warn};
 
-/// A certificate with its key, as issuers produce and stores keep it.
-#[derive(Clone, Serialize, Deserialize)]
-pub struct IssuedCert {
-    pub chain_pem: String,
-    pub key_pem: String,
-    pub not_before: i64,
-    pub not_after: i64,
-    pub issuer: String,
-    /// Revoked by the operator (`edgepop tls revoke`): never served again;
-    /// the next handshake for the name gets a new certificate.
-    #[serde(default)]
-    pub revoked: bool,
-}
-
-// Never print the key.
-impl std::fmt::Debug for IssuedCert {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IssuedCert")
-            .field("not_after", &self.not_after)
-            .field("issuer", &self.issuer)
-            .finish_non_exhaustive()
-    }
-}
-
-fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
-impl IssuedCert {
-    /// Usable for a handshake now.
-    fn valid(&self) -> bool {
-        let now = now_unix();
-        !self.revoked && self.not_before <= now && now < self.not_after
-    }
-
-    /// Tells one certificate from another of the same name.
-    fn fingerprint(&self) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.chain_pem.hash(&mut h);
-        h.finish()
-    }
-}
-
-/// The validity window of the first (leaf) certificate in a PEM chain.
-pub fn validity(chain_pem: &str) -> Result<(i64, i64), String> {
-    let leaf = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
-        .next()
-        .ok_or("no certificate in the chain")?
-        .map_err(|e| format!("certificate: {e}"))?;
-    let (_, cert) =
-        x509_parser::parse_x509_certificate(&leaf).map_err(|e| format!("certificate: {e}"))?;
-    let v = cert.validity();
-    Ok((v.not_before.timestamp(), v.not_after.timestamp()))
-}
-
-/// A rustls config serving one certificate: TLS 1.2 and 1.3 only (ring),
-/// ALPN h2 and http/1.1.
-pub fn server_config(chain_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>, String> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("certificate: {e}"))?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-        .map_err(|e| format!("private key: {e}"))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| e.to_string())?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
+use cert::Served;
+pub use cert::{load_static, server_config, validity, IssuedCert};
+use limits::{Backoffs, Pending, RateLimit};
 
 /// Why a handshake was refused (logged at debug, counted).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -133,82 +59,8 @@ pub struct TlsSettings {
     pub node: String,
 }
 
-/// A certificate ready for handshakes, with its validity window.
-#[derive(Clone)]
-struct Served {
-    config: Arc<ServerConfig>,
-    not_before: i64,
-    not_after: i64,
-    fingerprint: u64,
-}
-
-impl Served {
-    fn new(cert: &IssuedCert) -> Result<Self, String> {
-        Ok(Served {
-            config: server_config(&cert.chain_pem, &cert.key_pem)?,
-            not_before: cert.not_before,
-            not_after: cert.not_after,
-            fingerprint: cert.fingerprint(),
-        })
-    }
-
-    fn live(&self) -> bool {
-        now_unix() < self.not_after
-    }
-
-    /// Less than `fraction` of the lifetime left.
-    fn due(&self, fraction: f64) -> bool {
-        let lifetime = (self.not_after - self.not_before).max(1) as f64;
-        ((self.not_after - now_unix()) as f64) < lifetime * fraction
-    }
-}
-
 /// How often a node waiting on another's issuance lock looks again.
 const LOCK_POLL: Duration = Duration::from_millis(200);
-
-/// Counts an issuance in progress for as long as it lives.
-struct Pending;
-
-impl Pending {
-    fn start() -> Self {
-        METRICS.tls_pending.inc();
-        Pending
-    }
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        METRICS.tls_pending.dec();
-    }
-}
-
-struct Backoff {
-    until: Instant,
-    next: Duration,
-}
-
-/// Tokens refill continuously up to `per_minute`.
-struct RateLimit {
-    tokens: f64,
-    per_minute: f64,
-    at: Instant,
-}
-
-impl RateLimit {
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        self.tokens = (self.tokens
-            + now.duration_since(self.at).as_secs_f64() * self.per_minute / 60.0)
-            .min(self.per_minute);
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
 
 pub struct CertManager {
     edge: Arc<Edge>,
@@ -216,8 +68,8 @@ pub struct CertManager {
     served: Cache<Hostname, Served>,
     store: Arc<dyn CertStore>,
     issuer: Arc<dyn Issuer>,
-    backoff: Mutex<HashMap<Hostname, Backoff>>,
-    limit: Mutex<RateLimit>,
+    backoff: Backoffs,
+    limit: RateLimit,
     settings: TlsSettings,
 }
 
@@ -235,12 +87,8 @@ impl CertManager {
             served: Cache::builder().max_capacity(100_000).build(),
             store,
             issuer,
-            backoff: Mutex::new(HashMap::new()),
-            limit: Mutex::new(RateLimit {
-                tokens: settings.issue_per_minute as f64,
-                per_minute: settings.issue_per_minute as f64,
-                at: Instant::now(),
-            }),
+            backoff: Backoffs::new(settings.backoff),
+            limit: RateLimit::new(settings.issue_per_minute),
             settings,
         }
     }
@@ -277,13 +125,7 @@ impl CertManager {
             Ok(Some(d)) if d.status == DomainStatus::Active => {}
             _ => return Err(Refusal::NotServed(host)),
         }
-        let backing_off = self
-            .backoff
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&host)
-            .is_some_and(|b| Instant::now() < b.until);
-        if backing_off {
+        if self.backoff.active(&host) {
             return Err(Refusal::BackingOff(host));
         }
         // One load-or-issue per name, however many handshakes wait for it.
@@ -293,10 +135,7 @@ impl CertManager {
             .await;
         match obtained {
             Ok(s) => {
-                self.backoff
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&host);
+                self.backoff.clear(&host);
                 Ok(s.config)
             }
             Err(e) => Err(Arc::unwrap_or_clone(e)),
@@ -319,7 +158,7 @@ impl CertManager {
                 Ok(Lock::Acquired) => break,
                 Ok(Lock::BackingOff(left)) => {
                     // Another node's order failed: this one holds off too.
-                    self.hold_off(host, left);
+                    self.backoff.hold_off(host, left);
                     return Err(Refusal::BackingOff(host.clone()));
                 }
                 Ok(Lock::Held) if Instant::now() < deadline => tokio::time::sleep(LOCK_POLL).await,
@@ -342,7 +181,7 @@ impl CertManager {
             None => self.issue(host, newer_than, deadline).await,
         };
         let backoff = match &result {
-            Err(Refusal::Failed(..)) => self.backoff_left(host),
+            Err(Refusal::Failed(..)) => self.backoff.left(host),
             _ => None,
         };
         if let Err(e) = self.store.unlock(host, &self.settings.node, backoff).await {
@@ -381,7 +220,7 @@ impl CertManager {
         newer_than: Option<i64>,
         deadline: Instant,
     ) -> Result<Served, Refusal> {
-        if !self.limit.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if !self.limit.take() {
             METRICS
                 .tls_issuance
                 .with_label_values(&["rate_limited"])
@@ -504,58 +343,11 @@ impl CertManager {
         }
     }
 
-    fn backoff_left(&self, host: &Hostname) -> Option<Duration> {
-        let map = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(host)
-            .map(|b| b.until.saturating_duration_since(Instant::now()))
-    }
-
-    fn hold_off(&self, host: &Hostname, left: Duration) {
-        let mut map = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
-        let next = map.get(host).map_or(left, |b| b.next.max(left));
-        map.insert(
-            host.clone(),
-            Backoff {
-                until: Instant::now() + left,
-                next,
-            },
-        );
-    }
-
     /// Records a failed issuance: the name backs off, doubling each time.
     fn failed(&self, host: &Hostname, why: String) -> Refusal {
         METRICS.tls_issuance.with_label_values(&["failed"]).inc();
-        let mut map = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
-        let next = map.get(host).map_or(self.settings.backoff, |b| {
-            (b.next * 2).min(Duration::from_secs(3600))
-        });
-        map.insert(
-            host.clone(),
-            Backoff {
-                until: Instant::now() + next,
-                next,
-            },
-        );
-        warn!(%host, error = %why, backoff = ?next, "certificate issuance failed");
+        let backoff = self.backoff.failed(host);
+        warn!(%host, error = %why, ?backoff, "certificate issuance failed");
         Refusal::Failed(host.clone(), why)
     }
-}
-
-/// Static certificates from files, for the operator's own names.
-pub fn load_static(
-    certs: &[crate::config::StaticCert],
-) -> Result<HashMap<Hostname, Arc<ServerConfig>>, String> {
-    let mut out = HashMap::new();
-    for c in certs {
-        let chain =
-            std::fs::read_to_string(&c.cert).map_err(|e| format!("{}: {e}", c.cert.display()))?;
-        let key =
-            std::fs::read_to_string(&c.key).map_err(|e| format!("{}: {e}", c.key.display()))?;
-        let config =
-            server_config(&chain, &key).map_err(|e| format!("{}: {e}", c.cert.display()))?;
-        for h in &c.hostnames {
-            out.insert(h.clone(), config.clone());
-        }
-    }
-    Ok(out)
 }

@@ -1,0 +1,137 @@
+//! A certificate as issuers produce and stores keep it (`IssuedCert`), and
+//! as handshakes use it (`Served`: a rustls config with its window).
+
+use crate::domain::Hostname;
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A certificate with its key, as issuers produce and stores keep it.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct IssuedCert {
+    pub chain_pem: String,
+    pub key_pem: String,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub issuer: String,
+    /// Revoked by the operator (`edgepop tls revoke`): never served again;
+    /// the next handshake for the name gets a new certificate.
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+// Never print the key.
+impl std::fmt::Debug for IssuedCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedCert")
+            .field("not_after", &self.not_after)
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(super) fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl IssuedCert {
+    /// Usable for a handshake now.
+    pub(super) fn valid(&self) -> bool {
+        let now = now_unix();
+        !self.revoked && self.not_before <= now && now < self.not_after
+    }
+
+    /// Tells one certificate from another of the same name.
+    pub(super) fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.chain_pem.hash(&mut h);
+        h.finish()
+    }
+}
+
+/// The validity window of the first (leaf) certificate in a PEM chain.
+pub fn validity(chain_pem: &str) -> Result<(i64, i64), String> {
+    let leaf = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .next()
+        .ok_or("no certificate in the chain")?
+        .map_err(|e| format!("certificate: {e}"))?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(&leaf).map_err(|e| format!("certificate: {e}"))?;
+    let v = cert.validity();
+    Ok((v.not_before.timestamp(), v.not_after.timestamp()))
+}
+
+/// A rustls config serving one certificate: TLS 1.2 and 1.3 only (ring),
+/// ALPN h2 and http/1.1.
+pub fn server_config(chain_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>, String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("certificate: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| format!("private key: {e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| e.to_string())?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A certificate ready for handshakes, with its validity window.
+#[derive(Clone)]
+pub(super) struct Served {
+    pub config: Arc<ServerConfig>,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub fingerprint: u64,
+}
+
+impl Served {
+    pub fn new(cert: &IssuedCert) -> Result<Self, String> {
+        Ok(Served {
+            config: server_config(&cert.chain_pem, &cert.key_pem)?,
+            not_before: cert.not_before,
+            not_after: cert.not_after,
+            fingerprint: cert.fingerprint(),
+        })
+    }
+
+    pub fn live(&self) -> bool {
+        now_unix() < self.not_after
+    }
+
+    /// Less than `fraction` of the lifetime left.
+    pub fn due(&self, fraction: f64) -> bool {
+        let lifetime = (self.not_after - self.not_before).max(1) as f64;
+        ((self.not_after - now_unix()) as f64) < lifetime * fraction
+    }
+}
+
+/// Static certificates from files, for the operator's own names.
+pub fn load_static(
+    certs: &[crate::config::StaticCert],
+) -> Result<HashMap<Hostname, Arc<ServerConfig>>, String> {
+    let mut out = HashMap::new();
+    for c in certs {
+        let chain =
+            std::fs::read_to_string(&c.cert).map_err(|e| format!("{}: {e}", c.cert.display()))?;
+        let key =
+            std::fs::read_to_string(&c.key).map_err(|e| format!("{}: {e}", c.key.display()))?;
+        let config =
+            server_config(&chain, &key).map_err(|e| format!("{}: {e}", c.cert.display()))?;
+        for h in &c.hostnames {
+            out.insert(h.clone(), config.clone());
+        }
+    }
+    Ok(out)
+}
