@@ -41,8 +41,13 @@ impl Node {
         let store = store
             .map(|pg| format!("[tls.store]\npostgres = \"{}\"\n", pg.url()))
             .unwrap_or_default();
+        let timeout = if tls_extra.contains("issue_timeout") {
+            ""
+        } else {
+            "issue_timeout = \"10s\"\n"
+        };
         let body = format!(
-            "[tls]\nlisten = [\"{}\"]\nissue_timeout = \"10s\"\n{tls_extra}\n{store}{}\n{}{}{}{}{}",
+            "[tls]\nlisten = [\"{}\"]\n{timeout}{tls_extra}\n{store}{}\n{}{}{}{}{}",
             self.https,
             pebble.acme_table(challenge),
             pool("public", &[(origin.addr, 1)]),
@@ -414,4 +419,26 @@ async fn a_failed_order_backs_off_every_node_sharing_the_store() {
     .await;
     assert!(ok, "issued once the backoff passed and DNS was fixed");
     assert_eq!(pebble.orders(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_order_goes_on_after_the_handshake_stops_waiting() {
+    // A CA slower than the handshake's patience: here, any CA at all.
+    let (pebble, node, _origin) = single("http-01", "issue_timeout = \"1ms\"").await;
+    let err = node.cert(SHOP, &pebble).await.unwrap_err();
+    assert!(!err.is_empty());
+    let served = eventually(Duration::from_secs(10), || async {
+        node.cert(SHOP, &pebble).await.is_ok()
+    })
+    .await;
+    assert!(
+        served,
+        "a later handshake gets the certificate of that order"
+    );
+    assert_eq!(pebble.orders(), 1, "the order was not abandoned and redone");
+    assert_eq!(
+        node.metric("edgepop_tls_issuance_total{result=\"failed\"}")
+            .await,
+        0.0
+    );
 }

@@ -132,6 +132,7 @@ fn cert_manager(tls: &TlsConfig, edge: Arc<Edge>, node: String) -> Result<CertMa
     let issuer = super::tls::issuer(tls, store.clone())?;
     let settings = TlsSettings {
         issue_timeout: tls.issue_timeout,
+        order_timeout: tls.order_timeout,
         backoff: tls.backoff,
         issue_per_minute: tls.issue_per_minute,
         renew_when_left: tls.renew_when_left,

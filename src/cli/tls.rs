@@ -26,7 +26,7 @@ pub fn issuer(tls: &TlsConfig, store: Arc<dyn CertStore>) -> Result<Arc<dyn Issu
                 contact: acme.contact.clone(),
                 ca_root: acme.ca_root.clone(),
                 challenge: acme.challenge,
-                order_timeout: tls.issue_timeout,
+                order_timeout: tls.order_timeout,
             };
             Arc::new(AcmeIssuer::new(settings, store))
         }

@@ -315,6 +315,10 @@ pub struct TlsConfig {
     /// Longest a handshake waits for a new certificate.
     #[serde(default = "default_issue_timeout", with = "humantime_serde")]
     pub issue_timeout: Duration,
+    /// Longest an order may take; it goes on after a handshake stopped
+    /// waiting, and the next handshake gets the certificate.
+    #[serde(default = "default_order_timeout", with = "humantime_serde")]
+    pub order_timeout: Duration,
     /// First wait after a failed issuance for a name (doubles, max 1 h).
     #[serde(default = "default_backoff", with = "humantime_serde")]
     pub backoff: Duration,
@@ -387,6 +391,9 @@ fn default_tls_dir() -> PathBuf {
 }
 fn default_issue_timeout() -> Duration {
     Duration::from_secs(10)
+}
+fn default_order_timeout() -> Duration {
+    Duration::from_secs(90)
 }
 fn default_backoff() -> Duration {
     Duration::from_secs(30)
@@ -623,6 +630,12 @@ impl Config {
                 return at(
                     &["tls".into(), "renew_when_left".into()],
                     "must be between 0 and 1".into(),
+                );
+            }
+            if tls.order_timeout < tls.issue_timeout {
+                return at(
+                    &["tls".into(), "order_timeout".into()],
+                    "must be at least tls.issue_timeout".into(),
                 );
             }
             if tls.issue_per_minute == 0 {

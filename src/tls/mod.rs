@@ -30,7 +30,11 @@ use tracing::{info, warn};
 
 use cert::Served;
 pub use cert::{load_static, server_config, validity, IssuedCert};
+use futures::future::{BoxFuture, FutureExt, Shared};
 use limits::{Backoffs, Pending, RateLimit};
+
+/// An order in progress, awaited by every handshake that wants its name.
+type Order = Shared<BoxFuture<'static, Result<Served, Refusal>>>;
 
 /// Why a handshake was refused (logged at debug, counted).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -47,10 +51,15 @@ pub enum Refusal {
     RateLimited,
     #[error("issuance for {0} failed: {1}")]
     Failed(Hostname, String),
+    #[error("the certificate for {0} is still being issued")]
+    StillIssuing(Hostname),
 }
 
 pub struct TlsSettings {
+    /// How long a handshake waits for a new certificate.
     pub issue_timeout: Duration,
+    /// How long an order may take (it goes on after the handshake gave up).
+    pub order_timeout: Duration,
     pub backoff: Duration,
     pub issue_per_minute: u32,
     pub renew_when_left: f64,
@@ -68,6 +77,7 @@ pub struct CertManager {
     served: Cache<Hostname, Served>,
     store: Arc<dyn CertStore>,
     issuer: Arc<dyn Issuer>,
+    inflight: std::sync::Mutex<HashMap<Hostname, Order>>,
     backoff: Backoffs,
     limit: RateLimit,
     settings: TlsSettings,
@@ -87,6 +97,7 @@ impl CertManager {
             served: Cache::builder().max_capacity(100_000).build(),
             store,
             issuer,
+            inflight: Default::default(),
             backoff: Backoffs::new(settings.backoff),
             limit: RateLimit::new(settings.issue_per_minute),
             settings,
@@ -107,7 +118,10 @@ impl CertManager {
         self.store.kind()
     }
 
-    pub async fn config_for(&self, sni: Option<&str>) -> Result<Arc<ServerConfig>, Refusal> {
+    pub async fn config_for(
+        self: &Arc<Self>,
+        sni: Option<&str>,
+    ) -> Result<Arc<ServerConfig>, Refusal> {
         let name = sni.ok_or(Refusal::NoSni)?;
         let host = Hostname::parse(name).map_err(|e| Refusal::BadName(format!("{name}: {e}")))?;
         if let Some(c) = self.statics.get(&host) {
@@ -128,18 +142,48 @@ impl CertManager {
         if self.backoff.active(&host) {
             return Err(Refusal::BackingOff(host));
         }
-        // One load-or-issue per name, however many handshakes wait for it.
-        let obtained = self
-            .served
-            .try_get_with(host.clone(), self.obtain(&host, None))
-            .await;
-        match obtained {
-            Ok(s) => {
+        // One load-or-issue per name, however many handshakes wait for it;
+        // it runs as its own task, so an order outlives a handshake that
+        // stops waiting (the next handshake finds the certificate).
+        let order = self.order_for(&host);
+        match tokio::time::timeout(self.settings.issue_timeout, order).await {
+            Ok(Ok(s)) => {
                 self.backoff.clear(&host);
                 Ok(s.config)
             }
-            Err(e) => Err(Arc::unwrap_or_clone(e)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Refusal::StillIssuing(host)),
         }
+    }
+
+    /// The running order for `host`, or a new one.
+    fn order_for(self: &Arc<Self>, host: &Hostname) -> Order {
+        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(order) = inflight.get(host) {
+            return order.clone();
+        }
+        let (this, name) = (Arc::clone(self), host.clone());
+        let task = tokio::spawn(async move {
+            let result = this.obtain(&name, None).await;
+            if let Ok(s) = &result {
+                this.served.insert(name.clone(), s.clone()).await;
+            }
+            // Taken after `order_for` released it: the entry is in by then.
+            this.inflight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&name);
+            result
+        });
+        let name = host.clone();
+        let order = async move {
+            task.await
+                .unwrap_or_else(|e| Err(Refusal::Failed(name, e.to_string())))
+        }
+        .boxed()
+        .shared();
+        inflight.insert(host.clone(), order.clone());
+        order
     }
 
     /// A stored certificate if it is valid (and newer than `newer_than`),
@@ -147,9 +191,9 @@ impl CertManager {
     /// of the name's lock orders; the others wait for its certificate.
     async fn obtain(&self, host: &Hostname, newer_than: Option<i64>) -> Result<Served, Refusal> {
         let _pending = Pending::start();
-        let deadline = Instant::now() + self.settings.issue_timeout;
+        let deadline = Instant::now() + self.settings.order_timeout;
         // Outlives the holder's own timeout; a crashed holder's lock lapses.
-        let lease = self.settings.issue_timeout + Duration::from_secs(10);
+        let lease = self.settings.order_timeout + Duration::from_secs(10);
         loop {
             if let Some(s) = self.stored_cert(host, newer_than).await? {
                 return Ok(s);
