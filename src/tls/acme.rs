@@ -100,13 +100,7 @@ impl AcmeIssuer {
             .get_or_try_init(|| async {
                 let dir = &self.settings.directory;
                 if let Some(json) = self.store.load_account(dir).await? {
-                    let creds: AccountCredentials = serde_json::from_str(&json)
-                        .map_err(|e| format!("stored ACME account: {e}"))?;
-                    return self
-                        .builder()?
-                        .from_credentials(creds)
-                        .await
-                        .map_err(|e| format!("ACME account: {e}"));
+                    return self.restore(&json).await;
                 }
                 let contact: Vec<&str> = self.settings.contact.iter().map(String::as_str).collect();
                 let new = NewAccount {
@@ -120,11 +114,24 @@ impl AcmeIssuer {
                     .await
                     .map_err(|e| format!("ACME account creation at {dir}: {e}"))?;
                 let json = serde_json::to_string(&creds).map_err(|e| e.to_string())?;
-                self.store.save_account(dir, &json).await?;
-                info!(directory = %dir, id = account.id(), "ACME account created");
-                Ok(account)
+                let kept = self.store.save_account(dir, &json).await?;
+                if kept == json {
+                    info!(directory = %dir, id = account.id(), "ACME account created");
+                    return Ok(account);
+                }
+                // Another node saved its account first: order under that one.
+                self.restore(&kept).await
             })
             .await
+    }
+
+    async fn restore(&self, json: &str) -> Result<Account, String> {
+        let creds: AccountCredentials =
+            serde_json::from_str(json).map_err(|e| format!("stored ACME account: {e}"))?;
+        self.builder()?
+            .from_credentials(creds)
+            .await
+            .map_err(|e| format!("ACME account: {e}"))
     }
 
     /// Publishes the answer for every pending authorization and tells the

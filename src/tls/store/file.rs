@@ -115,8 +115,12 @@ impl CertStore for FileStore {
             .transpose()
     }
 
-    async fn save_account(&self, directory: &str, credentials: &str) -> Result<(), String> {
-        write_private(&self.account_path(directory), credentials.as_bytes())
+    async fn save_account(&self, directory: &str, credentials: &str) -> Result<String, String> {
+        if let Some(kept) = self.load_account(directory).await? {
+            return Ok(kept);
+        }
+        write_private(&self.account_path(directory), credentials.as_bytes())?;
+        Ok(credentials.to_string())
     }
 
     async fn put_challenge(

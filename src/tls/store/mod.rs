@@ -32,7 +32,9 @@ pub trait CertStore: Send + Sync {
 
     /// ACME account credentials (JSON) for a directory URL.
     async fn load_account(&self, directory: &str) -> Result<Option<String>, String>;
-    async fn save_account(&self, directory: &str, credentials: &str) -> Result<(), String>;
+    /// Keeps the first account saved for a directory (two nodes may create
+    /// one at the same moment) and returns the one kept.
+    async fn save_account(&self, directory: &str, credentials: &str) -> Result<String, String>;
 
     /// Publishes a challenge answer for `ttl` (any node may be asked for it).
     async fn put_challenge(

@@ -163,16 +163,18 @@ impl CertStore for PostgresStore {
         Ok(row.map(|r| r.get(0)))
     }
 
-    async fn save_account(&self, directory: &str, credentials: &str) -> Result<(), String> {
+    async fn save_account(&self, directory: &str, credentials: &str) -> Result<String, String> {
         let c = self.client().await?;
         c.execute(
             "INSERT INTO edgepop_tls_accounts (directory, credentials) VALUES ($1, $2)
-             ON CONFLICT (directory) DO UPDATE SET credentials = excluded.credentials",
+             ON CONFLICT (directory) DO NOTHING",
             &[&directory, &credentials],
         )
         .await
         .map_err(chain)?;
-        Ok(())
+        self.load_account(directory)
+            .await?
+            .ok_or_else(|| "ACME account vanished after saving".to_string())
     }
 
     async fn put_challenge(
