@@ -23,3 +23,9 @@ pub mod proxy;
 pub mod replica;
 pub mod sync;
 pub mod tls;
+
+/// A mutex's guard even if a panicking holder poisoned it: the data behind
+/// our mutexes (maps, counters) stays consistent across a panic.
+pub(crate) fn locked<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -180,7 +180,7 @@ impl BackgroundService for Control {
         if let Some(certs) = self.edge.certs.get() {
             tokio::spawn(certs.clone().renew_loop());
         }
-        if let Some(mut phases) = self.phases.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(mut phases) = crate::locked(&self.phases).take() {
             let edge = self.edge.clone();
             tokio::spawn(async move {
                 while let Ok(phase) = phases.recv().await {

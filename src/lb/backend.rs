@@ -42,10 +42,7 @@ impl BackendState {
     /// The state for `addr`, shared with every pool generation that names it.
     pub fn for_addr(addr: SocketAddr) -> Arc<BackendState> {
         static REGISTRY: OnceLock<Mutex<HashMap<SocketAddr, Weak<BackendState>>>> = OnceLock::new();
-        let mut map = REGISTRY
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut map = crate::locked(REGISTRY.get_or_init(Default::default));
         if let Some(state) = map.get(&addr).and_then(Weak::upgrade) {
             return state;
         }

@@ -22,7 +22,7 @@ pub fn configure(target: &str) {
 
 /// Writes out what is queued (at exit).
 pub fn flush() {
-    drop(GUARD.lock().unwrap_or_else(|p| p.into_inner()).take());
+    drop(crate::locked(&GUARD).take());
 }
 
 fn writer() -> Option<&'static NonBlocking> {
@@ -44,7 +44,7 @@ fn writer() -> Option<&'static NonBlocking> {
                     }
                 },
             };
-            *GUARD.lock().unwrap_or_else(|p| p.into_inner()) = Some(guard);
+            *crate::locked(&GUARD) = Some(guard);
             Some(nb)
         })
         .as_ref()

@@ -36,10 +36,7 @@ pub struct PartitionState {
 
 impl SyncStats {
     pub fn snapshot(&self) -> BTreeMap<(String, i32), PartitionState> {
-        self.partitions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        crate::locked(&self.partitions).clone()
     }
 
     /// Records behind the broker, summed over partitions (unknown counts 0).
@@ -51,14 +48,14 @@ impl SyncStats {
     }
 
     fn set_next(&self, topic: &str, partition: i32, next_offset: i64) {
-        let mut map = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = crate::locked(&self.partitions);
         map.entry((topic.to_string(), partition))
             .or_default()
             .next_offset = next_offset;
     }
 
     fn set_high(&self, topic: &str, partition: i32, high: i64) {
-        let mut map = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = crate::locked(&self.partitions);
         let state = map.entry((topic.to_string(), partition)).or_default();
         state.high_watermark = Some(high);
         let lag = (high - state.next_offset).max(0);

@@ -4,15 +4,12 @@
 
 use crate::admin::metrics::METRICS;
 use crate::domain::Hostname;
+use crate::locked;
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
-
-fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 struct Backoff {
     until: Instant,

@@ -18,6 +18,7 @@ pub mod store;
 use crate::admin::metrics::METRICS;
 use crate::domain::{DomainStatus, Hostname};
 use crate::edge::Edge;
+use crate::locked;
 use challenge::ChallengeKey;
 use issuer::Issuer;
 use moka::future::Cache;
@@ -158,7 +159,7 @@ impl CertManager {
 
     /// The running order for `host`, or a new one.
     fn order_for(self: &Arc<Self>, host: &Hostname) -> Order {
-        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inflight = locked(&self.inflight);
         if let Some(order) = inflight.get(host) {
             return order.clone();
         }
@@ -169,10 +170,7 @@ impl CertManager {
                 this.served.insert(name.clone(), s.clone()).await;
             }
             // Taken after `order_for` released it: the entry is in by then.
-            this.inflight
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&name);
+            locked(&this.inflight).remove(&name);
             result
         });
         let name = host.clone();

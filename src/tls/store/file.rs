@@ -5,6 +5,7 @@
 
 use super::{write_private, CertStore, Lock};
 use crate::domain::Hostname;
+use crate::locked;
 use crate::tls::challenge::ChallengeKey;
 use crate::tls::IssuedCert;
 use async_trait::async_trait;
@@ -56,10 +57,6 @@ fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("{}: {e}", path.display())),
     }
-}
-
-fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[async_trait]
