@@ -442,3 +442,24 @@ async fn an_order_goes_on_after_the_handshake_stops_waiting() {
         0.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_still_orders_when_the_shared_store_is_down() {
+    let origin = Origin::start(Duration::from_millis(1)).await;
+    let pg = Pg::create();
+    let node = Node::prepare();
+    let pebble = Pebble::start(node.edge.http.port(), node.https.port()).await;
+    let node = node
+        .launch(&pebble, "http-01", "", Some(&pg), &origin)
+        .await;
+    node.cert(SHOP, &pebble).await.expect("store up");
+
+    pg.cut();
+    let cert = node.cert(LATE, &pebble).await;
+    pg.restore();
+    cert.expect("issued without the store: the challenge was answered from memory");
+    assert_eq!(pebble.orders(), 2);
+    node.cert(SHOP, &pebble)
+        .await
+        .expect("held certificates keep serving");
+}

@@ -5,6 +5,7 @@ use crate::admin::AdminApp;
 use crate::config::{Config, TlsConfig};
 use crate::edge::Edge;
 use crate::proxy::{access_log, EdgeProxy};
+use crate::tls::challenge::Challenges;
 use crate::tls::listener::TlsApp;
 use crate::tls::{load_static, CertManager, TlsSettings};
 use async_trait::async_trait;
@@ -129,7 +130,8 @@ fn https_service(
 /// Store (file or postgres), issuer (ACME or the local CA) and settings.
 fn cert_manager(tls: &TlsConfig, edge: Arc<Edge>, node: String) -> Result<CertManager, String> {
     let store = super::tls::store(tls)?;
-    let issuer = super::tls::issuer(tls, store.clone())?;
+    let challenges = Arc::new(Challenges::new(store.clone()));
+    let issuer = super::tls::issuer(tls, store.clone(), challenges.clone())?;
     let settings = TlsSettings {
         issue_timeout: tls.issue_timeout,
         order_timeout: tls.order_timeout,
@@ -143,6 +145,7 @@ fn cert_manager(tls: &TlsConfig, edge: Arc<Edge>, node: String) -> Result<CertMa
         edge,
         load_static(&tls.certificates)?,
         store,
+        challenges,
         issuer,
         settings,
     ))

@@ -4,6 +4,7 @@
 use crate::config::{Config, TlsConfig};
 use crate::domain::Hostname;
 use crate::tls::acme::{AcmeIssuer, AcmeSettings};
+use crate::tls::challenge::Challenges;
 use crate::tls::issuer::{Issuer, LocalCa};
 use crate::tls::store::{CertStore, FileStore, PostgresStore};
 use std::process::ExitCode;
@@ -17,7 +18,11 @@ pub fn store(tls: &TlsConfig) -> Result<Arc<dyn CertStore>, String> {
     })
 }
 
-pub fn issuer(tls: &TlsConfig, store: Arc<dyn CertStore>) -> Result<Arc<dyn Issuer>, String> {
+pub fn issuer(
+    tls: &TlsConfig,
+    store: Arc<dyn CertStore>,
+    challenges: Arc<Challenges>,
+) -> Result<Arc<dyn Issuer>, String> {
     Ok(match &tls.acme {
         Some(acme) => {
             info!(directory = %acme.directory, challenge = ?acme.challenge, store = store.kind(), "ACME issuer");
@@ -28,7 +33,7 @@ pub fn issuer(tls: &TlsConfig, store: Arc<dyn CertStore>) -> Result<Arc<dyn Issu
                 challenge: acme.challenge,
                 order_timeout: tls.order_timeout,
             };
-            Arc::new(AcmeIssuer::new(settings, store))
+            Arc::new(AcmeIssuer::new(settings, store, challenges))
         }
         None => {
             let ca = LocalCa::load_or_create(&tls.dir.join("ca"), tls.local_ca_validity)?;
@@ -70,7 +75,8 @@ async fn revoke_stored(config: &Config, host: &str) -> Result<String, String> {
     if cert.revoked {
         return Ok(format!("{host}: already revoked"));
     }
-    let issuer = issuer(tls, store.clone())?;
+    let challenges = Arc::new(Challenges::new(store.clone()));
+    let issuer = issuer(tls, store.clone(), challenges)?;
     if cert.issuer == issuer.name() {
         issuer.revoke(&cert).await?;
     }

@@ -4,7 +4,7 @@
 //! same account. Challenge answers are published in the store before the CA
 //! is told to validate, and removed when the order is done either way.
 
-use super::challenge::{ChallengeKey, ChallengeKind};
+use super::challenge::{ChallengeKey, ChallengeKind, Challenges};
 use super::issuer::Issuer;
 use super::store::CertStore;
 use super::IssuedCert;
@@ -42,14 +42,20 @@ pub struct AcmeSettings {
 pub struct AcmeIssuer {
     settings: AcmeSettings,
     store: Arc<dyn CertStore>,
+    challenges: Arc<Challenges>,
     account: OnceCell<Account>,
 }
 
 impl AcmeIssuer {
-    pub fn new(settings: AcmeSettings, store: Arc<dyn CertStore>) -> Self {
+    pub fn new(
+        settings: AcmeSettings,
+        store: Arc<dyn CertStore>,
+        challenges: Arc<Challenges>,
+    ) -> Self {
         AcmeIssuer {
             settings,
             store,
+            challenges,
             account: OnceCell::new(),
         }
     }
@@ -161,9 +167,9 @@ impl AcmeIssuer {
                 ),
             };
             let key_auth = challenge.key_authorization();
-            self.store
-                .put_challenge(&key, key_auth.as_str(), self.settings.order_timeout * 2)
-                .await?;
+            self.challenges
+                .publish(&key, key_auth.as_str(), self.settings.order_timeout * 2)
+                .await;
             published.push(key);
             challenge
                 .set_ready()
@@ -269,7 +275,7 @@ impl Issuer for AcmeIssuer {
         let mut published = Vec::new();
         let result = self.order(host, &mut published).await;
         for key in &published {
-            let _ = self.store.remove_challenge(key).await;
+            self.challenges.withdraw(key).await;
         }
         result
     }

@@ -6,12 +6,17 @@
 //! `acme-tls/1` gets a self-signed certificate for the name carrying the
 //! SHA-256 of the key authorization.
 
+use super::store::CertStore;
 use crate::domain::Hostname;
+use crate::locked;
 use rcgen::{CertificateParams, CustomExtension, KeyPair};
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::ServerConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tracing::warn;
 
 pub const HTTP01_PREFIX: &str = "/.well-known/acme-challenge/";
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
@@ -53,6 +58,50 @@ impl ChallengeKey {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         valid.then(|| ChallengeKey::Http01(token.to_string()))
+    }
+}
+
+/// Pending challenge answers: published in the store for every PoP, and
+/// kept here too, so this node can still answer the CA when the store is
+/// unreachable (then only validations that reach this node succeed).
+pub struct Challenges {
+    store: Arc<dyn CertStore>,
+    local: Mutex<HashMap<ChallengeKey, String>>,
+}
+
+impl Challenges {
+    pub fn new(store: Arc<dyn CertStore>) -> Self {
+        Challenges {
+            store,
+            local: Mutex::default(),
+        }
+    }
+
+    pub async fn publish(&self, key: &ChallengeKey, key_authorization: &str, ttl: Duration) {
+        locked(&self.local).insert(key.clone(), key_authorization.to_string());
+        if let Err(e) = self.store.put_challenge(key, key_authorization, ttl).await {
+            warn!(error = %e, "challenge not published in the store; only this node can answer it");
+        }
+    }
+
+    pub async fn withdraw(&self, key: &ChallengeKey) {
+        locked(&self.local).remove(key);
+        if let Err(e) = self.store.remove_challenge(key).await {
+            warn!(error = %e, "challenge not removed from the store; it expires there");
+        }
+    }
+
+    /// This node's answer, else the one another node published.
+    pub async fn answer(&self, key: &ChallengeKey) -> Option<String> {
+        if let Some(a) = locked(&self.local).get(key) {
+            return Some(a.clone());
+        }
+        self.store
+            .challenge(key)
+            .await
+            .inspect_err(|e| warn!(error = %e, "challenge lookup failed"))
+            .ok()
+            .flatten()
     }
 }
 

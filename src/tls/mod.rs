@@ -19,7 +19,7 @@ use crate::admin::metrics::METRICS;
 use crate::domain::{DomainStatus, Hostname};
 use crate::edge::Edge;
 use crate::locked;
-use challenge::ChallengeKey;
+use challenge::{ChallengeKey, Challenges};
 use issuer::Issuer;
 use moka::future::Cache;
 use rustls::ServerConfig;
@@ -77,6 +77,7 @@ pub struct CertManager {
     statics: HashMap<Hostname, Arc<ServerConfig>>,
     served: Cache<Hostname, Served>,
     store: Arc<dyn CertStore>,
+    challenges: Arc<Challenges>,
     issuer: Arc<dyn Issuer>,
     inflight: std::sync::Mutex<HashMap<Hostname, Order>>,
     backoff: Backoffs,
@@ -89,6 +90,7 @@ impl CertManager {
         edge: Arc<Edge>,
         statics: HashMap<Hostname, Arc<ServerConfig>>,
         store: Arc<dyn CertStore>,
+        challenges: Arc<Challenges>,
         issuer: Arc<dyn Issuer>,
         settings: TlsSettings,
     ) -> Self {
@@ -97,6 +99,7 @@ impl CertManager {
             statics,
             served: Cache::builder().max_capacity(100_000).build(),
             store,
+            challenges,
             issuer,
             inflight: Default::default(),
             backoff: Backoffs::new(settings.backoff),
@@ -294,13 +297,7 @@ impl CertManager {
 
     /// The published answer to a pending ACME challenge, from any node.
     pub async fn challenge_answer(&self, key: &ChallengeKey) -> Option<String> {
-        let answer = match self.store.challenge(key).await {
-            Ok(a) => a?,
-            Err(e) => {
-                warn!(error = %e, "challenge lookup failed");
-                return None;
-            }
-        };
+        let answer = self.challenges.answer(key).await?;
         METRICS
             .tls_challenges
             .with_label_values(&[key.parts().0])
