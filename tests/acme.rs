@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::pebble::{peer_cert, Pebble};
+use common::pebble::Pebble;
 use common::stream::Pg;
 use common::*;
 use std::net::SocketAddr;

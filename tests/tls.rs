@@ -275,47 +275,12 @@ async fn http_redirects_to_https_and_hsts_is_sent_per_site() {
     assert!(r.headers().get("strict-transport-security").is_none());
 }
 
-/// The serial number of the certificate served for `name`.
-fn served_serial(addr: SocketAddr, name: &str) -> String {
-    let out = Command::new("openssl")
-        .args([
-            "s_client",
-            "-connect",
-            &addr.to_string(),
-            "-servername",
-            name,
-        ])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let start = text
-        .find("-----BEGIN CERTIFICATE-----")
-        .expect("a certificate");
-    let end = text.find("-----END CERTIFICATE-----").unwrap() + "-----END CERTIFICATE-----".len();
-    let mut x509 = Command::new("openssl")
-        .args(["x509", "-noout", "-serial"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    x509.stdin
-        .take()
-        .unwrap()
-        .write_all(text[start..end].as_bytes())
-        .unwrap();
-    String::from_utf8_lossy(&x509.wait_with_output().unwrap().stdout)
-        .trim()
-        .to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn renewal_replaces_a_near_expiry_certificate_without_a_failed_handshake() {
     let t = tls_edge_with("local_ca_validity = \"6s\"\nrenew_check = \"300ms\"\n", "").await;
     let r = t.get("shop.test", true).await.unwrap();
     assert_eq!(r.status(), 200);
-    let first = served_serial(t.https, "shop.test");
+    let first = peer_cert(t.https, "shop.test", &t.root()).await.unwrap();
 
     // New handshakes all along, past the first certificate's expiry.
     for i in 0..40 {
@@ -339,7 +304,7 @@ async fn renewal_replaces_a_near_expiry_certificate_without_a_failed_handshake()
         "renewals happened in the background, not in handshakes"
     );
     assert_ne!(
-        served_serial(t.https, "shop.test"),
+        peer_cert(t.https, "shop.test", &t.root()).await.unwrap(),
         first,
         "a new certificate is served"
     );
@@ -348,13 +313,11 @@ async fn renewal_replaces_a_near_expiry_certificate_without_a_failed_handshake()
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_revoked_certificate_is_dropped_and_replaced() {
     let t = tls_edge_with("renew_check = \"300ms\"\n", "").await;
-    let old = common::pebble::peer_cert(t.https, "shop.test", &t.root())
-        .await
-        .unwrap();
+    let old = peer_cert(t.https, "shop.test", &t.root()).await.unwrap();
     let out = t.edge.command(&["tls", "revoke", "shop.test"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("shop.test: revoked"));
     let replaced = eventually(Duration::from_secs(10), || async {
-        common::pebble::peer_cert(t.https, "shop.test", &t.root())
+        peer_cert(t.https, "shop.test", &t.root())
             .await
             .is_ok_and(|c| c != old)
     })

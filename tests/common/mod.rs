@@ -456,3 +456,38 @@ pub fn https_client(
         .timeout(Duration::from_secs(20));
     if http1 { b.http1_only() } else { b }.build().unwrap()
 }
+
+/// Handshakes with `addr` for `host`, verifying against `root` (PEM), and
+/// returns the leaf certificate the server sent.
+pub async fn peer_cert(
+    addr: SocketAddr,
+    host: &str,
+    root: &std::path::Path,
+) -> Result<Vec<u8>, String> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_file_iter(root).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = rustls_pki_types::ServerName::try_from(host.to_string()).unwrap();
+    let tls = tokio::time::timeout(Duration::from_secs(20), connector.connect(name, tcp))
+        .await
+        .map_err(|_| "handshake timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let certs = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .ok_or("no certificate")?;
+    Ok(certs[0].to_vec())
+}
