@@ -15,7 +15,7 @@ use rustls::ServerConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::warn;
 
 pub const HTTP01_PREFIX: &str = "/.well-known/acme-challenge/";
@@ -66,7 +66,9 @@ impl ChallengeKey {
 /// unreachable (then only validations that reach this node succeed).
 pub struct Challenges {
     store: Arc<dyn CertStore>,
-    local: Mutex<HashMap<ChallengeKey, String>>,
+    /// Answer and the moment it expires (an order cut off by its timeout
+    /// never withdraws its answers).
+    local: Mutex<HashMap<ChallengeKey, (String, Instant)>>,
 }
 
 impl Challenges {
@@ -78,7 +80,12 @@ impl Challenges {
     }
 
     pub async fn publish(&self, key: &ChallengeKey, key_authorization: &str, ttl: Duration) {
-        locked(&self.local).insert(key.clone(), key_authorization.to_string());
+        {
+            let now = Instant::now();
+            let mut local = locked(&self.local);
+            local.retain(|_, (_, until)| now < *until);
+            local.insert(key.clone(), (key_authorization.to_string(), now + ttl));
+        }
         if let Err(e) = self.store.put_challenge(key, key_authorization, ttl).await {
             warn!(error = %e, "challenge not published in the store; only this node can answer it");
         }
@@ -93,8 +100,12 @@ impl Challenges {
 
     /// This node's answer, else the one another node published.
     pub async fn answer(&self, key: &ChallengeKey) -> Option<String> {
-        if let Some(a) = locked(&self.local).get(key) {
-            return Some(a.clone());
+        let mine = locked(&self.local)
+            .get(key)
+            .filter(|(_, until)| Instant::now() < *until)
+            .map(|(a, _)| a.clone());
+        if mine.is_some() {
+            return mine;
         }
         self.store
             .challenge(key)
@@ -149,6 +160,24 @@ mod tests {
         ] {
             assert_eq!(ChallengeKey::from_path(p), None, "{p}");
         }
+    }
+
+    #[tokio::test]
+    async fn answers_expire_and_are_withdrawn() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(crate::tls::store::FileStore::open(dir.path()).unwrap());
+        let board = Challenges::new(store);
+        let (old, new) = (
+            ChallengeKey::Http01("old".into()),
+            ChallengeKey::Http01("new".into()),
+        );
+        board.publish(&old, "a.b", Duration::ZERO).await;
+        assert_eq!(board.answer(&old).await, None, "expired");
+        board.publish(&new, "c.d", Duration::from_secs(60)).await;
+        assert_eq!(board.answer(&new).await.as_deref(), Some("c.d"));
+        assert!(!locked(&board.local).contains_key(&old), "pruned");
+        board.withdraw(&new).await;
+        assert_eq!(board.answer(&new).await, None);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The single-box store: one JSON file per name under `<tls.dir>/certs`,
 //! the ACME account under `<tls.dir>/accounts`, all written 0600 (they hold
-//! private keys). Challenges and locks live in memory: on one box the
-//! process that orders is the one the CA reaches.
+//! private keys). Locks live in memory, and challenges are not kept here at
+//! all: on one box the process that orders is the one the CA reaches, and
+//! `Challenges` already holds its answers in memory.
 
 use super::{write_private, CertStore, Lock};
 use crate::domain::Hostname;
@@ -17,7 +18,6 @@ use std::time::{Duration, Instant};
 pub struct FileStore {
     certs: PathBuf,
     accounts: PathBuf,
-    challenges: Mutex<HashMap<ChallengeKey, (String, Instant)>>,
     /// holder, lease end, backing off after a failure
     locks: Mutex<HashMap<Hostname, (String, Instant, bool)>>,
 }
@@ -31,7 +31,6 @@ impl FileStore {
         Ok(FileStore {
             certs,
             accounts,
-            challenges: Mutex::default(),
             locks: Mutex::default(),
         })
     }
@@ -120,26 +119,15 @@ impl CertStore for FileStore {
         Ok(credentials.to_string())
     }
 
-    async fn put_challenge(
-        &self,
-        key: &ChallengeKey,
-        key_authorization: &str,
-        ttl: Duration,
-    ) -> Result<(), String> {
-        let until = Instant::now() + ttl;
-        locked(&self.challenges).insert(key.clone(), (key_authorization.to_string(), until));
+    async fn put_challenge(&self, _: &ChallengeKey, _: &str, _: Duration) -> Result<(), String> {
         Ok(())
     }
 
-    async fn challenge(&self, key: &ChallengeKey) -> Result<Option<String>, String> {
-        Ok(locked(&self.challenges)
-            .get(key)
-            .filter(|(_, until)| Instant::now() < *until)
-            .map(|(k, _)| k.clone()))
+    async fn challenge(&self, _: &ChallengeKey) -> Result<Option<String>, String> {
+        Ok(None)
     }
 
-    async fn remove_challenge(&self, key: &ChallengeKey) -> Result<(), String> {
-        locked(&self.challenges).remove(key);
+    async fn remove_challenge(&self, _: &ChallengeKey) -> Result<(), String> {
         Ok(())
     }
 
