@@ -74,6 +74,14 @@ enum ReplicaCommand {
     },
 }
 
+/// For the one-shot commands (`replica …`, `tls …`).
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
 fn with_config(path: &std::path::Path, f: impl FnOnce(Config) -> ExitCode) -> ExitCode {
     match Config::load(path) {
         Ok(c) => f(c),

@@ -1,6 +1,7 @@
 //! `edgepop replica init` and `edgepop replica load`: schema creation and
 //! snapshot loading (bootstrapping a new PoP, the quickstart demo).
 
+use super::runtime;
 use crate::config::{Config, ReplicaKind};
 use crate::edge::open_replica;
 use crate::replica::{postgres::PostgresReplica, Outcome, Replica};
@@ -8,13 +9,6 @@ use crate::sync::event::{self, ChangeEvent, Decoded};
 use std::io::BufRead;
 use std::path::Path;
 use std::process::ExitCode;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
 
 pub fn init(config: &Config) -> ExitCode {
     let rt = runtime();

@@ -47,12 +47,7 @@ pub fn issuer(
 /// in the store. Running nodes drop it at their next store check
 /// (`tls.renew_check`), and the next handshake gets a new certificate.
 pub fn revoke(config: &Config, host: &str) -> ExitCode {
-    let result = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())
-        .and_then(|rt| rt.block_on(revoke_stored(config, host)));
-    match result {
+    match super::runtime().block_on(revoke_stored(config, host)) {
         Ok(msg) => {
             println!("{msg}");
             ExitCode::SUCCESS
