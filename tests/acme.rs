@@ -77,8 +77,6 @@ impl Node {
 
 /// Two nodes sharing one Postgres store; pebble validates at node B's
 /// listeners, so whatever node A orders is validated through node B.
-/// Destructure it naming every field: `..` would drop the rest (a node,
-/// the database) at once.
 struct Pair {
     pebble: Pebble,
     a: Node,
@@ -274,13 +272,8 @@ async fn two_nodes_share_one_order(challenge: &str, tls_extra: &str) -> Pair {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_nodes_share_one_order_over_http01() {
     // The challenge path is answered before the HTTP→HTTPS redirect.
-    let Pair {
-        pebble,
-        a,
-        b: _b,
-        pg,
-        _origin,
-    } = two_nodes_share_one_order("http-01", "redirect_http = true").await;
+    let p = two_nodes_share_one_order("http-01", "redirect_http = true").await;
+    let (pebble, a, pg) = (&p.pebble, &p.a, &p.pg);
 
     // A holder that crashed mid-order: nobody orders while its lease
     // runs, and the lock is taken over when it lapses.
@@ -288,7 +281,7 @@ async fn two_nodes_share_one_order_over_http01() {
         "INSERT INTO edgepop_tls_locks VALUES ('{LATE}', 'crashed-node', now() + interval '3 seconds')"
     ));
     let started = std::time::Instant::now();
-    a.cert(LATE, &pebble)
+    a.cert(LATE, pebble)
         .await
         .expect("issued after the dead holder's lease");
     assert!(
@@ -308,21 +301,16 @@ async fn two_nodes_share_one_order_over_tls_alpn01() {
 async fn renewal_on_two_nodes_replaces_short_lived_certificates_without_a_failed_handshake() {
     let renew = "renew_when_left = 0.5\nrenew_check = \"300ms\"";
     let validity = Some(Duration::from_secs(6));
-    let Pair {
-        pebble,
-        a,
-        b,
-        pg: _pg,
-        _origin,
-    } = pair("http-01", renew, validity).await;
+    let p = pair("http-01", renew, validity).await;
+    let (pebble, a, b) = (&p.pebble, &p.a, &p.b);
 
-    a.cert(SHOP, &pebble).await.unwrap();
+    a.cert(SHOP, pebble).await.unwrap();
     let mut seen = std::collections::HashSet::new();
     // 9 s: every certificate involved expires during it.
     for i in 0..45 {
         let node = if i % 2 == 0 { &a } else { &b };
         let cert = node
-            .cert(SHOP, &pebble)
+            .cert(SHOP, pebble)
             .await
             .unwrap_or_else(|e| panic!("handshake {i} failed: {e}"));
         seen.insert(cert);
@@ -354,15 +342,10 @@ async fn renewal_on_two_nodes_replaces_short_lived_certificates_without_a_failed
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_revoked_certificate_is_replaced_on_every_node() {
     let check = "renew_check = \"300ms\"";
-    let Pair {
-        pebble,
-        a,
-        b,
-        pg: _pg,
-        _origin,
-    } = pair("http-01", check, None).await;
-    let old = a.cert(SHOP, &pebble).await.unwrap();
-    assert_eq!(b.cert(SHOP, &pebble).await.unwrap(), old);
+    let p = pair("http-01", check, None).await;
+    let (pebble, a, b) = (&p.pebble, &p.a, &p.b);
+    let old = a.cert(SHOP, pebble).await.unwrap();
+    assert_eq!(b.cert(SHOP, pebble).await.unwrap(), old);
     assert!(pebble.cert_status(&old).await.contains("Valid"));
 
     let out = a.edge.command(&["tls", "revoke", SHOP]);
@@ -372,7 +355,7 @@ async fn a_revoked_certificate_is_replaced_on_every_node() {
         "revoked at the CA"
     );
     let replaced = eventually(Duration::from_secs(10), || async {
-        let (x, y) = (a.cert(SHOP, &pebble).await, b.cert(SHOP, &pebble).await);
+        let (x, y) = (a.cert(SHOP, pebble).await, b.cert(SHOP, pebble).await);
         matches!((x, y), (Ok(x), Ok(y)) if x != old && y != old)
     })
     .await;
@@ -381,8 +364,8 @@ async fn a_revoked_certificate_is_replaced_on_every_node() {
         "both nodes stopped serving the revoked certificate"
     );
     assert_eq!(
-        a.cert(SHOP, &pebble).await.unwrap(),
-        b.cert(SHOP, &pebble).await.unwrap()
+        a.cert(SHOP, pebble).await.unwrap(),
+        b.cert(SHOP, pebble).await.unwrap()
     );
     assert_eq!(pebble.orders(), 2, "one new order for the network");
 }
@@ -390,19 +373,14 @@ async fn a_revoked_certificate_is_replaced_on_every_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_order_backs_off_every_node_sharing_the_store() {
     let backoff = "backoff = \"2s\"";
-    let Pair {
-        pebble,
-        a,
-        b,
-        pg: _pg,
-        _origin,
-    } = pair("http-01", backoff, None).await;
+    let p = pair("http-01", backoff, None).await;
+    let (pebble, a, b) = (&p.pebble, &p.a, &p.b);
 
     pebble.set_a(BAD, "127.0.0.2").await;
-    assert!(a.cert(BAD, &pebble).await.is_err());
+    assert!(a.cert(BAD, pebble).await.is_err());
     assert_eq!(pebble.orders(), 1);
     for node in [&b, &a, &b, &b] {
-        assert!(node.cert(BAD, &pebble).await.is_err());
+        assert!(node.cert(BAD, pebble).await.is_err());
     }
     assert_eq!(
         pebble.orders(),
@@ -414,7 +392,7 @@ async fn a_failed_order_backs_off_every_node_sharing_the_store() {
 
     pebble.clear_a(BAD).await;
     let ok = eventually(Duration::from_secs(15), || async {
-        b.cert(BAD, &pebble).await.is_ok()
+        b.cert(BAD, pebble).await.is_ok()
     })
     .await;
     assert!(ok, "issued once the backoff passed and DNS was fixed");

@@ -46,6 +46,25 @@ fn listener_certs(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
     paths
 }
 
+/// GET on pebble's management API (its HTTPS is signed by `listener_ca`).
+async fn management_get(listener_ca: &std::path::Path, url: String) -> String {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(listener_ca).unwrap()).unwrap();
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 async fn wait_listening(addr: SocketAddr) {
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
@@ -116,22 +135,7 @@ impl Pebble {
         wait_listening(dns_admin).await;
         wait_listening(acme).await;
         wait_listening(mgmt).await;
-        let ca = reqwest::Certificate::from_pem(&std::fs::read(&listener_ca).unwrap()).unwrap();
-        let client = reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(ca)
-            .no_proxy()
-            .build()
-            .unwrap();
-        let root_pem = client
-            .get(format!("https://{mgmt}/roots/0"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let root_pem = management_get(&listener_ca, format!("https://{mgmt}/roots/0")).await;
         let root = dir.path().join("root.pem");
         std::fs::write(&root, root_pem).unwrap();
         Pebble {
@@ -172,25 +176,8 @@ impl Pebble {
     pub async fn cert_status(&self, der: &[u8]) -> String {
         let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
         let serial = cert.serial.to_str_radix(16);
-        let ca =
-            reqwest::Certificate::from_pem(&std::fs::read(&self.listener_ca).unwrap()).unwrap();
-        reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(ca)
-            .no_proxy()
-            .build()
-            .unwrap()
-            .get(format!(
-                "https://{}/cert-status-by-serial/{serial}",
-                self.mgmt
-            ))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        let url = format!("https://{}/cert-status-by-serial/{serial}", self.mgmt);
+        management_get(&self.listener_ca, url).await
     }
 
     /// Points `host` at `ip` in pebble's DNS (the CA validates there).
