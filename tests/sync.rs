@@ -262,11 +262,13 @@ async fn redelivery_reordering_toast_tombstones_and_garbage(kind: Kind) {
         "log names the offset"
     );
 
-    // A delete, then an older update replayed: the page stays deleted.
+    // A delete, then an older update replayed: the page stays deleted. A
+    // replayed record keeps the WAL position it was first written with,
+    // so it is made before the delete.
+    let replayed = page(7, "/a", "resurrected?", 4, false);
     p.send(PAGES, &key, Some(&page_delete(7, "/a", false)))
         .await;
-    p.send(PAGES, &key, Some(&page(7, "/a", "resurrected?", 4, false)))
-        .await;
+    p.send(PAGES, &key, Some(&replayed)).await;
     p.send(
         PAGES,
         &page_key(7, "/b"),

@@ -15,6 +15,7 @@ pub struct Metrics {
     pub backend_up: IntGaugeVec,
     pub reloads: IntCounterVec,
     pub events: IntCounterVec,
+    pub skipped: IntCounterVec,
     pub freshness: Histogram,
     pub records_behind: IntGaugeVec,
     pub cache_entries: IntGaugeVec,
@@ -71,9 +72,17 @@ impl Metrics {
         let events = IntCounterVec::new(
             Opts::new(
                 "sync_events_total",
-                "Change events by result: applied, stale, malformed, skipped, incomplete",
+                "Change events by result: applied, stale, truncated, malformed, skipped, incomplete",
             ),
             &["result"],
+        )
+        .expect("metric");
+        let skipped = IntCounterVec::new(
+            Opts::new(
+                "sync_skipped_total",
+                "Records without a row change, by kind: tombstone, heartbeat, transaction, message",
+            ),
+            &["kind"],
         )
         .expect("metric");
         let freshness = Histogram::with_opts(
@@ -148,7 +157,7 @@ impl Metrics {
             &["type"],
         )
         .expect("metric");
-        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 18] = [
             Box::new(tls_pending.clone()),
             Box::new(tls_challenges.clone()),
             Box::new(tls_handshakes.clone()),
@@ -161,6 +170,7 @@ impl Metrics {
             Box::new(backend_up.clone()),
             Box::new(reloads.clone()),
             Box::new(events.clone()),
+            Box::new(skipped.clone()),
             Box::new(freshness.clone()),
             Box::new(records_behind.clone()),
             Box::new(cache_entries.clone()),
@@ -178,6 +188,7 @@ impl Metrics {
             backend_up,
             reloads,
             events,
+            skipped,
             freshness,
             records_behind,
             cache_entries,

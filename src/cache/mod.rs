@@ -150,6 +150,12 @@ where
         self.inner.invalidate(key).await;
     }
 
+    /// Drops every entry (a TRUNCATE at the primary).
+    pub fn clear(&self) {
+        self.pushes.fetch_add(1, Ordering::SeqCst);
+        self.inner.invalidate_all();
+    }
+
     pub fn entries(&self) -> u64 {
         self.inner.entry_count()
     }

@@ -5,7 +5,7 @@ use super::{CachedPage, DomainCache, PageCache, Slot};
 use crate::admin::metrics::METRICS;
 use crate::directory::{Directory, DirectoryError};
 use crate::domain::{DomainRecord, Hostname, PageKey};
-use crate::replica::{Outcome, Replica, ReplicaError};
+use crate::replica::{Outcome, Replica, ReplicaError, Table};
 use async_trait::async_trait;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -140,9 +140,21 @@ impl Storefront {
                 Outcome::Domain(d) => self.domains.put(d.hostname.clone(), d.clone()).await,
                 Outcome::DomainDeleted(host) => self.domains.remove(host).await,
                 // Stale here may mean another process on this replica got
-                // there first: reload from the replica, which has the newest.
-                Outcome::StalePage(key) => self.pages.remove(key).await,
+                // there first: a copy older than the event is reloaded from
+                // the replica, which has the newest. A copy at least as new
+                // stays (a connector's re-snapshot must not empty the cache).
+                Outcome::StalePage(key, version) => {
+                    let current = match self.pages.get(key).await {
+                        Some(Slot::Found(p)) => version.is_some_and(|v| p.version >= v),
+                        _ => false,
+                    };
+                    if !current {
+                        self.pages.remove(key).await;
+                    }
+                }
                 Outcome::StaleDomain(host) => self.domains.remove(host).await,
+                Outcome::Truncated(Table::Pages, _) => self.pages.clear(),
+                Outcome::Truncated(Table::Domains, _) => self.domains.clear(),
                 Outcome::Incomplete(_) => {}
             }
         }

@@ -77,8 +77,8 @@ pub fn load(config: &Config, file: &Path) -> ExitCode {
         }
         match event::decode("", Some(line.as_bytes())) {
             Ok(Decoded::Event(e)) => batch.push(e),
-            Ok(Decoded::Skip(why)) => {
-                eprintln!("{}:{line_no}: skipped ({why})", file.display());
+            Ok(Decoded::Skip(kind)) => {
+                eprintln!("{}:{line_no}: skipped ({})", file.display(), kind.as_str());
                 summary.skipped += 1;
             }
             Err(e) => {
@@ -121,7 +121,7 @@ async fn flush(
         .map_err(|e| e.to_string())?;
     for o in outcomes {
         match o {
-            Outcome::StaleDomain(_) | Outcome::StalePage(_) => summary.stale += 1,
+            Outcome::StaleDomain(_) | Outcome::StalePage(..) => summary.stale += 1,
             Outcome::Incomplete(why) => {
                 eprintln!("skipped: {why}");
                 summary.skipped += 1;

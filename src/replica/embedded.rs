@@ -142,74 +142,46 @@ impl EmbeddedReplica {
             let mut pages = tx.open_table(PAGES).map_err(err)?;
             let mut tombs = tx.open_table(TOMBSTONES).map_err(err)?;
             for event in events {
-                match &event.change {
+                let outcome = match &event.change {
                     Change::UpsertDomain(DomainChange { hostname, .. })
                     | Change::DeleteDomain { hostname, .. } => {
                         let host = hostname.as_str();
-                        let stored: Option<Versioned<DomainRecord>> = domains
-                            .get(host)
-                            .map_err(err)?
-                            .map(|g| decode(g.value()))
-                            .transpose()?;
-                        let tomb: Option<Tombstone> = tombs
-                            .get(("domains", host))
-                            .map_err(err)?
-                            .map(|g| decode(g.value()))
-                            .transpose()?;
-                        let decision = decide_domain(event, stored.as_ref(), tomb.as_ref());
-                        match &decision {
-                            Decision::Write(row) => {
-                                domains
-                                    .insert(host, serde_json::to_vec(row).map_err(err)?.as_slice())
-                                    .map_err(err)?;
-                            }
-                            Decision::Delete(t) => {
-                                domains.remove(host).map_err(err)?;
-                                tombs
-                                    .insert(
-                                        ("domains", host),
-                                        serde_json::to_vec(t).map_err(err)?.as_slice(),
-                                    )
-                                    .map_err(err)?;
-                            }
-                            _ => {}
-                        }
-                        outcomes.push(outcome_of_domain(hostname, &decision));
+                        let stored = read(&domains, host)?;
+                        let tombstones = tombstones(&tombs, Table::Domains, host)?;
+                        let decision = decide_domain(event, stored.as_ref(), &tombstones);
+                        write(
+                            &mut domains,
+                            &mut tombs,
+                            Table::Domains,
+                            host,
+                            host,
+                            &decision,
+                        )?;
+                        outcome_of_domain(hostname, &decision)
                     }
                     Change::UpsertPage(PageChange { key, .. }) | Change::DeletePage { key, .. } => {
                         let k = (key.store_id, key.path.as_str());
                         let tk = page_tomb_key(key);
-                        let stored: Option<Versioned<Page>> = pages
-                            .get(k)
-                            .map_err(err)?
-                            .map(|g| decode(g.value()))
-                            .transpose()?;
-                        let tomb: Option<Tombstone> = tombs
-                            .get(("pages", tk.as_str()))
-                            .map_err(err)?
-                            .map(|g| decode(g.value()))
-                            .transpose()?;
-                        let decision = decide_page(event, stored.as_ref(), tomb.as_ref());
-                        match &decision {
-                            Decision::Write(row) => {
-                                pages
-                                    .insert(k, serde_json::to_vec(row).map_err(err)?.as_slice())
-                                    .map_err(err)?;
-                            }
-                            Decision::Delete(t) => {
-                                pages.remove(k).map_err(err)?;
-                                tombs
-                                    .insert(
-                                        ("pages", tk.as_str()),
-                                        serde_json::to_vec(t).map_err(err)?.as_slice(),
-                                    )
-                                    .map_err(err)?;
-                            }
-                            _ => {}
-                        }
-                        outcomes.push(outcome_of_page(key, &decision));
+                        let stored = read(&pages, k)?;
+                        let tombstones = tombstones(&tombs, Table::Pages, &tk)?;
+                        let decision = decide_page(event, stored.as_ref(), &tombstones);
+                        write(&mut pages, &mut tombs, Table::Pages, k, &tk, &decision)?;
+                        outcome_of_page(event, key, &decision)
                     }
-                }
+                    Change::Truncate(Table::Domains) => truncate::<&str, DomainRecord>(
+                        &mut domains,
+                        &mut tombs,
+                        Table::Domains,
+                        event.lsn,
+                    )?,
+                    Change::Truncate(Table::Pages) => truncate::<(i64, &str), Page>(
+                        &mut pages,
+                        &mut tombs,
+                        Table::Pages,
+                        event.lsn,
+                    )?,
+                };
+                outcomes.push(outcome);
             }
             let mut pos = tx.open_table(POSITIONS).map_err(err)?;
             for p in positions {
@@ -220,6 +192,97 @@ impl EmbeddedReplica {
         tx.commit().map_err(err)?;
         Ok(outcomes)
     }
+}
+
+type Tombs<'t> = redb::Table<'t, (&'static str, &'static str), &'static [u8]>;
+
+/// The stored row under `key`, with its version and position.
+fn read<'k, K: redb::Key + 'static, T: serde::de::DeserializeOwned>(
+    table: &impl ReadableTable<K, &'static [u8]>,
+    key: impl std::borrow::Borrow<K::SelfType<'k>>,
+) -> Result<Option<Versioned<T>>, ReplicaError> {
+    table
+        .get(key)
+        .map_err(err)?
+        .map(|g| decode(g.value()))
+        .transpose()
+}
+
+fn tombstones(tombs: &Tombs, table: Table, key: &str) -> Result<Tombstones, ReplicaError> {
+    let get = |k: &str| -> Result<Option<Tombstone>, ReplicaError> {
+        tombs
+            .get((table.name(), k))
+            .map_err(err)?
+            .map(|g| decode(g.value()))
+            .transpose()
+    };
+    Ok(Tombstones {
+        key: get(key)?,
+        truncated: get(TRUNCATED_KEY)?,
+    })
+}
+
+fn put_tombstone(
+    tombs: &mut Tombs,
+    table: Table,
+    key: &str,
+    t: &Tombstone,
+) -> Result<(), ReplicaError> {
+    tombs
+        .insert(
+            (table.name(), key),
+            serde_json::to_vec(t).map_err(err)?.as_slice(),
+        )
+        .map_err(err)?;
+    Ok(())
+}
+
+/// Carries out a decision on one key.
+fn write<'k, K: redb::Key + 'static, T: Serialize>(
+    rows: &mut redb::Table<K, &'static [u8]>,
+    tombs: &mut Tombs,
+    table: Table,
+    key: impl std::borrow::Borrow<K::SelfType<'k>>,
+    tomb_key: &str,
+    decision: &Decision<T>,
+) -> Result<(), ReplicaError> {
+    match decision {
+        Decision::Write(row) => {
+            rows.insert(key, serde_json::to_vec(row).map_err(err)?.as_slice())
+                .map_err(err)?;
+        }
+        Decision::Delete(t) => {
+            rows.remove(key).map_err(err)?;
+            put_tombstone(tombs, table, tomb_key, t)?;
+        }
+        Decision::Stale | Decision::Incomplete(_) => {}
+    }
+    Ok(())
+}
+
+/// TRUNCATE: removes the rows written before it, keeps the mark.
+fn truncate<K: redb::Key + 'static, T: serde::de::DeserializeOwned>(
+    rows: &mut redb::Table<K, &'static [u8]>,
+    tombs: &mut Tombs,
+    table: Table,
+    lsn: Option<i64>,
+) -> Result<Outcome, ReplicaError> {
+    let mark = truncation(
+        tombstones(tombs, table, TRUNCATED_KEY)?.truncated.as_ref(),
+        lsn,
+    );
+    let mut removed = 0;
+    rows.retain(|_, v| {
+        let row_lsn = serde_json::from_slice::<Versioned<T>>(v)
+            .ok()
+            .and_then(|r| r.lsn);
+        let goes = truncates(row_lsn, lsn);
+        removed += u64::from(goes);
+        !goes
+    })
+    .map_err(err)?;
+    put_tombstone(tombs, table, TRUNCATED_KEY, &mark)?;
+    Ok(Outcome::Truncated(table, removed))
 }
 
 #[async_trait]

@@ -8,6 +8,7 @@ pub mod embedded;
 pub mod postgres;
 
 use crate::domain::{DomainRecord, Hostname, Page, PageKey};
+pub use crate::sync::event::Table;
 use crate::sync::event::{Change, ChangeEvent, DomainChange, PageChange};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -36,9 +37,12 @@ pub enum Outcome {
     Page(Page),
     PageDeleted(PageKey),
     /// Not newer than what the replica has (redelivery, replay, reordering,
-    /// or another process on the same replica applied it first).
+    /// a re-snapshot, or another process on the same replica applied it
+    /// first). A page carries the event's version when it had one.
     StaleDomain(Hostname),
-    StalePage(PageKey),
+    StalePage(PageKey, Option<i64>),
+    /// A TRUNCATE removed this many rows of the table.
+    Truncated(Table, u64),
     /// An update whose unsent (TOASTed) columns have no stored row to come from.
     Incomplete(String),
 }
@@ -94,14 +98,39 @@ pub enum Decision<T> {
     Incomplete(String),
 }
 
-/// An upsert wins only over strictly older versions, of the row and of
-/// its tombstone (so a replayed old update cannot resurrect a deleted key).
-fn newer(version: i64, stored: Option<i64>, tomb: Option<&Tombstone>) -> bool {
-    stored.is_none_or(|v| version > v) && tomb.is_none_or(|t| version > t.version)
+/// What the replica remembers against a key: its own tombstone and the
+/// table's last TRUNCATE (a tombstone for every key, with a position only).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tombstones {
+    pub key: Option<Tombstone>,
+    pub truncated: Option<Tombstone>,
 }
 
-/// A delete is stale when it provably predates the stored row: by version
-/// when it carries one, else by WAL position.
+/// `a` is later than `b` at the primary: by WAL position when both carry
+/// one (Debezium's `source.lsn`; per key it follows commit order), else by
+/// version.
+fn later(a_version: i64, a_lsn: Option<i64>, b: &Tombstone) -> bool {
+    match (a_lsn, b.lsn) {
+        (Some(a), Some(b)) => a > b,
+        _ => a_version > b.version,
+    }
+}
+
+/// An upsert wins over strictly older versions of the stored row, and over
+/// a delete (or truncate) only when it came after it: so a replayed old
+/// update cannot resurrect a deleted key, while a row re-inserted later
+/// (perhaps with a lower version) comes back.
+fn newer(version: i64, lsn: Option<i64>, stored: Option<i64>, tombs: &Tombstones) -> bool {
+    stored.is_none_or(|v| version > v)
+        && tombs.key.is_none_or(|t| later(version, lsn, &t))
+        && tombs
+            .truncated
+            .is_none_or(|t| t.lsn.zip(lsn).is_none_or(|(t, l)| l > t))
+}
+
+/// A delete is stale when it provably predates the stored row: by WAL
+/// position when both carry one, else by the version of a full `before`
+/// (REPLICA IDENTITY FULL). A key-only delete without positions applies.
 fn delete<T>(
     stored: Option<&Versioned<T>>,
     tomb: Option<&Tombstone>,
@@ -109,14 +138,18 @@ fn delete<T>(
     lsn: Option<i64>,
 ) -> Decision<T> {
     let Some(row) = stored else {
+        if tomb.is_some_and(|t| !later(version.unwrap_or(0), lsn, t)) {
+            // Already deleted by this change or a later one: redelivery.
+            return Decision::Stale;
+        }
         // Nothing stored: remember the newest version known to be deleted.
         let v = version.unwrap_or(0).max(tomb.map_or(0, |t| t.version));
         let lsn = lsn.max(tomb.and_then(|t| t.lsn));
         return Decision::Delete(Tombstone { version: v, lsn });
     };
-    let older = match (version, lsn, row.lsn) {
-        (Some(v), _, _) => v < row.version,
-        (None, Some(l), Some(stored_lsn)) => l < stored_lsn,
+    let older = match (lsn, row.lsn, version) {
+        (Some(l), Some(stored_lsn), _) => l <= stored_lsn,
+        (_, _, Some(v)) => v < row.version,
         _ => false,
     };
     if older {
@@ -124,21 +157,21 @@ fn delete<T>(
     }
     Decision::Delete(Tombstone {
         version: version.unwrap_or(row.version).max(row.version),
-        lsn: lsn.or(row.lsn),
+        lsn: lsn.max(row.lsn),
     })
 }
 
-/// An upsert: newer than row and tombstone, and every unsent column found
+/// An upsert: newer than row and tombstones, and every unsent column found
 /// in the stored row.
 fn upsert<T>(
     version: i64,
     lsn: Option<i64>,
     stored: Option<&Versioned<T>>,
-    tomb: Option<&Tombstone>,
+    tombs: &Tombstones,
     merge: impl FnOnce(Option<&T>) -> Option<T>,
     what: impl FnOnce() -> String,
 ) -> Decision<T> {
-    if !newer(version, stored.map(|s| s.version), tomb) {
+    if !newer(version, lsn, stored.map(|s| s.version), tombs) {
         return Decision::Stale;
     }
     match merge(stored.map(|s| &s.row)) {
@@ -147,21 +180,44 @@ fn upsert<T>(
     }
 }
 
+/// Whether a stored row goes with a TRUNCATE at `lsn`: every row written
+/// before it (or by a change without a position).
+pub fn truncates(row_lsn: Option<i64>, lsn: Option<i64>) -> bool {
+    match (row_lsn, lsn) {
+        (Some(r), Some(t)) => r < t,
+        _ => true,
+    }
+}
+
+/// The table's truncation mark after a TRUNCATE at `lsn` (the later wins).
+pub fn truncation(previous: Option<&Tombstone>, lsn: Option<i64>) -> Tombstone {
+    Tombstone {
+        version: 0,
+        lsn: lsn.max(previous.and_then(|t| t.lsn)),
+    }
+}
+
+/// The key under which a table's truncation mark is kept among the
+/// tombstones (no hostname or page key is empty).
+pub const TRUNCATED_KEY: &str = "";
+
 pub fn decide_domain(
     event: &ChangeEvent,
     stored: Option<&Versioned<DomainRecord>>,
-    tomb: Option<&Tombstone>,
+    tombs: &Tombstones,
 ) -> Decision<DomainRecord> {
     match &event.change {
         Change::UpsertDomain(c) => upsert(
             c.version,
             event.lsn,
             stored,
-            tomb,
+            tombs,
             |s| merge_domain(c, s),
             || format!("domain {}", c.hostname),
         ),
-        Change::DeleteDomain { version, .. } => delete(stored, tomb, *version, event.lsn),
+        Change::DeleteDomain { version, .. } => {
+            delete(stored, tombs.key.as_ref(), *version, event.lsn)
+        }
         _ => Decision::Stale,
     }
 }
@@ -169,18 +225,20 @@ pub fn decide_domain(
 pub fn decide_page(
     event: &ChangeEvent,
     stored: Option<&Versioned<Page>>,
-    tomb: Option<&Tombstone>,
+    tombs: &Tombstones,
 ) -> Decision<Page> {
     match &event.change {
         Change::UpsertPage(c) => upsert(
             c.version,
             event.lsn,
             stored,
-            tomb,
+            tombs,
             |s| merge_page(c, s),
             || format!("page {} {}", c.key.store_id, c.key.path),
         ),
-        Change::DeletePage { version, .. } => delete(stored, tomb, *version, event.lsn),
+        Change::DeletePage { version, .. } => {
+            delete(stored, tombs.key.as_ref(), *version, event.lsn)
+        }
         _ => Decision::Stale,
     }
 }
@@ -226,11 +284,17 @@ pub fn outcome_of_domain(host: &Hostname, d: &Decision<DomainRecord>) -> Outcome
     }
 }
 
-pub fn outcome_of_page(key: &PageKey, d: &Decision<Page>) -> Outcome {
+pub fn outcome_of_page(event: &ChangeEvent, key: &PageKey, d: &Decision<Page>) -> Outcome {
     match d {
         Decision::Write(v) => Outcome::Page(v.row.clone()),
         Decision::Delete(_) => Outcome::PageDeleted(key.clone()),
-        Decision::Stale => Outcome::StalePage(key.clone()),
+        Decision::Stale => {
+            let version = match &event.change {
+                Change::UpsertPage(c) => Some(c.version),
+                _ => None,
+            };
+            Outcome::StalePage(key.clone(), version)
+        }
         Decision::Incomplete(why) => Outcome::Incomplete(why.clone()),
     }
 }
@@ -239,6 +303,18 @@ pub fn outcome_of_page(key: &PageKey, d: &Decision<Page>) -> Outcome {
 mod tests {
     use super::*;
     use crate::sync::event::Col;
+
+    const NONE: Tombstones = Tombstones {
+        key: None,
+        truncated: None,
+    };
+
+    fn tomb(t: Tombstone) -> Tombstones {
+        Tombstones {
+            key: Some(t),
+            truncated: None,
+        }
+    }
 
     fn page_event(version: i64, body: Col<String>, lsn: i64) -> ChangeEvent {
         ChangeEvent {
@@ -260,9 +336,11 @@ mod tests {
     }
 
     fn stored(version: i64, body: &str, lsn: i64) -> Versioned<Page> {
-        let Decision::Write(mut v) =
-            decide_page(&page_event(version, Col::Set(body.into()), lsn), None, None)
-        else {
+        let Decision::Write(mut v) = decide_page(
+            &page_event(version, Col::Set(body.into()), lsn),
+            None,
+            &NONE,
+        ) else {
             panic!()
         };
         v.row.body = body.into();
@@ -273,15 +351,15 @@ mod tests {
     fn version_guard() {
         let s = stored(5, "v5", 50);
         assert_eq!(
-            decide_page(&page_event(5, Col::Set("dup".into()), 50), Some(&s), None),
+            decide_page(&page_event(5, Col::Set("dup".into()), 50), Some(&s), &NONE),
             Decision::Stale
         );
         assert_eq!(
-            decide_page(&page_event(4, Col::Set("old".into()), 40), Some(&s), None),
+            decide_page(&page_event(4, Col::Set("old".into()), 40), Some(&s), &NONE),
             Decision::Stale
         );
         assert!(matches!(
-            decide_page(&page_event(6, Col::Set("new".into()), 60), Some(&s), None),
+            decide_page(&page_event(6, Col::Set("new".into()), 60), Some(&s), &NONE),
             Decision::Write(_)
         ));
     }
@@ -289,14 +367,14 @@ mod tests {
     #[test]
     fn toast_keeps_stored_column_or_is_incomplete() {
         let s = stored(5, "kept", 50);
-        let Decision::Write(v) = decide_page(&page_event(6, Col::Unavailable, 60), Some(&s), None)
+        let Decision::Write(v) = decide_page(&page_event(6, Col::Unavailable, 60), Some(&s), &NONE)
         else {
             panic!()
         };
         assert_eq!(v.row.body, "kept");
         assert_eq!(v.row.version, 6);
         assert!(matches!(
-            decide_page(&page_event(6, Col::Unavailable, 60), None, None),
+            decide_page(&page_event(6, Col::Unavailable, 60), None, &NONE),
             Decision::Incomplete(_)
         ));
     }
@@ -320,20 +398,20 @@ mod tests {
     fn key_only_delete_then_older_update_cannot_resurrect() {
         let s = stored(5, "v5", 50);
         let del = key_only_delete(70);
-        let Decision::Delete(t) = decide_page(&del, Some(&s), None) else {
+        let Decision::Delete(t) = decide_page(&del, Some(&s), &NONE) else {
             panic!()
         };
         assert_eq!(t.version, 5);
         assert_eq!(
-            decide_page(&page_event(4, Col::Set("old".into()), 40), None, Some(&t)),
+            decide_page(&page_event(4, Col::Set("old".into()), 40), None, &tomb(t)),
             Decision::Stale
         );
         assert_eq!(
-            decide_page(&page_event(5, Col::Set("same".into()), 50), None, Some(&t)),
+            decide_page(&page_event(5, Col::Set("same".into()), 50), None, &tomb(t)),
             Decision::Stale
         );
         assert!(matches!(
-            decide_page(&page_event(6, Col::Set("again".into()), 80), None, Some(&t)),
+            decide_page(&page_event(6, Col::Set("again".into()), 80), None, &tomb(t)),
             Decision::Write(_)
         ));
     }
@@ -342,6 +420,80 @@ mod tests {
     fn replayed_key_only_delete_before_newer_row_is_stale() {
         let s = stored(7, "v7", 90);
         let del = key_only_delete(70);
-        assert_eq!(decide_page(&del, Some(&s), None), Decision::Stale);
+        assert_eq!(decide_page(&del, Some(&s), &NONE), Decision::Stale);
+    }
+
+    #[test]
+    fn full_identity_delete_orders_by_position() {
+        let s = stored(5, "v5", 50);
+        let full = |version, lsn| ChangeEvent {
+            change: Change::DeletePage {
+                key: s.row.key(),
+                version: Some(version),
+            },
+            lsn: Some(lsn),
+            source_ts_ms: None,
+        };
+        assert!(matches!(
+            decide_page(&full(5, 60), Some(&s), &NONE),
+            Decision::Delete(Tombstone {
+                version: 5,
+                lsn: Some(60)
+            })
+        ));
+        // The same delete replayed from before the row was written.
+        assert_eq!(decide_page(&full(4, 45), Some(&s), &NONE), Decision::Stale);
+        // Without positions, a full `before` still orders by version.
+        let mut no_lsn = full(4, 0);
+        no_lsn.lsn = None;
+        assert_eq!(decide_page(&no_lsn, Some(&s), &NONE), Decision::Stale);
+    }
+
+    #[test]
+    fn redelivered_delete_is_stale_and_reinsert_after_delete_returns() {
+        let s = stored(5, "v5", 50);
+        let Decision::Delete(t) = decide_page(&key_only_delete(70), Some(&s), &NONE) else {
+            panic!()
+        };
+        assert_eq!(
+            decide_page(&key_only_delete(70), None, &tomb(t)),
+            Decision::Stale
+        );
+        // Deleted at the primary, then inserted again as a new row whose
+        // version starts over: later in the WAL, so it comes back.
+        assert!(matches!(
+            decide_page(
+                &page_event(1, Col::Set("new row".into()), 90),
+                None,
+                &tomb(t)
+            ),
+            Decision::Write(_)
+        ));
+    }
+
+    #[test]
+    fn truncate_removes_older_rows_and_blocks_their_replay() {
+        assert!(truncates(Some(50), Some(60)));
+        assert!(!truncates(Some(70), Some(60)));
+        assert!(truncates(None, Some(60)));
+        assert!(truncates(Some(70), None));
+        let mark = truncation(None, Some(60));
+        let after = Tombstones {
+            key: None,
+            truncated: Some(mark),
+        };
+        assert_eq!(
+            decide_page(
+                &page_event(9, Col::Set("replayed".into()), 55),
+                None,
+                &after
+            ),
+            Decision::Stale
+        );
+        assert!(matches!(
+            decide_page(&page_event(1, Col::Set("after".into()), 65), None, &after),
+            Decision::Write(_)
+        ));
+        assert_eq!(truncation(Some(&mark), Some(40)).lsn, Some(60));
     }
 }

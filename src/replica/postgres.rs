@@ -75,7 +75,7 @@ impl PostgresReplica {
     async fn stored_domain(
         c: &impl GenericClient,
         host: &str,
-    ) -> Result<(Option<Versioned<DomainRecord>>, Option<Tombstone>), ReplicaError> {
+    ) -> Result<(Option<Versioned<DomainRecord>>, Tombstones), ReplicaError> {
         let row = c
             .query_opt(&c.prepare_cached("SELECT store_id, status, tier, version, lsn FROM domains WHERE hostname = $1 FOR UPDATE").await.map_err(err)?, &[&host])
             .await
@@ -94,13 +94,13 @@ impl PostgresReplica {
             }),
             None => None,
         };
-        Ok((stored, Self::tombstone(c, "domains", host).await?))
+        Ok((stored, Self::tombstones(c, Table::Domains, host).await?))
     }
 
     async fn stored_page(
         c: &impl GenericClient,
         key: &PageKey,
-    ) -> Result<(Option<Versioned<Page>>, Option<Tombstone>), ReplicaError> {
+    ) -> Result<(Option<Versioned<Page>>, Tombstones), ReplicaError> {
         let row = c
             .query_opt(
                 &c.prepare_cached("SELECT content_type, body, status, cache_control, version, updated_at, lsn FROM pages WHERE store_id = $1 AND path = $2 FOR UPDATE")
@@ -117,28 +117,57 @@ impl PostgresReplica {
         });
         Ok((
             stored,
-            Self::tombstone(c, "pages", &page_tomb_key(key)).await?,
+            Self::tombstones(c, Table::Pages, &page_tomb_key(key)).await?,
         ))
     }
 
-    async fn tombstone(
+    /// The key's tombstone and the table's truncation mark, in one query.
+    async fn tombstones(
         c: &impl GenericClient,
-        table: &str,
+        table: Table,
         key: &str,
-    ) -> Result<Option<Tombstone>, ReplicaError> {
+    ) -> Result<Tombstones, ReplicaError> {
         let stmt = c
             .prepare_cached(
-                "SELECT version, lsn FROM edgepop_tombstones WHERE tbl = $1 AND key = $2",
+                "SELECT key, version, lsn FROM edgepop_tombstones WHERE tbl = $1 AND key IN ($2, $3)",
             )
             .await
             .map_err(err)?;
-        Ok(c.query_opt(&stmt, &[&table, &key])
+        let mut found = Tombstones::default();
+        for r in c
+            .query(&stmt, &[&table.name(), &key, &TRUNCATED_KEY])
             .await
             .map_err(err)?
-            .map(|r| Tombstone {
-                version: r.get(0),
-                lsn: r.get(1),
-            }))
+        {
+            let t = Tombstone {
+                version: r.get(1),
+                lsn: r.get(2),
+            };
+            if r.get::<_, &str>(0) == TRUNCATED_KEY {
+                found.truncated = Some(t);
+            } else {
+                found.key = Some(t);
+            }
+        }
+        Ok(found)
+    }
+
+    /// TRUNCATE: removes the rows written before it, keeps the mark.
+    async fn truncate(
+        c: &impl GenericClient,
+        table: Table,
+        lsn: Option<i64>,
+    ) -> Result<Outcome, ReplicaError> {
+        let marks = Self::tombstones(c, table, TRUNCATED_KEY).await?;
+        let mark = truncation(marks.truncated.as_ref(), lsn);
+        // Table names come from the enum, never from the event.
+        let sql = format!(
+            "DELETE FROM {} WHERE $1::bigint IS NULL OR lsn IS NULL OR lsn < $1",
+            table.name()
+        );
+        let removed = c.execute(sql.as_str(), &[&lsn]).await.map_err(err)?;
+        Self::write_tombstone(c, table.name(), TRUNCATED_KEY, &mark).await?;
+        Ok(Outcome::Truncated(table, removed))
     }
 
     async fn write_tombstone(
@@ -166,8 +195,8 @@ impl PostgresReplica {
         event: &ChangeEvent,
         host: &Hostname,
     ) -> Result<Outcome, ReplicaError> {
-        let (stored, tomb) = Self::stored_domain(c, host.as_str()).await?;
-        let decision = decide_domain(event, stored.as_ref(), tomb.as_ref());
+        let (stored, tombs) = Self::stored_domain(c, host.as_str()).await?;
+        let decision = decide_domain(event, stored.as_ref(), &tombs);
         match &decision {
             Decision::Write(v) => {
                 // The WHERE keeps a concurrent writer of the same event (two
@@ -214,8 +243,8 @@ impl PostgresReplica {
         event: &ChangeEvent,
         key: &PageKey,
     ) -> Result<Outcome, ReplicaError> {
-        let (stored, tomb) = Self::stored_page(c, key).await?;
-        let decision = decide_page(event, stored.as_ref(), tomb.as_ref());
+        let (stored, tombs) = Self::stored_page(c, key).await?;
+        let decision = decide_page(event, stored.as_ref(), &tombs);
         match &decision {
             Decision::Write(v) => {
                 let p = &v.row;
@@ -259,7 +288,7 @@ impl PostgresReplica {
             }
             _ => {}
         }
-        Ok(outcome_of_page(key, &decision))
+        Ok(outcome_of_page(event, key, &decision))
     }
 }
 
@@ -330,6 +359,7 @@ impl Replica for PostgresReplica {
                 Change::UpsertPage(PageChange { key, .. }) | Change::DeletePage { key, .. } => {
                     Self::apply_page(&tx, event, key).await?
                 }
+                Change::Truncate(table) => Self::truncate(&tx, *table, event.lsn).await?,
             };
             outcomes.push(outcome);
         }

@@ -45,10 +45,27 @@ pub struct PageChange {
     pub updated_at: Col<String>,
 }
 
+/// The two replicated tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Table {
+    Domains,
+    Pages,
+}
+
+impl Table {
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Domains => "domains",
+            Table::Pages => "pages",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
     UpsertDomain(DomainChange),
-    /// `version` is known only with REPLICA IDENTITY FULL.
+    /// `version` is known only with REPLICA IDENTITY FULL: under the default
+    /// identity Debezium fills it with 0, which is read as unknown.
     DeleteDomain {
         hostname: Hostname,
         version: Option<i64>,
@@ -58,6 +75,9 @@ pub enum Change {
         key: PageKey,
         version: Option<i64>,
     },
+    /// TRUNCATE at the primary (published when the connector's
+    /// `skipped.operations` does not list `t`): every row written before it goes.
+    Truncate(Table),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,8 +92,32 @@ pub struct ChangeEvent {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decoded {
     Event(ChangeEvent),
-    /// A Kafka tombstone (null value) or a record with nothing to apply.
-    Skip(&'static str),
+    /// A record with nothing to apply, and why.
+    Skip(Skipped),
+}
+
+/// Records a Debezium deployment sends that carry no row change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Skipped {
+    /// Null value after a delete (for log compaction).
+    Tombstone,
+    /// `heartbeat.interval.ms`: keeps the slot's LSN moving on idle tables.
+    Heartbeat,
+    /// `provide.transaction.metadata`: BEGIN / END markers.
+    Transaction,
+    /// `op: "m"`: a logical decoding message (pg_logical_emit_message).
+    Message,
+}
+
+impl Skipped {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Skipped::Tombstone => "tombstone",
+            Skipped::Heartbeat => "heartbeat",
+            Skipped::Transaction => "transaction",
+            Skipped::Message => "message",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -88,22 +132,21 @@ fn bad<T>(msg: impl Into<String>) -> Result<T, Malformed> {
 /// is absent (`<prefix>.public.pages`).
 pub fn decode(topic: &str, value: Option<&[u8]>) -> Result<Decoded, Malformed> {
     let Some(bytes) = value else {
-        return Ok(Decoded::Skip("tombstone"));
+        return Ok(Decoded::Skip(Skipped::Tombstone));
     };
     let root: Value =
         serde_json::from_slice(bytes).map_err(|e| Malformed(format!("bad JSON: {e}")))?;
     let payload = match &root {
         Value::Object(m) if m.contains_key("schema") && m.contains_key("payload") => &m["payload"],
-        Value::Null => return Ok(Decoded::Skip("tombstone")),
+        Value::Null => return Ok(Decoded::Skip(Skipped::Tombstone)),
         other => other,
     };
     let Value::Object(payload) = payload else {
         return bad("payload is not an object");
     };
-    let op = payload
-        .get("op")
-        .and_then(Value::as_str)
-        .ok_or_else(|| Malformed("missing op".into()))?;
+    let Some(op) = payload.get("op").and_then(Value::as_str) else {
+        return not_a_change(payload);
+    };
     let source = payload.get("source").and_then(Value::as_object);
     let table = source
         .and_then(|s| s.get("table"))
@@ -115,7 +158,9 @@ pub fn decode(topic: &str, value: Option<&[u8]>) -> Result<Decoded, Malformed> {
     let row = |name: &str| payload.get(name).and_then(Value::as_object);
 
     let change = match (table, op) {
-        ("domains" | "pages", "t" | "m") => return Ok(Decoded::Skip("truncate or message event")),
+        ("domains" | "pages", "m") => return Ok(Decoded::Skip(Skipped::Message)),
+        ("domains", "t") => Change::Truncate(Table::Domains),
+        ("pages", "t") => Change::Truncate(Table::Pages),
         ("domains", "c" | "r" | "u") => Change::UpsertDomain(domain_row(
             row("after").ok_or_else(|| Malformed("missing after".into()))?,
         )?),
@@ -123,7 +168,7 @@ pub fn decode(topic: &str, value: Option<&[u8]>) -> Result<Decoded, Malformed> {
             let before = row("before").ok_or_else(|| Malformed("delete without before".into()))?;
             Change::DeleteDomain {
                 hostname: hostname(before)?,
-                version: before.get("version").and_then(Value::as_i64),
+                version: delete_version(before),
             }
         }
         ("pages", "c" | "r" | "u") => Change::UpsertPage(page_row(
@@ -133,7 +178,7 @@ pub fn decode(topic: &str, value: Option<&[u8]>) -> Result<Decoded, Malformed> {
             let before = row("before").ok_or_else(|| Malformed("delete without before".into()))?;
             Change::DeletePage {
                 key: page_key(before)?,
-                version: before.get("version").and_then(Value::as_i64),
+                version: delete_version(before),
             }
         }
         ("domains" | "pages", op) => return bad(format!("unknown op {op:?}")),
@@ -147,6 +192,29 @@ pub fn decode(topic: &str, value: Option<&[u8]>) -> Result<Decoded, Malformed> {
 }
 
 type Row = Map<String, Value>;
+
+/// Records without `op`: heartbeats (`{"ts_ms": …}`) and transaction
+/// metadata (`{"status": "BEGIN", "id": …}`) when the configured topics carry them.
+fn not_a_change(payload: &Row) -> Result<Decoded, Malformed> {
+    let is = |k: &str| payload.contains_key(k);
+    if is("status") && is("id") && !is("after") {
+        Ok(Decoded::Skip(Skipped::Transaction))
+    } else if is("ts_ms") && payload.len() == 1 {
+        Ok(Decoded::Skip(Skipped::Heartbeat))
+    } else {
+        bad("missing op")
+    }
+}
+
+/// The version a delete's `before` carries. Under REPLICA IDENTITY DEFAULT
+/// Debezium sends only the key and fills the other NOT NULL columns with
+/// zero values, so 0 (or nothing) means "not known", never "version 0".
+fn delete_version(before: &Row) -> Option<i64> {
+    before
+        .get("version")
+        .and_then(Value::as_i64)
+        .filter(|v| *v > 0)
+}
 
 fn col<T>(row: &Row, name: &str, parse: impl Fn(&Value) -> Option<T>) -> Result<Col<T>, Malformed> {
     match row.get(name) {
@@ -313,9 +381,43 @@ mod tests {
         );
     }
 
+    /// What the real connector sends under REPLICA IDENTITY DEFAULT: the key,
+    /// and zero values for every other NOT NULL column.
+    #[test]
+    fn zero_filled_delete_has_no_version() {
+        let v = json!({"before": {"store_id": 7, "path": "/x", "content_type": "", "body": "", "status": 0,
+                        "cache_control": null, "version": 0, "updated_at": "1970-01-01T00:00:00Z"},
+                       "after": null, "source": {"table": "pages", "lsn": 99}, "op": "d"});
+        let Decoded::Event(e) = decode_value(&v).unwrap() else {
+            panic!()
+        };
+        assert!(matches!(e.change, Change::DeletePage { version: None, .. }));
+        assert_eq!(e.lsn, Some(99));
+    }
+
+    #[test]
+    fn truncate_heartbeat_and_transaction_records() {
+        let t = json!({"before": null, "after": null, "source": {"table": "pages", "lsn": 5}, "op": "t"});
+        let Decoded::Event(e) = decode_value(&t).unwrap() else {
+            panic!()
+        };
+        assert_eq!(e.change, Change::Truncate(Table::Pages));
+        let hb = json!({"schema": {"type": "struct"}, "payload": {"ts_ms": 1700000000000i64}});
+        assert_eq!(
+            decode("__debezium-heartbeat.cdc", Some(hb.to_string().as_bytes())),
+            Ok(Decoded::Skip(Skipped::Heartbeat))
+        );
+        let tx = json!({"status": "END", "id": "571:53195829", "event_count": 2, "data_collections": [], "ts_ms": 1});
+        assert_eq!(
+            decode("cdc.transaction", Some(tx.to_string().as_bytes())),
+            Ok(Decoded::Skip(Skipped::Transaction))
+        );
+        assert!(decode("cdc.public.pages", Some(b"{\"ts_ms\": 1, \"x\": 2}")).is_err());
+    }
+
     #[test]
     fn tombstones_skip_and_garbage_is_malformed() {
-        assert_eq!(decode("t", None), Ok(Decoded::Skip("tombstone")));
+        assert_eq!(decode("t", None), Ok(Decoded::Skip(Skipped::Tombstone)));
         assert!(decode("t", Some(b"{not json")).is_err());
         assert!(
             decode_value(&json!({"op": "c", "source": {"table": "orders"}, "after": {}})).is_err()

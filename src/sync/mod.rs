@@ -256,9 +256,10 @@ impl ChangeStream {
             next.insert((r.topic.clone(), r.partition), r.offset + 1);
             match event::decode(&r.topic, r.value.as_deref()) {
                 Ok(Decoded::Event(e)) => events.push(e),
-                Ok(Decoded::Skip(why)) => {
-                    debug!(topic = %r.topic, partition = r.partition, offset = r.offset, why, "skipped record");
+                Ok(Decoded::Skip(kind)) => {
+                    debug!(topic = %r.topic, partition = r.partition, offset = r.offset, kind = kind.as_str(), "skipped record");
                     METRICS.events.with_label_values(&["skipped"]).inc();
+                    METRICS.skipped.with_label_values(&[kind.as_str()]).inc();
                 }
                 Err(Malformed(why)) => {
                     warn!(topic = %r.topic, partition = r.partition, offset = r.offset, error = %why, "malformed change event skipped");
@@ -302,7 +303,11 @@ impl ChangeStream {
             .map_or(0, |d| d.as_millis() as i64);
         for (e, o) in events.iter().zip(&outcomes) {
             let result = match o {
-                Outcome::StaleDomain(_) | Outcome::StalePage(_) => "stale",
+                Outcome::StaleDomain(_) | Outcome::StalePage(..) => "stale",
+                Outcome::Truncated(table, rows) => {
+                    info!(table = table.name(), rows, "table truncated at the primary");
+                    "truncated"
+                }
                 Outcome::Incomplete(why) => {
                     warn!(error = %why, "change event skipped");
                     "incomplete"
