@@ -7,7 +7,6 @@
 //! Uses the test harness (tests/common): primary, connector, broker, edge.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use common::cdc::{Connector, Primary};
