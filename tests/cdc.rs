@@ -6,7 +6,7 @@
 mod common;
 
 use common::cdc::*;
-use common::stream::{Broker, Pg, DOMAINS, PAGES};
+use common::stream::{Broker, Kind, Pg, DOMAINS, PAGES};
 use common::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -15,12 +15,6 @@ use std::time::Duration;
 const SEC: fn(u64) -> Duration = Duration::from_secs;
 const HEARTBEATS: &str = "__debezium-heartbeat.cdc";
 const TRANSACTIONS: &str = "cdc.transaction";
-
-#[derive(Clone, Copy, Debug)]
-enum Kind {
-    Embedded,
-    Postgres,
-}
 
 struct Pipeline {
     primary: Primary,
@@ -50,13 +44,7 @@ async fn pipeline(kind: Kind, schemas: bool, seed: &str) -> Pipeline {
         "heartbeat.interval.ms=500\nprovide.transaction.metadata=true",
     );
     let origin = Origin::start(Duration::from_millis(1)).await;
-    let (replica, pg) = match kind {
-        Kind::Embedded => ("[replica]\nping_interval = \"200ms\"\n".to_string(), None),
-        Kind::Postgres => {
-            let pg = Pg::create();
-            (pg.replica_section(), Some(pg))
-        }
-    };
+    let (replica, pg) = kind.replica();
     let body = format!(
         "{replica}[sync]\nbrokers = \"{}\"\ntopics = [\"{DOMAINS}\", \"{PAGES}\", \"{HEARTBEATS}\", \"{TRANSACTIONS}\"]\n\n{}",
         broker.addr,

@@ -11,21 +11,9 @@ use std::time::Duration;
 
 const SEC: fn(u64) -> Duration = Duration::from_secs;
 
-#[derive(Clone, Copy, Debug)]
-enum Kind {
-    Embedded,
-    Postgres,
-}
-
 /// An edge on `kind` reading `broker`, with `origin` as its public pool.
 async fn edge_on(kind: Kind, broker: &Broker, origin: &Origin, extra: &str) -> (Edge, Option<Pg>) {
-    let (replica, pg) = match kind {
-        Kind::Embedded => ("[replica]\nping_interval = \"200ms\"\n".to_string(), None),
-        Kind::Postgres => {
-            let pg = Pg::create();
-            (pg.replica_section(), Some(pg))
-        }
-    };
+    let (replica, pg) = kind.replica();
     let body = format!(
         "{replica}{}{extra}\n{}",
         broker.sync_section(),

@@ -10,7 +10,6 @@ use super::stream::Broker;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 fn script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -58,18 +57,7 @@ impl Primary {
 
     /// Runs SQL at the primary; returns what psql printed (unaligned, tuples only).
     pub fn sql(&self, sql: &str) -> String {
-        let out = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(["-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1"])
-            .args(["-qtAc", sql])
-            .output()
-            .expect("psql");
-        assert!(
-            out.status.success(),
-            "{sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        super::psql(self.port, "postgres", sql)
     }
 
     /// Rows of a query as JSON objects (`json_agg`), `[]` when none.
@@ -188,16 +176,4 @@ impl Drop for Connector {
     fn drop(&mut self) {
         self.kill9();
     }
-}
-
-/// Waits up to `limit` for `cond`, checking every 100 ms (blocking).
-pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + limit;
-    while std::time::Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
 }

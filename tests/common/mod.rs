@@ -339,6 +339,22 @@ pub fn site(host: &str, tier: &str, status: &str) -> String {
     format!("[[sites]]\nhostname = \"{host}\"\nstore_id = 1\ntier = \"{tier}\"\nstatus = \"{status}\"\n")
 }
 
+/// Runs SQL (psql, stopping at the first error) in database `db` of the
+/// PostgreSQL on 127.0.0.1:`port`; returns what it printed, tuples only.
+pub fn psql(port: u16, db: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
+        .args(["-d", db, "-v", "ON_ERROR_STOP=1", "-qtAc", sql])
+        .output()
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// Polls `cond` until true or the limit passes.
 pub async fn eventually<F, Fut>(limit: Duration, mut cond: F) -> bool
 where

@@ -284,6 +284,26 @@ pub fn page_key(store_id: i64, path: &str) -> String {
     json!({"store_id": store_id, "path": path}).to_string()
 }
 
+/// The two replicas every data-path scenario runs on.
+#[derive(Clone, Copy, Debug)]
+pub enum Kind {
+    Embedded,
+    Postgres,
+}
+
+impl Kind {
+    /// The `[replica]` section, and the database it uses (kept alive by the caller).
+    pub fn replica(self) -> (String, Option<Pg>) {
+        match self {
+            Kind::Embedded => ("[replica]\nping_interval = \"200ms\"\n".to_string(), None),
+            Kind::Postgres => {
+                let pg = Pg::create();
+                (pg.replica_section(), Some(pg))
+            }
+        }
+    }
+}
+
 /// A database of its own on the machine's PostgreSQL, dropped at the end.
 pub struct Pg {
     pub name: String,
@@ -291,16 +311,7 @@ pub struct Pg {
 
 /// Runs SQL in database `db` of the machine's PostgreSQL, returns its output.
 fn psql_in(db: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", db, "-tAc", sql])
-        .output()
-        .expect("psql");
-    assert!(
-        out.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    super::psql(5432, db, sql)
 }
 
 fn psql(sql: &str) -> String {
