@@ -517,3 +517,42 @@ async fn real_records_replayed_schemas_off_with_heartbeats_restarts_and_resnapsh
     )
     .await;
 }
+
+/// Debezium creates a table's topic with its first record: with `pages`
+/// still empty there is no pages topic. The edge reads `domains` meanwhile
+/// and takes the pages topic on once the connector has made it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_topic_the_connector_has_not_made_yet_is_taken_on_later() {
+    let primary = Primary::start();
+    primary.sql("INSERT INTO domains VALUES ('shop.test', 7, 'active', 'public', 1)");
+    let broker = Broker::start().await;
+    // Prefix `shop`: the harness made no topic for it, the connector will.
+    let _connector = Connector::start(&primary, &broker, "shop", false, "");
+    let origin = Origin::start(Duration::from_millis(1)).await;
+    let edge = Edge::start(&format!(
+        "[replica]\nping_interval = \"200ms\"\n[sync]\nbrokers = \"{}\"\n\
+         topics = [\"shop.public.domains\", \"shop.public.pages\"]\n\n{}",
+        broker.addr,
+        pool("public", &[(origin.addr, 1)])
+    ))
+    .await;
+    assert!(
+        eventually(SEC(60), || async {
+            edge.get("shop.test", "/").send().await.unwrap().status() != 421
+        })
+        .await,
+        "domains applied while the pages topic does not exist: {}",
+        edge.stderr()
+    );
+    primary
+        .sql("INSERT INTO pages VALUES (7, '/', 'text/html', 'first page', 200, NULL, 1, now())");
+    assert!(
+        eventually(SEC(60), || async {
+            let r = edge.get("shop.test", "/").send().await.unwrap();
+            r.headers().get("etag").is_some_and(|e| e == "\"v1\"")
+        })
+        .await,
+        "the page arrived once its topic existed: {}",
+        edge.stderr()
+    );
+}

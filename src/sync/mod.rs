@@ -143,7 +143,10 @@ impl ChangeStream {
             .create()
             .map_err(|e| format!("consumer: {e}"))?;
         let consumer = Arc::new(consumer);
-        let partitions = self.partitions(&consumer).await?;
+        let (partitions, missing) = self.partitions(&consumer).await?;
+        if !missing.is_empty() {
+            warn!(topics = ?missing, "topics not created yet (the connector makes one with its first record): reading the others meanwhile");
+        }
         let stored = loop {
             match self
                 .storefront
@@ -174,46 +177,48 @@ impl ChangeStream {
         consumer.assign(&tpl).map_err(|e| format!("assign: {e}"))?;
         info!(consumer = %self.consumer_name, partitions = partitions.len(), resumed = stored.len(), "change stream assigned");
         let watcher = tokio::spawn(watch_lag(consumer.clone(), partitions, self.stats.clone()));
-        let result = self.consume(&consumer).await;
+        let result = self.consume(&consumer, missing).await;
         watcher.abort();
         result
     }
 
-    /// The partitions of every configured topic, waiting for the broker and
-    /// for the topics to exist.
+    /// The partitions of the configured topics that exist, and the names of
+    /// those that do not yet: Debezium creates a table's topic with its
+    /// first record, so a table still empty has none. An error when the
+    /// broker does not answer or no topic exists at all.
     async fn partitions(
         &self,
         consumer: &Arc<StreamConsumer>,
-    ) -> Result<Vec<(String, i32)>, String> {
-        let mut out = Vec::new();
+    ) -> Result<(Vec<(String, i32)>, Vec<String>), String> {
+        let (mut found, mut missing) = (Vec::new(), Vec::new());
         for topic in &self.config.topics {
-            let c = consumer.clone();
-            let t = topic.clone();
-            let md = tokio::task::spawn_blocking(move || {
-                c.fetch_metadata(Some(&t), Duration::from_secs(5))
-            })
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("metadata for {topic}: {e}"))?;
-            let parts: Vec<i32> = md
-                .topics()
-                .iter()
-                .filter(|t| t.error().is_none())
-                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-                .collect();
+            let parts = topic_partitions(consumer, topic).await?;
             if parts.is_empty() {
-                return Err(format!(
-                    "topic {topic} has no partitions (not created yet?)"
-                ));
+                missing.push(topic.clone());
             }
-            out.extend(parts.into_iter().map(|p| (topic.clone(), p)));
+            found.extend(parts.into_iter().map(|p| (topic.clone(), p)));
         }
-        Ok(out)
+        if found.is_empty() {
+            return Err(format!("no topic exists yet: {missing:?}"));
+        }
+        Ok((found, missing))
     }
 
-    async fn consume(&self, consumer: &StreamConsumer) -> Result<(), String> {
+    /// Applies batches until a topic that was missing appears (then the
+    /// session ends, and the next one assigns it too). Only the wait for a
+    /// batch is cut short, never the apply: nothing half-done is dropped.
+    async fn consume(
+        &self,
+        consumer: &Arc<StreamConsumer>,
+        missing: Vec<String>,
+    ) -> Result<(), String> {
+        let appeared = appeared(consumer.clone(), missing);
+        tokio::pin!(appeared);
         loop {
-            let batch = self.next_batch(consumer).await;
+            let batch = tokio::select! {
+                batch = self.next_batch(consumer) => batch,
+                topic = &mut appeared => return Err(format!("topic {topic} now exists: assigning it")),
+            };
             if !batch.is_empty() {
                 self.process(batch).await;
             }
@@ -352,6 +357,41 @@ impl ChangeStream {
         }
         if let Err((e, _)) = producer.send_result(record) {
             warn!(error = %e, %source, "could not queue dead letter");
+        }
+    }
+}
+
+/// The partition ids of `topic` (none when it does not exist).
+async fn topic_partitions(consumer: &Arc<StreamConsumer>, topic: &str) -> Result<Vec<i32>, String> {
+    let (c, t) = (consumer.clone(), topic.to_string());
+    let md =
+        tokio::task::spawn_blocking(move || c.fetch_metadata(Some(&t), Duration::from_secs(5)))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("metadata for {topic}: {e}"))?;
+    Ok(md
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect())
+}
+
+/// Resolves with the first of `missing` that exists (checked every 2 s);
+/// never, when nothing is missing.
+async fn appeared(consumer: Arc<StreamConsumer>, missing: Vec<String>) -> String {
+    if missing.is_empty() {
+        return std::future::pending().await;
+    }
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for topic in &missing {
+            if topic_partitions(&consumer, topic)
+                .await
+                .is_ok_and(|p| !p.is_empty())
+            {
+                return topic.clone();
+            }
         }
     }
 }
