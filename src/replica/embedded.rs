@@ -168,18 +168,12 @@ impl EmbeddedReplica {
                         write(&mut pages, &mut tombs, Table::Pages, k, &tk, &decision)?;
                         outcome_of_page(event, key, &decision)
                     }
-                    Change::Truncate(Table::Domains) => truncate::<&str, DomainRecord>(
-                        &mut domains,
-                        &mut tombs,
-                        Table::Domains,
-                        event.lsn,
-                    )?,
-                    Change::Truncate(Table::Pages) => truncate::<(i64, &str), Page>(
-                        &mut pages,
-                        &mut tombs,
-                        Table::Pages,
-                        event.lsn,
-                    )?,
+                    Change::Truncate(Table::Domains) => {
+                        truncate(&mut domains, &mut tombs, Table::Domains, event.lsn)?
+                    }
+                    Change::Truncate(Table::Pages) => {
+                        truncate(&mut pages, &mut tombs, Table::Pages, event.lsn)?
+                    }
                 };
                 outcomes.push(outcome);
             }
@@ -218,7 +212,7 @@ fn tombstones(tombs: &Tombs, table: Table, key: &str) -> Result<Tombstones, Repl
     };
     Ok(Tombstones {
         key: get(key)?,
-        truncated: get(TRUNCATED_KEY)?,
+        truncated: get(TRUNCATED_KEY)?.and_then(|t| t.lsn),
     })
 }
 
@@ -260,22 +254,23 @@ fn write<'k, K: redb::Key + 'static, T: Serialize>(
     Ok(())
 }
 
+/// The position part of a stored `Versioned` row.
+#[derive(serde::Deserialize)]
+struct RowLsn {
+    lsn: Option<i64>,
+}
+
 /// TRUNCATE: removes the rows written before it, keeps the mark.
-fn truncate<K: redb::Key + 'static, T: serde::de::DeserializeOwned>(
+fn truncate<K: redb::Key + 'static>(
     rows: &mut redb::Table<K, &'static [u8]>,
     tombs: &mut Tombs,
     table: Table,
     lsn: Option<i64>,
 ) -> Result<Outcome, ReplicaError> {
-    let mark = truncation(
-        tombstones(tombs, table, TRUNCATED_KEY)?.truncated.as_ref(),
-        lsn,
-    );
+    let mark = truncation_mark(tombstones(tombs, table, TRUNCATED_KEY)?.truncated, lsn);
     let mut removed = 0;
     rows.retain(|_, v| {
-        let row_lsn = serde_json::from_slice::<Versioned<T>>(v)
-            .ok()
-            .and_then(|r| r.lsn);
+        let row_lsn = serde_json::from_slice::<RowLsn>(v).ok().and_then(|r| r.lsn);
         let goes = truncates(row_lsn, lsn);
         removed += u64::from(goes);
         !goes

@@ -99,11 +99,11 @@ pub enum Decision<T> {
 }
 
 /// What the replica remembers against a key: its own tombstone and the
-/// table's last TRUNCATE (a tombstone for every key, with a position only).
+/// WAL position of the table's last TRUNCATE (a mark for every key).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Tombstones {
     pub key: Option<Tombstone>,
-    pub truncated: Option<Tombstone>,
+    pub truncated: Option<i64>,
 }
 
 /// `a` is later than `b` at the primary: by WAL position when both carry
@@ -123,9 +123,7 @@ fn later(a_version: i64, a_lsn: Option<i64>, b: &Tombstone) -> bool {
 fn newer(version: i64, lsn: Option<i64>, stored: Option<i64>, tombs: &Tombstones) -> bool {
     stored.is_none_or(|v| version > v)
         && tombs.key.is_none_or(|t| later(version, lsn, &t))
-        && tombs
-            .truncated
-            .is_none_or(|t| t.lsn.zip(lsn).is_none_or(|(t, l)| l > t))
+        && tombs.truncated.zip(lsn).is_none_or(|(t, l)| l > t)
 }
 
 /// A delete is stale when it provably predates the stored row: by WAL
@@ -189,17 +187,17 @@ pub fn truncates(row_lsn: Option<i64>, lsn: Option<i64>) -> bool {
     }
 }
 
-/// The table's truncation mark after a TRUNCATE at `lsn` (the later wins).
-pub fn truncation(previous: Option<&Tombstone>, lsn: Option<i64>) -> Tombstone {
+/// The key under which a table's truncation mark is kept among the
+/// tombstones (no hostname or page key is empty); its `lsn` is the mark.
+pub const TRUNCATED_KEY: &str = "";
+
+/// The mark kept after a TRUNCATE at `lsn`: the later position wins.
+pub fn truncation_mark(previous: Option<i64>, lsn: Option<i64>) -> Tombstone {
     Tombstone {
         version: 0,
-        lsn: lsn.max(previous.and_then(|t| t.lsn)),
+        lsn: lsn.max(previous),
     }
 }
-
-/// The key under which a table's truncation mark is kept among the
-/// tombstones (no hostname or page key is empty).
-pub const TRUNCATED_KEY: &str = "";
 
 pub fn decide_domain(
     event: &ChangeEvent,
@@ -477,10 +475,9 @@ mod tests {
         assert!(!truncates(Some(70), Some(60)));
         assert!(truncates(None, Some(60)));
         assert!(truncates(Some(70), None));
-        let mark = truncation(None, Some(60));
         let after = Tombstones {
             key: None,
-            truncated: Some(mark),
+            truncated: Some(60),
         };
         assert_eq!(
             decide_page(
@@ -494,6 +491,6 @@ mod tests {
             decide_page(&page_event(1, Col::Set("after".into()), 65), None, &after),
             Decision::Write(_)
         ));
-        assert_eq!(truncation(Some(&mark), Some(40)).lsn, Some(60));
+        assert_eq!(truncation_mark(Some(60), Some(40)).lsn, Some(60));
     }
 }

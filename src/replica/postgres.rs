@@ -144,7 +144,7 @@ impl PostgresReplica {
                 lsn: r.get(2),
             };
             if r.get::<_, &str>(0) == TRUNCATED_KEY {
-                found.truncated = Some(t);
+                found.truncated = t.lsn;
             } else {
                 found.key = Some(t);
             }
@@ -159,7 +159,7 @@ impl PostgresReplica {
         lsn: Option<i64>,
     ) -> Result<Outcome, ReplicaError> {
         let marks = Self::tombstones(c, table, TRUNCATED_KEY).await?;
-        let mark = truncation(marks.truncated.as_ref(), lsn);
+        let mark = truncation_mark(marks.truncated, lsn);
         // Table names come from the enum, never from the event.
         let sql = format!(
             "DELETE FROM {} WHERE $1::bigint IS NULL OR lsn IS NULL OR lsn < $1",
