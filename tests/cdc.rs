@@ -466,7 +466,7 @@ async fn real_records_replayed(fixture: &str, hosts: &[&str], skipped: usize) {
     );
     assert!(!stderr.contains("malformed"), "{stderr}");
     assert!(
-        stdout.contains(&format!("{skipped} skipped")),
+        stdout.contains(&format!(", {skipped} skipped")),
         "heartbeats and transaction markers skipped: {stdout}"
     );
     let edge = edge.launch(false).await;
