@@ -204,9 +204,10 @@ impl ChangeStream {
         Ok((found, missing))
     }
 
-    /// Applies batches until a topic that was missing appears (then the
-    /// session ends, and the next one assigns it too). Only the wait for a
-    /// batch is cut short, never the apply: nothing half-done is dropped.
+    /// Applies batches until a topic that was missing appears: then the
+    /// session ends cleanly and the next one assigns it too. Only the wait
+    /// for a batch is cut short, never the apply: nothing half-done is
+    /// dropped (records taken but not applied are read again).
     async fn consume(
         &self,
         consumer: &Arc<StreamConsumer>,
@@ -217,7 +218,10 @@ impl ChangeStream {
         loop {
             let batch = tokio::select! {
                 batch = self.next_batch(consumer) => batch,
-                topic = &mut appeared => return Err(format!("topic {topic} now exists: assigning it")),
+                topic = &mut appeared => {
+                    info!(%topic, "topic now exists: assigning it");
+                    return Ok(());
+                }
             };
             if !batch.is_empty() {
                 self.process(batch).await;
