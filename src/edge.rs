@@ -177,7 +177,7 @@ impl Edge {
             Ok(c) => c,
             Err(e) => {
                 error!(error = %e, "config reload refused; the running config stays");
-                crate::admin::metrics::METRICS
+                crate::metrics::METRICS
                     .reloads
                     .with_label_values(&["refused"])
                     .inc();
@@ -201,7 +201,7 @@ impl Edge {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
         let state = Arc::new(EdgeState::build(config, generation, &self.data));
         self.current.store(state.clone());
-        crate::admin::metrics::METRICS
+        crate::metrics::METRICS
             .reloads
             .with_label_values(&["ok"])
             .inc();

@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod cache;
+pub mod change;
 pub mod cli;
 pub mod config;
 pub mod directory;
@@ -18,6 +19,7 @@ pub mod domain;
 pub mod edge;
 pub mod failover;
 pub mod lb;
+pub mod metrics;
 pub mod pg;
 pub mod proxy;
 pub mod replica;

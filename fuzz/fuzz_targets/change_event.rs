@@ -1,7 +1,8 @@
 #![no_main]
 //! The change-event decoder never panics on any record value, and whatever
 //! it accepts names a valid key.
-use edgepop::sync::event::{decode, Change, Decoded};
+use edgepop::change::Change;
+use edgepop::sync::event::{decode, Decoded};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

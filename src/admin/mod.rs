@@ -2,12 +2,10 @@
 //! `/readyz`, `/status`. Served by Pingora's HTTP server app, so it needs no
 //! HTTP code of its own.
 
-pub mod metrics;
-
 use crate::edge::Edge;
 use async_trait::async_trait;
 use http::{Response, StatusCode};
-use metrics::METRICS;
+use crate::metrics::METRICS;
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use serde_json::json;

@@ -2,10 +2,11 @@
 //! concurrent misses), with the replica's health deciding HIT vs STALE.
 
 use super::{CachedPage, DomainCache, PageCache, Slot};
-use crate::admin::metrics::METRICS;
+use crate::metrics::METRICS;
 use crate::directory::{Directory, DirectoryError};
 use crate::domain::{DomainRecord, Hostname, PageKey};
-use crate::replica::{Outcome, Replica, ReplicaError, Table};
+use crate::change::Table;
+use crate::replica::{Outcome, Replica, ReplicaError};
 use async_trait::async_trait;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

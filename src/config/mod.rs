@@ -8,7 +8,6 @@ pub use locate::Seg;
 use locate::{render, Locator};
 
 use crate::domain::{DomainStatus, Hostname, PopId, Tier};
-use crate::tls::challenge::ChallengeKind;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -364,6 +363,15 @@ pub struct AcmeConfig {
     /// (needs an HTTPS listener on port 443).
     #[serde(default = "default_challenge")]
     pub challenge: ChallengeKind,
+}
+
+/// Which challenge a node answers when it orders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub enum ChallengeKind {
+    #[serde(rename = "http-01")]
+    Http01,
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
 }
 
 fn default_challenge() -> ChallengeKind {

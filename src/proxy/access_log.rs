@@ -2,7 +2,7 @@
 //! writer thread, and the request metrics.
 
 use super::ctx::RequestCtx;
-use crate::admin::metrics::METRICS;
+use crate::metrics::METRICS;
 use pingora_core::Error;
 use pingora_proxy::Session;
 use serde::Serialize;

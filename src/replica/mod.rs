@@ -8,8 +8,8 @@ pub mod embedded;
 pub mod postgres;
 
 use crate::domain::{DomainRecord, Hostname, Page, PageKey};
-pub use crate::sync::event::Table;
-use crate::sync::event::{Change, ChangeEvent, DomainChange, PageChange};
+
+use crate::change::{Change, ChangeEvent, DomainChange, PageChange, Table};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -300,7 +300,7 @@ pub fn outcome_of_page(event: &ChangeEvent, key: &PageKey, d: &Decision<Page>) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::event::Col;
+    use crate::change::Col;
 
     const NONE: Tombstones = Tombstones {
         key: None,

@@ -2,92 +2,12 @@
 //! envelope) decoded into `ChangeEvent`s. Anything that does not fit is a
 //! `Malformed` with a reason: the consumer counts, logs and skips it.
 
+use crate::change::{Change, ChangeEvent, Col, DomainChange, PageChange, Table};
 use crate::domain::{DomainStatus, Hostname, PageKey, Tier};
 use serde_json::{Map, Value};
 
 /// Debezium's stand-in for an unchanged TOASTed column it did not send.
 pub const UNAVAILABLE: &str = "__debezium_unavailable_value";
-
-/// A column value from an event: set, or not sent (keep the stored one).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Col<T> {
-    Set(T),
-    Unavailable,
-}
-
-impl<T> Col<T> {
-    /// The event's value, else the stored one, else nothing.
-    pub fn or_stored(self, stored: Option<T>) -> Option<T> {
-        match self {
-            Col::Set(v) => Some(v),
-            Col::Unavailable => stored,
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DomainChange {
-    pub hostname: Hostname,
-    pub store_id: Col<i64>,
-    pub status: Col<DomainStatus>,
-    pub tier: Col<Tier>,
-    pub version: i64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PageChange {
-    pub key: PageKey,
-    pub content_type: Col<String>,
-    pub body: Col<String>,
-    pub status: Col<u16>,
-    pub cache_control: Col<Option<String>>,
-    pub version: i64,
-    pub updated_at: Col<String>,
-}
-
-/// The two replicated tables.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Table {
-    Domains,
-    Pages,
-}
-
-impl Table {
-    pub fn name(self) -> &'static str {
-        match self {
-            Table::Domains => "domains",
-            Table::Pages => "pages",
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Change {
-    UpsertDomain(DomainChange),
-    /// `version` is known only with REPLICA IDENTITY FULL: under the default
-    /// identity Debezium fills it with 0, which is read as unknown.
-    DeleteDomain {
-        hostname: Hostname,
-        version: Option<i64>,
-    },
-    UpsertPage(PageChange),
-    DeletePage {
-        key: PageKey,
-        version: Option<i64>,
-    },
-    /// TRUNCATE at the primary (published when the connector's
-    /// `skipped.operations` does not list `t`): every row written before it goes.
-    Truncate(Table),
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ChangeEvent {
-    pub change: Change,
-    /// WAL position at the primary: orders a key-only delete against rows.
-    pub lsn: Option<i64>,
-    /// Commit time at the primary (`source.ts_ms`), for freshness.
-    pub source_ts_ms: Option<i64>,
-}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decoded {

@@ -8,7 +8,7 @@
 
 pub mod event;
 
-use crate::admin::metrics::METRICS;
+use crate::metrics::METRICS;
 use crate::cache::Storefront;
 use crate::config::SyncConfig;
 use crate::replica::{Outcome, Position};

@@ -4,7 +4,8 @@
 //! same account. Challenge answers are published in the store before the CA
 //! is told to validate, and removed when the order is done either way.
 
-use super::challenge::{ChallengeKey, ChallengeKind, Challenges};
+use super::challenge::{ChallengeKey, Challenges};
+use crate::config::ChallengeKind;
 use super::issuer::Issuer;
 use super::store::CertStore;
 use super::IssuedCert;

@@ -21,15 +21,6 @@ use tracing::warn;
 pub const HTTP01_PREFIX: &str = "/.well-known/acme-challenge/";
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
-/// Which challenge a node answers when it orders.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-pub enum ChallengeKind {
-    #[serde(rename = "http-01")]
-    Http01,
-    #[serde(rename = "tls-alpn-01")]
-    TlsAlpn01,
-}
-
 /// What a pending challenge is looked up by.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ChallengeKey {

@@ -2,7 +2,7 @@
 //! order (doubling, at most an hour), a global token bucket, and a gauge of
 //! issuances in progress.
 
-use crate::admin::metrics::METRICS;
+use crate::metrics::METRICS;
 use crate::domain::Hostname;
 use crate::locked;
 use std::collections::HashMap;

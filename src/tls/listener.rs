@@ -6,7 +6,7 @@
 
 use super::challenge::ACME_TLS_ALPN;
 use super::CertManager;
-use crate::admin::metrics::METRICS;
+use crate::metrics::METRICS;
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::raw_connect::ProxyDigest;

@@ -15,7 +15,7 @@ pub mod listener;
 pub mod policy;
 pub mod store;
 
-use crate::admin::metrics::METRICS;
+use crate::metrics::METRICS;
 use crate::domain::{DomainStatus, Hostname};
 use crate::edge::Edge;
 use crate::locked;
