@@ -2,7 +2,7 @@
 //! row, and where in the primary's history it happened. `sync` decodes
 //! Debezium records into these; `replica` applies them.
 
-use crate::domain::{DomainStatus, Hostname, PageKey, Tier};
+use crate::domain::{DomainStatus, Hostname, PageKey, StoreId, Tier};
 
 /// A column value from an event: set, or not sent (keep the stored one).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,7 +24,7 @@ impl<T> Col<T> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DomainChange {
     pub hostname: Hostname,
-    pub store_id: Col<i64>,
+    pub store_id: Col<StoreId>,
     pub status: Col<DomainStatus>,
     pub tier: Col<Tier>,
     pub version: i64,
@@ -85,3 +85,23 @@ pub struct ChangeEvent {
     pub source_ts_ms: Option<i64>,
 }
 
+/// What a change is about: one row of a table, or a whole table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subject<'a> {
+    Domain(&'a Hostname),
+    Page(&'a PageKey),
+    Table(Table),
+}
+
+impl Change {
+    pub fn subject(&self) -> Subject<'_> {
+        match self {
+            Change::UpsertDomain(DomainChange { hostname, .. })
+            | Change::DeleteDomain { hostname, .. } => Subject::Domain(hostname),
+            Change::UpsertPage(PageChange { key, .. }) | Change::DeletePage { key, .. } => {
+                Subject::Page(key)
+            }
+            Change::Truncate(table) => Subject::Table(*table),
+        }
+    }
+}

@@ -145,6 +145,13 @@ impl Tier {
             Tier::Enterprise => "enterprise",
         }
     }
+
+    /// The tier a `domains.tier` value names (the words `as_str` writes).
+    pub fn parse(s: &str) -> Option<Self> {
+        [Tier::Public, Tier::Enterprise]
+            .into_iter()
+            .find(|t| t.as_str() == s)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -155,11 +162,40 @@ pub enum DomainStatus {
     Suspended,
 }
 
+impl DomainStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DomainStatus::Active => "active",
+            DomainStatus::Suspended => "suspended",
+        }
+    }
+
+    /// The status a `domains.status` value names (the words `as_str` writes).
+    pub fn parse(s: &str) -> Option<Self> {
+        [DomainStatus::Active, DomainStatus::Suspended]
+            .into_iter()
+            .find(|t| t.as_str() == s)
+    }
+}
+
+/// A seller's store: what `domains` rows point at and `pages` rows belong to.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
+#[serde(transparent)]
+pub struct StoreId(pub i64);
+
+impl fmt::Display for StoreId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// What the node knows about one hostname: the row of `domains`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DomainRecord {
     pub hostname: Hostname,
-    pub store_id: i64,
+    pub store_id: StoreId,
     pub status: DomainStatus,
     pub tier: Tier,
 }
@@ -167,6 +203,22 @@ pub struct DomainRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn words_read_back_as_serde_writes_them() {
+        for status in [DomainStatus::Active, DomainStatus::Suspended] {
+            let json = serde_json::to_value(status).unwrap();
+            assert_eq!(json.as_str(), Some(status.as_str()));
+            assert_eq!(DomainStatus::parse(status.as_str()), Some(status));
+        }
+        for tier in [Tier::Public, Tier::Enterprise] {
+            let json = serde_json::to_value(tier).unwrap();
+            assert_eq!(json.as_str(), Some(tier.as_str()));
+            assert_eq!(Tier::parse(tier.as_str()), Some(tier));
+        }
+        assert_eq!(DomainStatus::parse("gone"), None);
+        assert_eq!(Tier::parse("Public"), None);
+    }
 
     fn host(v: &str) -> Result<String, HostError> {
         Hostname::from_authority(v.as_bytes()).map(|h| h.0)
@@ -206,14 +258,14 @@ mod tests {
 /// A page's identity: the store it belongs to and its path (no query).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct PageKey {
-    pub store_id: i64,
+    pub store_id: StoreId,
     pub path: String,
 }
 
 /// A row of `pages`, as the edge serves it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Page {
-    pub store_id: i64,
+    pub store_id: StoreId,
     pub path: String,
     pub content_type: String,
     pub body: String,

@@ -6,7 +6,7 @@ use crate::cache::{domain_cache, page_cache, Storefront};
 use crate::config::{Config, ConfigError, ReplicaKind};
 use crate::directory::{Directory, Layered, StaticDirectory};
 use crate::domain::{DomainRecord, PopId};
-use crate::failover::Readiness;
+use crate::failover::{Facts, StreamLag, Vitals};
 use crate::lb::{health, Pools};
 use crate::replica::{embedded::EmbeddedReplica, postgres::PostgresReplica, Replica};
 use crate::sync::{ChangeStream, SyncStats};
@@ -124,7 +124,6 @@ pub struct Edge {
     config_path: PathBuf,
     active: Arc<AtomicUsize>,
     generations: AtomicU64,
-    pub readiness: Readiness,
     pub started: Instant,
 }
 
@@ -147,7 +146,6 @@ impl Edge {
             config_path: config_path.to_path_buf(),
             active: Arc::new(AtomicUsize::new(0)),
             generations: AtomicU64::new(1),
-            readiness: Readiness::default(),
             started: Instant::now(),
         })
     }
@@ -207,5 +205,20 @@ impl Edge {
             .inc();
         info!(generation, "config reloaded");
         Ok(state)
+    }
+}
+
+/// Readiness is judged on the current generation and the data plane.
+impl Vitals for Edge {
+    fn facts(&self) -> Facts {
+        let state = self.state();
+        Facts {
+            origins_available: state.pools.any_available(),
+            replica_up: self.data.storefront.replica_up(),
+            stream: self.data.sync.as_ref().map(|_| StreamLag {
+                records_behind: self.data.sync_stats.total_lag(),
+                max: state.config.replica.max_lag,
+            }),
+        }
     }
 }

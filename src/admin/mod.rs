@@ -3,9 +3,10 @@
 //! HTTP code of its own.
 
 use crate::edge::Edge;
+use crate::failover::Readiness;
+use crate::metrics::METRICS;
 use async_trait::async_trait;
 use http::{Response, StatusCode};
-use crate::metrics::METRICS;
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use serde_json::json;
@@ -13,11 +14,12 @@ use std::sync::Arc;
 
 pub struct AdminApp {
     edge: Arc<Edge>,
+    readiness: Arc<Readiness>,
 }
 
 impl AdminApp {
-    pub fn new(edge: Arc<Edge>) -> Self {
-        AdminApp { edge }
+    pub fn new(edge: Arc<Edge>, readiness: Arc<Readiness>) -> Self {
+        AdminApp { edge, readiness }
     }
 
     fn metrics(&self) -> Vec<u8> {
@@ -102,7 +104,7 @@ impl AdminApp {
 
     fn status(&self) -> serde_json::Value {
         let state = self.edge.state();
-        let reasons = self.edge.readiness.reasons(&state, &self.edge.data);
+        let reasons = self.readiness.reasons();
         let pools: Vec<_> = state
             .pools
             .iter()
@@ -134,7 +136,7 @@ impl AdminApp {
             "uptime_seconds": self.edge.started.elapsed().as_secs(),
             "ready": reasons.is_empty(),
             "not_ready_reasons": reasons,
-            "draining": self.edge.readiness.is_draining(),
+            "draining": self.readiness.is_draining(),
             "active_requests": self.edge.active_requests(),
             "config": { "generation": state.generation, "loaded_at_unix": loaded_at },
             "directory": { "config_sites": state.directory.len_hint(), "replica": true },
@@ -161,10 +163,7 @@ impl ServeHttp for AdminApp {
             "/metrics" => reply(StatusCode::OK, "text/plain; version=0.0.4", self.metrics()),
             "/healthz" => reply(StatusCode::OK, text, b"ok\n".to_vec()),
             "/readyz" => {
-                let reasons = self
-                    .edge
-                    .readiness
-                    .reasons(&self.edge.state(), &self.edge.data);
+                let reasons = self.readiness.reasons();
                 if reasons.is_empty() {
                     reply(StatusCode::OK, text, b"ready\n".to_vec())
                 } else {

@@ -1,11 +1,11 @@
 //! The storefront read path: cache first, else the replica (loaded once for
 //! concurrent misses), with the replica's health deciding HIT vs STALE.
 
-use super::{CachedPage, DomainCache, PageCache, Slot};
-use crate::metrics::METRICS;
-use crate::directory::{Directory, DirectoryError};
-use crate::domain::{DomainRecord, Hostname, PageKey};
+use super::slot::{CachedPage, DomainCache, PageCache, Slot};
 use crate::change::Table;
+use crate::directory::{Directory, DirectoryError};
+use crate::domain::{DomainRecord, Hostname, PageKey, StoreId};
+use crate::metrics::METRICS;
 use crate::replica::{Outcome, Replica, ReplicaError};
 use async_trait::async_trait;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -78,7 +78,7 @@ impl Storefront {
 
     /// The page key for a request path and query, or `None` when the query
     /// holds a parameter that is not ignorable (the origin decides then).
-    pub fn page_key(&self, store_id: i64, path: &str, query: Option<&str>) -> Option<PageKey> {
+    pub fn page_key(&self, store_id: StoreId, path: &str, query: Option<&str>) -> Option<PageKey> {
         let ignorable = |name: &str| {
             self.ignorable.iter().any(|p| match p.strip_suffix('*') {
                 Some(prefix) => name.starts_with(prefix),
@@ -218,17 +218,19 @@ mod tests {
     fn only_ignorable_queries_keep_the_page_key() {
         let sf = Storefront::new(
             Arc::new(crate::replica::embedded::EmbeddedReplica::open(&tempfile_path()).unwrap()),
-            super::super::page_cache(1 << 20, Duration::from_secs(1)),
-            super::super::domain_cache(100, Duration::from_secs(1)),
+            super::super::slot::page_cache(1 << 20, Duration::from_secs(1)),
+            super::super::slot::domain_cache(100, Duration::from_secs(1)),
             vec!["utm_*".into(), "gclid".into(), "fbclid".into()],
         );
-        assert!(sf.page_key(1, "/", None).is_some());
+        assert!(sf.page_key(StoreId(1), "/", None).is_some());
         assert!(sf
-            .page_key(1, "/", Some("utm_source=x&utm_medium=y&gclid=1"))
+            .page_key(StoreId(1), "/", Some("utm_source=x&utm_medium=y&gclid=1"))
             .is_some());
-        assert!(sf.page_key(1, "/", Some("")).is_some());
-        assert!(sf.page_key(1, "/", Some("utm_source=x&page=2")).is_none());
-        assert!(sf.page_key(1, "/", Some("gclidx=1")).is_none());
+        assert!(sf.page_key(StoreId(1), "/", Some("")).is_some());
+        assert!(sf
+            .page_key(StoreId(1), "/", Some("utm_source=x&page=2"))
+            .is_none());
+        assert!(sf.page_key(StoreId(1), "/", Some("gclidx=1")).is_none());
     }
 
     fn tempfile_path() -> std::path::PathBuf {

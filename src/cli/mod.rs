@@ -118,12 +118,12 @@ pub fn main() -> ExitCode {
         } => with_config(&config, |c| run::run(c, &config, upgrade, daemon)),
         Command::Replica {
             command: ReplicaCommand::Init { config },
-        } => with_config(&config, |c| replica::init(&c)),
+        } => with_config(&config, |c| replica::init(&runtime(), &c)),
         Command::Replica {
             command: ReplicaCommand::Load { file, config },
-        } => with_config(&config, |c| replica::load(&c, &file)),
+        } => with_config(&config, |c| replica::load(&runtime(), &c, &file)),
         Command::Tls {
             command: TlsCommand::Revoke { hostname, config },
-        } => with_config(&config, |c| tls::revoke(&c, &hostname)),
+        } => with_config(&config, |c| tls::revoke(&runtime(), &c, &hostname)),
     }
 }

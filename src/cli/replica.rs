@@ -1,18 +1,17 @@
 //! `edgepop replica init` and `edgepop replica load`: schema creation and
 //! snapshot loading (bootstrapping a new PoP, the quickstart demo).
 
-use super::runtime;
+use crate::change::ChangeEvent;
 use crate::config::{Config, ReplicaKind};
 use crate::edge::open_replica;
 use crate::replica::{postgres::PostgresReplica, Outcome, Replica};
-use crate::change::ChangeEvent;
 use crate::sync::event::{self, Decoded};
 use std::io::BufRead;
 use std::path::Path;
 use std::process::ExitCode;
+use tokio::runtime::Runtime;
 
-pub fn init(config: &Config) -> ExitCode {
-    let rt = runtime();
+pub fn init(rt: &Runtime, config: &Config) -> ExitCode {
     let result: Result<(), String> = rt.block_on(async {
         match config.replica.kind {
             ReplicaKind::Postgres => {
@@ -45,7 +44,7 @@ struct Summary {
 
 /// Loads Debezium JSON records, one per line. A malformed line is reported
 /// with its number and skipped; the rest still load.
-pub fn load(config: &Config, file: &Path) -> ExitCode {
+pub fn load(rt: &Runtime, config: &Config, file: &Path) -> ExitCode {
     let input = match std::fs::File::open(file) {
         Ok(f) => std::io::BufReader::new(f),
         Err(e) => {
@@ -60,7 +59,6 @@ pub fn load(config: &Config, file: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let rt = runtime();
     let mut summary = Summary::default();
     let mut batch: Vec<ChangeEvent> = Vec::new();
     for (n, line) in input.lines().enumerate() {

@@ -4,7 +4,8 @@
 use crate::admin::AdminApp;
 use crate::config::{Config, TlsConfig};
 use crate::edge::Edge;
-use crate::proxy::{access_log, EdgeProxy};
+use crate::failover::Readiness;
+use crate::proxy::{access_log, EdgeProxy, Scheme};
 use crate::tls::challenge::Challenges;
 use crate::tls::listener::TlsApp;
 use crate::tls::{load_static, CertManager, TlsSettings};
@@ -63,14 +64,18 @@ pub fn run(config: Config, path: &Path, upgrade: bool, daemon: bool) -> ExitCode
 
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
-        EdgeProxy::new(edge.clone(), "http"),
+        EdgeProxy::new(edge.clone(), Scheme::Http),
         "edge proxy",
     );
     for addr in &config.listen.http {
         proxy.add_tcp(&addr.to_string());
     }
 
-    let mut admin = Service::new("admin".to_string(), AdminApp::new(edge.clone()));
+    let readiness = Arc::new(Readiness::new(edge.clone()));
+    let mut admin = Service::new(
+        "admin".to_string(),
+        AdminApp::new(edge.clone(), readiness.clone()),
+    );
     admin.add_tcp(&config.admin.listen.to_string());
     admin.threads = Some(1);
 
@@ -80,6 +85,7 @@ pub fn run(config: Config, path: &Path, upgrade: bool, daemon: bool) -> ExitCode
         "control",
         Control {
             edge: edge.clone(),
+            readiness,
             drain,
             ping_every,
             phases,
@@ -116,7 +122,7 @@ fn https_service(
     let certs = cert_manager(tls, edge.clone(), node)?;
     let http = Arc::new(pingora_proxy::http_proxy(
         conf,
-        EdgeProxy::new(edge.clone(), "https"),
+        EdgeProxy::new(edge.clone(), Scheme::Https),
     ));
     let certs = Arc::new(certs);
     edge.set_certs(certs.clone());
@@ -170,6 +176,7 @@ fn init_logging(level: &str) {
 /// Health checks, SIGHUP reloads and the drain at shutdown.
 struct Control {
     edge: Arc<Edge>,
+    readiness: Arc<Readiness>,
     drain: Duration,
     ping_every: Duration,
     phases: Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
@@ -215,7 +222,7 @@ impl Control {
     /// signal). Wait for in-flight requests, bounded by the drain timeout,
     /// then exit instead of sitting out Pingora's whole grace period.
     async fn drain_and_exit(&self) -> ! {
-        self.edge.readiness.start_draining();
+        self.readiness.start_draining();
         info!(in_flight = self.edge.active_requests(), "draining");
         let deadline = Instant::now() + self.drain;
         let mut quiet_ticks = 0;

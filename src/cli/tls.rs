@@ -46,8 +46,8 @@ pub fn issuer(
 /// Revokes the stored certificate of `host` at its CA and marks it revoked
 /// in the store. Running nodes drop it at their next store check
 /// (`tls.renew_check`), and the next handshake gets a new certificate.
-pub fn revoke(config: &Config, host: &str) -> ExitCode {
-    match super::runtime().block_on(revoke_stored(config, host)) {
+pub fn revoke(rt: &tokio::runtime::Runtime, config: &Config, host: &str) -> ExitCode {
+    match rt.block_on(revoke_stored(config, host)) {
         Ok(msg) => {
             println!("{msg}");
             ExitCode::SUCCESS

@@ -1,15 +1,46 @@
 //! Whether this node should receive traffic. `/readyz` reports it; the
 //! PoP's BGP daemon announces the anycast prefix only while it is true.
+//! Readiness is judged from plain facts handed in (`Vitals`), so this
+//! module knows nothing of how the node is assembled.
 
-use crate::edge::{DataPlane, EdgeState};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-#[derive(Default)]
+/// What readiness is judged from, read fresh on each question.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Facts {
+    /// Some server in some origin pool can take a request.
+    pub origins_available: bool,
+    pub replica_up: bool,
+    /// Set when a change stream feeds the replica.
+    pub stream: Option<StreamLag>,
+}
+
+/// How far the replica is behind its change stream, and how far it may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLag {
+    pub records_behind: i64,
+    pub max: i64,
+}
+
+/// Where the facts come from (the edge).
+pub trait Vitals: Send + Sync {
+    fn facts(&self) -> Facts;
+}
+
 pub struct Readiness {
+    vitals: Arc<dyn Vitals>,
     draining: AtomicBool,
 }
 
 impl Readiness {
+    pub fn new(vitals: Arc<dyn Vitals>) -> Self {
+        Readiness {
+            vitals,
+            draining: AtomicBool::new(false),
+        }
+    }
+
     /// Set once on SIGTERM or a graceful upgrade: never ready again.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
@@ -20,25 +51,72 @@ impl Readiness {
     }
 
     /// Reasons this node is not ready; empty when it is.
-    pub fn reasons(&self, state: &EdgeState, data: &DataPlane) -> Vec<String> {
-        let mut reasons = Vec::new();
-        if self.is_draining() {
-            reasons.push("draining".to_string());
+    pub fn reasons(&self) -> Vec<String> {
+        judge(self.is_draining(), &self.vitals.facts())
+    }
+}
+
+fn judge(draining: bool, facts: &Facts) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if draining {
+        reasons.push("draining".to_string());
+    }
+    if !facts.origins_available {
+        reasons.push("no healthy origin server in any pool".to_string());
+    }
+    if !facts.replica_up {
+        reasons.push("replica unreachable".to_string());
+    }
+    if let Some(lag) = facts.stream.filter(|l| l.records_behind > l.max) {
+        reasons.push(format!(
+            "replica {} records behind the stream (max {})",
+            lag.records_behind, lag.max
+        ));
+    }
+    reasons
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn healthy() -> Facts {
+        Facts {
+            origins_available: true,
+            replica_up: true,
+            stream: Some(StreamLag {
+                records_behind: 10,
+                max: 10,
+            }),
         }
-        if !state.pools.any_available() {
-            reasons.push("no healthy origin server in any pool".to_string());
-        }
-        if !data.storefront.replica_up() {
-            reasons.push("replica unreachable".to_string());
-        }
-        let lag = data.sync_stats.total_lag();
-        let max_lag = state.config.replica.max_lag;
-        if data.sync.is_some() && lag > max_lag {
-            reasons.push(format!(
-                "replica {lag} records behind the stream (max {})",
-                max_lag
-            ));
-        }
-        reasons
+    }
+
+    #[test]
+    fn ready_only_when_nothing_is_wrong() {
+        assert!(judge(false, &healthy()).is_empty());
+        let lagging = Facts {
+            stream: Some(StreamLag {
+                records_behind: 11,
+                max: 10,
+            }),
+            ..healthy()
+        };
+        assert_eq!(
+            judge(false, &lagging),
+            ["replica 11 records behind the stream (max 10)"]
+        );
+        let broken = Facts {
+            origins_available: false,
+            replica_up: false,
+            stream: None,
+        };
+        assert_eq!(
+            judge(true, &broken),
+            [
+                "draining",
+                "no healthy origin server in any pool",
+                "replica unreachable"
+            ]
+        );
     }
 }

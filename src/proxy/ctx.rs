@@ -28,12 +28,28 @@ impl CacheStatus {
     }
 }
 
+/// The listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
 pub struct RequestCtx {
     pub started: Instant,
     /// The config generation this request runs under, start to end.
     pub state: Arc<EdgeState>,
     pub route: EdgeRoute,
-    pub scheme: &'static str,
+    pub scheme: Scheme,
     /// The Host as the client sent it (for x-forwarded-host).
     pub authority: Option<String>,
     pub host: Option<Hostname>,
@@ -61,7 +77,7 @@ impl RequestCtx {
             started: Instant::now(),
             route: EdgeRoute::landed(&state.pop),
             state,
-            scheme: "http",
+            scheme: Scheme::Http,
             authority: None,
             host: None,
             pool: None,

@@ -62,7 +62,7 @@ pub fn add_forwarded(req: &mut RequestHeader, ctx: &RequestCtx, client_ip: Optio
         };
         let _ = req.insert_header("x-forwarded-for", xff);
     }
-    let _ = req.insert_header("x-forwarded-proto", ctx.scheme);
+    let _ = req.insert_header("x-forwarded-proto", ctx.scheme.as_str());
     if let Some(host) = &ctx.authority {
         let _ = req.insert_header("x-forwarded-host", host.as_str());
     }

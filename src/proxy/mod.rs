@@ -21,13 +21,14 @@ mod page;
 mod respond;
 pub mod route;
 
-pub use ctx::{CacheStatus, RequestCtx};
+pub use ctx::{CacheStatus, RequestCtx, Scheme};
 
 use crate::cache::Lookup;
 use crate::domain::{DomainRecord, DomainStatus, Hostname};
 use crate::edge::Edge;
 use crate::tls::challenge::ChallengeKey;
 use async_trait::async_trait;
+use http::StatusCode;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -37,8 +38,8 @@ use tracing::warn;
 
 pub struct EdgeProxy {
     edge: Arc<Edge>,
-    /// "http" or "https": the listener this proxy serves.
-    scheme: &'static str,
+    /// The listener this proxy serves.
+    scheme: Scheme,
 }
 
 impl EdgeProxy {
@@ -49,7 +50,7 @@ impl EdgeProxy {
         certs.challenge_answer(&key).await
     }
 
-    pub fn new(edge: Arc<Edge>, scheme: &'static str) -> Self {
+    pub fn new(edge: Arc<Edge>, scheme: Scheme) -> Self {
         EdgeProxy { edge, scheme }
     }
 
@@ -150,7 +151,7 @@ impl ProxyHttp for EdgeProxy {
         let authority = match Self::authority(session.req_header()) {
             Ok(a) => a,
             Err(reason) => {
-                respond::error(session, ctx, 400, reason.into(), None).await?;
+                respond::error(session, ctx, StatusCode::BAD_REQUEST, reason.into(), None).await?;
                 return Ok(true);
             }
         };
@@ -158,7 +159,7 @@ impl ProxyHttp for EdgeProxy {
         let host = match Hostname::from_authority(authority) {
             Ok(h) => h,
             Err(e) => {
-                respond::error(session, ctx, 400, e.to_string(), None).await?;
+                respond::error(session, ctx, StatusCode::BAD_REQUEST, e.to_string(), None).await?;
                 return Ok(true);
             }
         };
@@ -167,23 +168,30 @@ impl ProxyHttp for EdgeProxy {
             Ok(Some(d)) => d,
             Ok(None) => {
                 let reason = format!("{host} is not served by this network");
-                respond::error(session, ctx, 421, reason, None).await?;
+                respond::error(session, ctx, StatusCode::MISDIRECTED_REQUEST, reason, None).await?;
                 return Ok(true);
             }
             Err(e) => {
                 let retry = Some(ctx.state.config.proxy.retry_after);
-                respond::error(session, ctx, 503, e.to_string(), retry).await?;
+                respond::error(
+                    session,
+                    ctx,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    e.to_string(),
+                    retry,
+                )
+                .await?;
                 return Ok(true);
             }
         };
         ctx.host = Some(host);
         if domain.status == DomainStatus::Suspended {
             let reason = format!("{} is suspended", domain.hostname);
-            respond::error(session, ctx, 403, reason, None).await?;
+            respond::error(session, ctx, StatusCode::FORBIDDEN, reason, None).await?;
             return Ok(true);
         }
         if let Some(policy) = &ctx.state.https {
-            if ctx.scheme == "https" {
+            if ctx.scheme == Scheme::Https {
                 ctx.hsts = policy.hsts(&domain.hostname).map(str::to_string);
             } else {
                 let target = session
@@ -204,7 +212,7 @@ impl ProxyHttp for EdgeProxy {
         if ctx.pool.is_none() {
             let reason = format!("no origin pool for tier {}", domain.tier.as_str());
             let retry = Some(ctx.state.config.proxy.retry_after);
-            respond::error(session, ctx, 503, reason, retry).await?;
+            respond::error(session, ctx, StatusCode::SERVICE_UNAVAILABLE, reason, retry).await?;
             return Ok(true);
         }
         Ok(false)
@@ -356,7 +364,8 @@ impl ProxyHttp for EdgeProxy {
                 .map(|c| c.as_str().to_string())
                 .unwrap_or_else(|| e.etype().as_str().to_string());
             let retry = (code == 503).then_some(ctx.state.config.proxy.retry_after);
-            if let Err(write_err) = respond::error(session, ctx, code, reason, retry).await {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            if let Err(write_err) = respond::error(session, ctx, status, reason, retry).await {
                 warn!("failed to send error response: {write_err}");
             }
         }

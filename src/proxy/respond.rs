@@ -12,11 +12,10 @@ use pingora_proxy::Session;
 pub async fn error(
     session: &mut Session,
     ctx: &mut RequestCtx,
-    status: u16,
+    code: StatusCode,
     reason: String,
     retry_after: Option<u32>,
 ) -> Result<()> {
-    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = Bytes::from(format!(
         "{} {}: {}\n",
         code.as_u16(),
@@ -44,7 +43,7 @@ pub async fn error(
 
 /// A permanent redirect that keeps the method (308), e.g. HTTP to HTTPS.
 pub async fn redirect(session: &mut Session, ctx: &mut RequestCtx, location: String) -> Result<()> {
-    let mut resp = ResponseHeader::build(308, Some(6))?;
+    let mut resp = ResponseHeader::build(StatusCode::PERMANENT_REDIRECT, Some(6))?;
     resp.insert_header("location", &location)?;
     resp.insert_header("content-length", 0)?;
     decorate(&mut resp, ctx);
@@ -57,7 +56,7 @@ pub async fn challenge(
     ctx: &mut RequestCtx,
     key_authorization: String,
 ) -> Result<()> {
-    let mut resp = ResponseHeader::build(200, Some(4))?;
+    let mut resp = ResponseHeader::build(StatusCode::OK, Some(4))?;
     resp.insert_header("content-type", "application/octet-stream")?;
     resp.insert_header("content-length", key_authorization.len())?;
     decorate(&mut resp, ctx);

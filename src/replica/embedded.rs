@@ -2,6 +2,7 @@
 //! crash-safe, no server). The default for a single box.
 
 use super::*;
+use crate::change::Subject;
 use arc_swap::ArcSwapOption;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::{Path, PathBuf};
@@ -142,36 +143,22 @@ impl EmbeddedReplica {
             let mut pages = tx.open_table(PAGES).map_err(err)?;
             let mut tombs = tx.open_table(TOMBSTONES).map_err(err)?;
             for event in events {
-                let outcome = match &event.change {
-                    Change::UpsertDomain(DomainChange { hostname, .. })
-                    | Change::DeleteDomain { hostname, .. } => {
-                        let host = hostname.as_str();
-                        let stored = read(&domains, host)?;
-                        let tombstones = tombstones(&tombs, Table::Domains, host)?;
-                        let decision = decide_domain(event, stored.as_ref(), &tombstones);
-                        write(
-                            &mut domains,
-                            &mut tombs,
-                            Table::Domains,
-                            host,
-                            host,
-                            &decision,
-                        )?;
-                        outcome_of_domain(hostname, &decision)
+                let outcome = match event.change.subject() {
+                    Subject::Domain(host) => apply_row::<_, DomainRecord>(
+                        &mut domains,
+                        &mut tombs,
+                        host.as_str(),
+                        host,
+                        event,
+                    )?,
+                    Subject::Page(key) => {
+                        let k = (key.store_id.0, key.path.as_str());
+                        apply_row::<_, Page>(&mut pages, &mut tombs, k, key, event)?
                     }
-                    Change::UpsertPage(PageChange { key, .. }) | Change::DeletePage { key, .. } => {
-                        let k = (key.store_id, key.path.as_str());
-                        let tk = page_tomb_key(key);
-                        let stored = read(&pages, k)?;
-                        let tombstones = tombstones(&tombs, Table::Pages, &tk)?;
-                        let decision = decide_page(event, stored.as_ref(), &tombstones);
-                        write(&mut pages, &mut tombs, Table::Pages, k, &tk, &decision)?;
-                        outcome_of_page(event, key, &decision)
-                    }
-                    Change::Truncate(Table::Domains) => {
+                    Subject::Table(Table::Domains) => {
                         truncate(&mut domains, &mut tombs, Table::Domains, event.lsn)?
                     }
-                    Change::Truncate(Table::Pages) => {
+                    Subject::Table(Table::Pages) => {
                         truncate(&mut pages, &mut tombs, Table::Pages, event.lsn)?
                     }
                 };
@@ -231,27 +218,34 @@ fn put_tombstone(
     Ok(())
 }
 
-/// Carries out a decision on one key.
-fn write<'k, K: redb::Key + 'static, T: Serialize>(
+/// Decides one change against the row stored under `row_key` and its
+/// tombstones, and carries the decision out.
+fn apply_row<'k, K: redb::Key + 'static, R: Row + Serialize + serde::de::DeserializeOwned>(
     rows: &mut redb::Table<K, &'static [u8]>,
     tombs: &mut Tombs,
-    table: Table,
-    key: impl std::borrow::Borrow<K::SelfType<'k>>,
-    tomb_key: &str,
-    decision: &Decision<T>,
-) -> Result<(), ReplicaError> {
-    match decision {
+    row_key: impl std::borrow::Borrow<K::SelfType<'k>> + Copy,
+    key: &R::Key,
+    event: &ChangeEvent,
+) -> Result<Outcome, ReplicaError> {
+    let tomb_key = R::tomb_key(key);
+    let stored = read(&*rows, row_key)?;
+    let decision = R::decide(
+        event,
+        stored.as_ref(),
+        &tombstones(tombs, R::TABLE, &tomb_key)?,
+    );
+    match &decision {
         Decision::Write(row) => {
-            rows.insert(key, serde_json::to_vec(row).map_err(err)?.as_slice())
+            rows.insert(row_key, serde_json::to_vec(row).map_err(err)?.as_slice())
                 .map_err(err)?;
         }
         Decision::Delete(t) => {
-            rows.remove(key).map_err(err)?;
-            put_tombstone(tombs, table, tomb_key, t)?;
+            rows.remove(row_key).map_err(err)?;
+            put_tombstone(tombs, R::TABLE, &tomb_key, t)?;
         }
         Decision::Stale | Decision::Incomplete(_) => {}
     }
-    Ok(())
+    Ok(R::outcome(event, key, &decision))
 }
 
 /// The position part of a stored `Versioned` row.
@@ -289,23 +283,14 @@ impl Replica for EmbeddedReplica {
     async fn domain(&self, host: &Hostname) -> Result<Option<DomainRecord>, ReplicaError> {
         let tx = self.db().await?.begin_read().map_err(err)?;
         let t = tx.open_table(DOMAINS).map_err(err)?;
-        let row: Option<Versioned<DomainRecord>> = t
-            .get(host.as_str())
-            .map_err(err)?
-            .map(|g| decode(g.value()))
-            .transpose()?;
-        Ok(row.map(|v| v.row))
+        Ok(read::<&str, DomainRecord>(&t, host.as_str())?.map(|v| v.row))
     }
 
     async fn page(&self, key: &PageKey) -> Result<Option<Page>, ReplicaError> {
         let tx = self.db().await?.begin_read().map_err(err)?;
         let t = tx.open_table(PAGES).map_err(err)?;
-        let row: Option<Versioned<Page>> = t
-            .get((key.store_id, key.path.as_str()))
-            .map_err(err)?
-            .map(|g| decode(g.value()))
-            .transpose()?;
-        Ok(row.map(|v| v.row))
+        let k = (key.store_id.0, key.path.as_str());
+        Ok(read::<(i64, &str), Page>(&t, k)?.map(|v| v.row))
     }
 
     async fn apply(

@@ -7,9 +7,8 @@
 pub mod embedded;
 pub mod postgres;
 
-use crate::domain::{DomainRecord, Hostname, Page, PageKey};
-
 use crate::change::{Change, ChangeEvent, DomainChange, PageChange, Table};
+use crate::domain::{DomainRecord, Hostname, Page, PageKey};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -66,12 +65,6 @@ pub trait Replica: Send + Sync {
     async fn counts(&self) -> Result<(u64, u64), ReplicaError>;
     /// Lets go of resources a successor process needs (graceful upgrade).
     fn release(&self) {}
-}
-
-/// The key under which a deleted page's tombstone is kept (the numeric
-/// store id makes the first ':' unambiguous).
-pub fn page_tomb_key(key: &PageKey) -> String {
-    format!("{}:{}", key.store_id, key.path)
 }
 
 /// A stored row with the WAL position of the change that wrote it.
@@ -199,45 +192,105 @@ pub fn truncation_mark(previous: Option<i64>, lsn: Option<i64>) -> Tombstone {
     }
 }
 
-pub fn decide_domain(
-    event: &ChangeEvent,
-    stored: Option<&Versioned<DomainRecord>>,
-    tombs: &Tombstones,
-) -> Decision<DomainRecord> {
-    match &event.change {
-        Change::UpsertDomain(c) => upsert(
-            c.version,
-            event.lsn,
-            stored,
-            tombs,
-            |s| merge_domain(c, s),
-            || format!("domain {}", c.hostname),
-        ),
-        Change::DeleteDomain { version, .. } => {
-            delete(stored, tombs.key.as_ref(), *version, event.lsn)
+/// A replicated row type: the table it lives in, what it is keyed by, and
+/// the rules applied to it. Both replicas apply every table through this.
+pub trait Row: Sized + Send + Sync {
+    const TABLE: Table;
+    type Key: Send + Sync;
+    /// The key its tombstones are kept under (one text key space for both).
+    fn tomb_key(key: &Self::Key) -> String;
+    /// What to do with `event` given what the replica holds for its key.
+    fn decide(
+        event: &ChangeEvent,
+        stored: Option<&Versioned<Self>>,
+        tombs: &Tombstones,
+    ) -> Decision<Self>;
+    /// The outcome reported for a decision (what the cache should do).
+    fn outcome(event: &ChangeEvent, key: &Self::Key, d: &Decision<Self>) -> Outcome;
+}
+
+impl Row for DomainRecord {
+    const TABLE: Table = Table::Domains;
+    type Key = Hostname;
+
+    fn tomb_key(key: &Hostname) -> String {
+        key.as_str().to_string()
+    }
+
+    fn decide(
+        event: &ChangeEvent,
+        stored: Option<&Versioned<Self>>,
+        tombs: &Tombstones,
+    ) -> Decision<Self> {
+        match &event.change {
+            Change::UpsertDomain(c) => upsert(
+                c.version,
+                event.lsn,
+                stored,
+                tombs,
+                |s| merge_domain(c, s),
+                || format!("domain {}", c.hostname),
+            ),
+            Change::DeleteDomain { version, .. } => {
+                delete(stored, tombs.key.as_ref(), *version, event.lsn)
+            }
+            _ => Decision::Stale,
         }
-        _ => Decision::Stale,
+    }
+
+    fn outcome(_: &ChangeEvent, host: &Hostname, d: &Decision<Self>) -> Outcome {
+        match d {
+            Decision::Write(v) => Outcome::Domain(v.row.clone()),
+            Decision::Delete(_) => Outcome::DomainDeleted(host.clone()),
+            Decision::Stale => Outcome::StaleDomain(host.clone()),
+            Decision::Incomplete(why) => Outcome::Incomplete(why.clone()),
+        }
     }
 }
 
-pub fn decide_page(
-    event: &ChangeEvent,
-    stored: Option<&Versioned<Page>>,
-    tombs: &Tombstones,
-) -> Decision<Page> {
-    match &event.change {
-        Change::UpsertPage(c) => upsert(
-            c.version,
-            event.lsn,
-            stored,
-            tombs,
-            |s| merge_page(c, s),
-            || format!("page {} {}", c.key.store_id, c.key.path),
-        ),
-        Change::DeletePage { version, .. } => {
-            delete(stored, tombs.key.as_ref(), *version, event.lsn)
+impl Row for Page {
+    const TABLE: Table = Table::Pages;
+    type Key = PageKey;
+
+    /// The numeric store id makes the first ':' unambiguous.
+    fn tomb_key(key: &PageKey) -> String {
+        format!("{}:{}", key.store_id, key.path)
+    }
+
+    fn decide(
+        event: &ChangeEvent,
+        stored: Option<&Versioned<Self>>,
+        tombs: &Tombstones,
+    ) -> Decision<Self> {
+        match &event.change {
+            Change::UpsertPage(c) => upsert(
+                c.version,
+                event.lsn,
+                stored,
+                tombs,
+                |s| merge_page(c, s),
+                || format!("page {} {}", c.key.store_id, c.key.path),
+            ),
+            Change::DeletePage { version, .. } => {
+                delete(stored, tombs.key.as_ref(), *version, event.lsn)
+            }
+            _ => Decision::Stale,
         }
-        _ => Decision::Stale,
+    }
+
+    fn outcome(event: &ChangeEvent, key: &PageKey, d: &Decision<Self>) -> Outcome {
+        match d {
+            Decision::Write(v) => Outcome::Page(v.row.clone()),
+            Decision::Delete(_) => Outcome::PageDeleted(key.clone()),
+            Decision::Stale => {
+                let version = match &event.change {
+                    Change::UpsertPage(c) => Some(c.version),
+                    _ => None,
+                };
+                Outcome::StalePage(key.clone(), version)
+            }
+            Decision::Incomplete(why) => Outcome::Incomplete(why.clone()),
+        }
     }
 }
 
@@ -272,35 +325,11 @@ fn merge_page(c: &PageChange, stored: Option<&Page>) -> Option<Page> {
     })
 }
 
-/// The outcome reported for a decision (what the cache should do).
-pub fn outcome_of_domain(host: &Hostname, d: &Decision<DomainRecord>) -> Outcome {
-    match d {
-        Decision::Write(v) => Outcome::Domain(v.row.clone()),
-        Decision::Delete(_) => Outcome::DomainDeleted(host.clone()),
-        Decision::Stale => Outcome::StaleDomain(host.clone()),
-        Decision::Incomplete(why) => Outcome::Incomplete(why.clone()),
-    }
-}
-
-pub fn outcome_of_page(event: &ChangeEvent, key: &PageKey, d: &Decision<Page>) -> Outcome {
-    match d {
-        Decision::Write(v) => Outcome::Page(v.row.clone()),
-        Decision::Delete(_) => Outcome::PageDeleted(key.clone()),
-        Decision::Stale => {
-            let version = match &event.change {
-                Change::UpsertPage(c) => Some(c.version),
-                _ => None,
-            };
-            Outcome::StalePage(key.clone(), version)
-        }
-        Decision::Incomplete(why) => Outcome::Incomplete(why.clone()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::change::Col;
+    use crate::domain::StoreId;
 
     const NONE: Tombstones = Tombstones {
         key: None,
@@ -318,7 +347,7 @@ mod tests {
         ChangeEvent {
             change: Change::UpsertPage(PageChange {
                 key: PageKey {
-                    store_id: 1,
+                    store_id: StoreId(1),
                     path: "/".into(),
                 },
                 content_type: Col::Set("text/html".into()),
@@ -334,7 +363,7 @@ mod tests {
     }
 
     fn stored(version: i64, body: &str, lsn: i64) -> Versioned<Page> {
-        let Decision::Write(mut v) = decide_page(
+        let Decision::Write(mut v) = Page::decide(
             &page_event(version, Col::Set(body.into()), lsn),
             None,
             &NONE,
@@ -349,15 +378,15 @@ mod tests {
     fn version_guard() {
         let s = stored(5, "v5", 50);
         assert_eq!(
-            decide_page(&page_event(5, Col::Set("dup".into()), 50), Some(&s), &NONE),
+            Page::decide(&page_event(5, Col::Set("dup".into()), 50), Some(&s), &NONE),
             Decision::Stale
         );
         assert_eq!(
-            decide_page(&page_event(4, Col::Set("old".into()), 40), Some(&s), &NONE),
+            Page::decide(&page_event(4, Col::Set("old".into()), 40), Some(&s), &NONE),
             Decision::Stale
         );
         assert!(matches!(
-            decide_page(&page_event(6, Col::Set("new".into()), 60), Some(&s), &NONE),
+            Page::decide(&page_event(6, Col::Set("new".into()), 60), Some(&s), &NONE),
             Decision::Write(_)
         ));
     }
@@ -365,14 +394,15 @@ mod tests {
     #[test]
     fn toast_keeps_stored_column_or_is_incomplete() {
         let s = stored(5, "kept", 50);
-        let Decision::Write(v) = decide_page(&page_event(6, Col::Unavailable, 60), Some(&s), &NONE)
+        let Decision::Write(v) =
+            Page::decide(&page_event(6, Col::Unavailable, 60), Some(&s), &NONE)
         else {
             panic!()
         };
         assert_eq!(v.row.body, "kept");
         assert_eq!(v.row.version, 6);
         assert!(matches!(
-            decide_page(&page_event(6, Col::Unavailable, 60), None, &NONE),
+            Page::decide(&page_event(6, Col::Unavailable, 60), None, &NONE),
             Decision::Incomplete(_)
         ));
     }
@@ -382,7 +412,7 @@ mod tests {
         ChangeEvent {
             change: Change::DeletePage {
                 key: PageKey {
-                    store_id: 1,
+                    store_id: StoreId(1),
                     path: "/".into(),
                 },
                 version: None,
@@ -396,20 +426,20 @@ mod tests {
     fn key_only_delete_then_older_update_cannot_resurrect() {
         let s = stored(5, "v5", 50);
         let del = key_only_delete(70);
-        let Decision::Delete(t) = decide_page(&del, Some(&s), &NONE) else {
+        let Decision::Delete(t) = Page::decide(&del, Some(&s), &NONE) else {
             panic!()
         };
         assert_eq!(t.version, 5);
         assert_eq!(
-            decide_page(&page_event(4, Col::Set("old".into()), 40), None, &tomb(t)),
+            Page::decide(&page_event(4, Col::Set("old".into()), 40), None, &tomb(t)),
             Decision::Stale
         );
         assert_eq!(
-            decide_page(&page_event(5, Col::Set("same".into()), 50), None, &tomb(t)),
+            Page::decide(&page_event(5, Col::Set("same".into()), 50), None, &tomb(t)),
             Decision::Stale
         );
         assert!(matches!(
-            decide_page(&page_event(6, Col::Set("again".into()), 80), None, &tomb(t)),
+            Page::decide(&page_event(6, Col::Set("again".into()), 80), None, &tomb(t)),
             Decision::Write(_)
         ));
     }
@@ -418,7 +448,7 @@ mod tests {
     fn replayed_key_only_delete_before_newer_row_is_stale() {
         let s = stored(7, "v7", 90);
         let del = key_only_delete(70);
-        assert_eq!(decide_page(&del, Some(&s), &NONE), Decision::Stale);
+        assert_eq!(Page::decide(&del, Some(&s), &NONE), Decision::Stale);
     }
 
     #[test]
@@ -433,34 +463,34 @@ mod tests {
             source_ts_ms: None,
         };
         assert!(matches!(
-            decide_page(&full(5, 60), Some(&s), &NONE),
+            Page::decide(&full(5, 60), Some(&s), &NONE),
             Decision::Delete(Tombstone {
                 version: 5,
                 lsn: Some(60)
             })
         ));
         // The same delete replayed from before the row was written.
-        assert_eq!(decide_page(&full(4, 45), Some(&s), &NONE), Decision::Stale);
+        assert_eq!(Page::decide(&full(4, 45), Some(&s), &NONE), Decision::Stale);
         // Without positions, a full `before` still orders by version.
         let mut no_lsn = full(4, 0);
         no_lsn.lsn = None;
-        assert_eq!(decide_page(&no_lsn, Some(&s), &NONE), Decision::Stale);
+        assert_eq!(Page::decide(&no_lsn, Some(&s), &NONE), Decision::Stale);
     }
 
     #[test]
     fn redelivered_delete_is_stale_and_reinsert_after_delete_returns() {
         let s = stored(5, "v5", 50);
-        let Decision::Delete(t) = decide_page(&key_only_delete(70), Some(&s), &NONE) else {
+        let Decision::Delete(t) = Page::decide(&key_only_delete(70), Some(&s), &NONE) else {
             panic!()
         };
         assert_eq!(
-            decide_page(&key_only_delete(70), None, &tomb(t)),
+            Page::decide(&key_only_delete(70), None, &tomb(t)),
             Decision::Stale
         );
         // Deleted at the primary, then inserted again as a new row whose
         // version starts over: later in the WAL, so it comes back.
         assert!(matches!(
-            decide_page(
+            Page::decide(
                 &page_event(1, Col::Set("new row".into()), 90),
                 None,
                 &tomb(t)
@@ -480,7 +510,7 @@ mod tests {
             truncated: Some(60),
         };
         assert_eq!(
-            decide_page(
+            Page::decide(
                 &page_event(9, Col::Set("replayed".into()), 55),
                 None,
                 &after
@@ -488,7 +518,7 @@ mod tests {
             Decision::Stale
         );
         assert!(matches!(
-            decide_page(&page_event(1, Col::Set("after".into()), 65), None, &after),
+            Page::decide(&page_event(1, Col::Set("after".into()), 65), None, &after),
             Decision::Write(_)
         ));
         assert_eq!(truncation_mark(Some(60), Some(40)).lsn, Some(60));

@@ -3,7 +3,10 @@
 //! `edgepop replica init` creates the schema; it is idempotent.
 
 use super::*;
+use crate::change::Subject;
+use crate::domain::{DomainStatus, StoreId, Tier};
 use deadpool_postgres::{GenericClient, Pool};
+use tokio_postgres::types::ToSql;
 
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS domains (
@@ -50,9 +53,9 @@ fn err(e: impl std::error::Error) -> ReplicaError {
     ReplicaError::Unavailable(crate::pg::chain(e))
 }
 
-fn parse_enum<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, ReplicaError> {
-    serde_json::from_value(serde_json::Value::String(s.to_string()))
-        .map_err(|e| ReplicaError::Other(e.to_string()))
+/// A `domains` text column read back into its word (`DomainStatus`, `Tier`).
+fn parse_word<T>(column: &str, s: &str, parse: fn(&str) -> Option<T>) -> Result<T, ReplicaError> {
+    parse(s).ok_or_else(|| ReplicaError::Other(format!("domains.{column}: unknown value {s:?}")))
 }
 
 impl PostgresReplica {
@@ -72,53 +75,30 @@ impl PostgresReplica {
             .map_err(err)
     }
 
-    async fn stored_domain(
+    /// The row stored under `key` (locked for the transaction when
+    /// `for_update`), with its version and position.
+    async fn read<R: PgRow>(
         c: &impl GenericClient,
-        host: &str,
-    ) -> Result<(Option<Versioned<DomainRecord>>, Tombstones), ReplicaError> {
-        let row = c
-            .query_opt(&c.prepare_cached("SELECT store_id, status, tier, version, lsn FROM domains WHERE hostname = $1 FOR UPDATE").await.map_err(err)?, &[&host])
-            .await
-            .map_err(err)?;
-        let stored = match row {
-            Some(r) => Some(Versioned {
-                row: DomainRecord {
-                    hostname: Hostname::parse(host)
-                        .map_err(|e| ReplicaError::Other(e.to_string()))?,
-                    store_id: r.get(0),
-                    status: parse_enum(r.get(1))?,
-                    tier: parse_enum(r.get(2))?,
-                },
-                version: r.get(3),
-                lsn: r.get(4),
-            }),
-            None => None,
+        key: &R::Key,
+        for_update: bool,
+    ) -> Result<Option<Versioned<R>>, ReplicaError> {
+        let sql = if for_update {
+            R::SELECT_FOR_UPDATE
+        } else {
+            R::SELECT
         };
-        Ok((stored, Self::tombstones(c, Table::Domains, host).await?))
-    }
-
-    async fn stored_page(
-        c: &impl GenericClient,
-        key: &PageKey,
-    ) -> Result<(Option<Versioned<Page>>, Tombstones), ReplicaError> {
-        let row = c
-            .query_opt(
-                &c.prepare_cached("SELECT content_type, body, status, cache_control, version, updated_at, lsn FROM pages WHERE store_id = $1 AND path = $2 FOR UPDATE")
-                    .await
-                    .map_err(err)?,
-                &[&key.store_id, &key.path],
-            )
-            .await
-            .map_err(err)?;
-        let stored = row.map(|r| Versioned {
-            row: page_from_row(key, &r),
-            version: r.get(4),
-            lsn: r.get(6),
-        });
-        Ok((
-            stored,
-            Self::tombstones(c, Table::Pages, &page_tomb_key(key)).await?,
-        ))
+        let stmt = c.prepare_cached(sql).await.map_err(err)?;
+        let params = R::key_params(key);
+        let Some(r) = c.query_opt(&stmt, &refs(&params)).await.map_err(err)? else {
+            return Ok(None);
+        };
+        // Every SELECT ends in `version, lsn`.
+        let n = r.len();
+        Ok(Some(Versioned {
+            row: R::from_row(key, &r)?,
+            version: r.get(n - 2),
+            lsn: r.get(n - 1),
+        }))
     }
 
     /// The key's tombstone and the table's truncation mark, in one query.
@@ -190,119 +170,155 @@ impl PostgresReplica {
         Ok(())
     }
 
-    async fn apply_domain(
+    /// Decides one change against the stored row and its tombstones, and
+    /// carries the decision out.
+    async fn apply_row<R: PgRow>(
         c: &impl GenericClient,
         event: &ChangeEvent,
-        host: &Hostname,
+        key: &R::Key,
     ) -> Result<Outcome, ReplicaError> {
-        let (stored, tombs) = Self::stored_domain(c, host.as_str()).await?;
-        let decision = decide_domain(event, stored.as_ref(), &tombs);
+        let tomb_key = R::tomb_key(key);
+        let stored = Self::read::<R>(c, key, true).await?;
+        let tombs = Self::tombstones(c, R::TABLE, &tomb_key).await?;
+        let decision = R::decide(event, stored.as_ref(), &tombs);
         match &decision {
             Decision::Write(v) => {
-                // The WHERE keeps a concurrent writer of the same event (two
-                // edge processes on one replica) from going backwards.
-                let stmt = c
-                    .prepare_cached(
-                        "INSERT INTO domains (hostname, store_id, status, tier, version, lsn) VALUES ($1, $2, $3, $4, $5, $6)
-                         ON CONFLICT (hostname) DO UPDATE SET store_id = EXCLUDED.store_id, status = EXCLUDED.status,
-                         tier = EXCLUDED.tier, version = EXCLUDED.version, lsn = EXCLUDED.lsn WHERE domains.version < EXCLUDED.version",
-                    )
-                    .await
-                    .map_err(err)?;
-                let status = serde_json::to_value(v.row.status).map_err(err)?;
-                let status = status.as_str().unwrap_or("active");
-                c.execute(
-                    &stmt,
-                    &[
-                        &host.as_str(),
-                        &v.row.store_id,
-                        &status,
-                        &v.row.tier.as_str(),
-                        &v.version,
-                        &v.lsn,
-                    ],
-                )
-                .await
-                .map_err(err)?;
+                let stmt = c.prepare_cached(R::UPSERT).await.map_err(err)?;
+                let params = R::row_params(v);
+                c.execute(&stmt, &refs(&params)).await.map_err(err)?;
             }
             Decision::Delete(t) => {
-                let stmt = c
-                    .prepare_cached("DELETE FROM domains WHERE hostname = $1")
-                    .await
-                    .map_err(err)?;
-                c.execute(&stmt, &[&host.as_str()]).await.map_err(err)?;
-                Self::write_tombstone(c, "domains", host.as_str(), t).await?;
+                let stmt = c.prepare_cached(R::DELETE).await.map_err(err)?;
+                let params = R::key_params(key);
+                c.execute(&stmt, &refs(&params)).await.map_err(err)?;
+                Self::write_tombstone(c, R::TABLE.name(), &tomb_key, t).await?;
             }
-            _ => {}
+            Decision::Stale | Decision::Incomplete(_) => {}
         }
-        Ok(outcome_of_domain(host, &decision))
-    }
-
-    async fn apply_page(
-        c: &impl GenericClient,
-        event: &ChangeEvent,
-        key: &PageKey,
-    ) -> Result<Outcome, ReplicaError> {
-        let (stored, tombs) = Self::stored_page(c, key).await?;
-        let decision = decide_page(event, stored.as_ref(), &tombs);
-        match &decision {
-            Decision::Write(v) => {
-                let p = &v.row;
-                let stmt = c
-                    .prepare_cached(
-                        "INSERT INTO pages (store_id, path, content_type, body, status, cache_control, version, updated_at, lsn)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                         ON CONFLICT (store_id, path) DO UPDATE SET content_type = EXCLUDED.content_type, body = EXCLUDED.body,
-                         status = EXCLUDED.status, cache_control = EXCLUDED.cache_control, version = EXCLUDED.version,
-                         updated_at = EXCLUDED.updated_at, lsn = EXCLUDED.lsn WHERE pages.version < EXCLUDED.version",
-                    )
-                    .await
-                    .map_err(err)?;
-                let status = p.status as i32;
-                c.execute(
-                    &stmt,
-                    &[
-                        &p.store_id,
-                        &p.path,
-                        &p.content_type,
-                        &p.body,
-                        &status,
-                        &p.cache_control,
-                        &v.version,
-                        &p.updated_at,
-                        &v.lsn,
-                    ],
-                )
-                .await
-                .map_err(err)?;
-            }
-            Decision::Delete(t) => {
-                let stmt = c
-                    .prepare_cached("DELETE FROM pages WHERE store_id = $1 AND path = $2")
-                    .await
-                    .map_err(err)?;
-                c.execute(&stmt, &[&key.store_id, &key.path])
-                    .await
-                    .map_err(err)?;
-                Self::write_tombstone(c, "pages", &page_tomb_key(key), t).await?;
-            }
-            _ => {}
-        }
-        Ok(outcome_of_page(event, key, &decision))
+        Ok(R::outcome(event, key, &decision))
     }
 }
 
-fn page_from_row(key: &PageKey, r: &tokio_postgres::Row) -> Page {
-    let status: i32 = r.get(2);
-    Page {
-        store_id: key.store_id,
-        path: key.path.clone(),
-        content_type: r.get(0),
-        body: r.get(1),
-        status: status as u16,
-        cache_control: r.get(3),
-        version: r.get(4),
-        updated_at: r.get(5),
+type Params = Vec<Box<dyn ToSql + Sync + Send>>;
+
+fn refs(params: &Params) -> Vec<&(dyn ToSql + Sync)> {
+    params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect()
+}
+
+/// How a replicated row lives in its Postgres table. Upserts keep a
+/// concurrent writer of the same event (two edge processes on one replica)
+/// from going backwards with their `WHERE ... version <`.
+trait PgRow: Row {
+    /// Columns for `from_row`, then `version, lsn`; parameters: the key.
+    const SELECT: &'static str;
+    const SELECT_FOR_UPDATE: &'static str;
+    /// Parameters: `row_params`.
+    const UPSERT: &'static str;
+    /// Parameters: the key.
+    const DELETE: &'static str;
+    fn key_params(key: &Self::Key) -> Params;
+    fn row_params(v: &Versioned<Self>) -> Params;
+    fn from_row(key: &Self::Key, r: &tokio_postgres::Row) -> Result<Self, ReplicaError>;
+}
+
+macro_rules! select {
+    ($cols:literal, $from:literal) => {
+        (
+            concat!("SELECT ", $cols, ", version, lsn FROM ", $from),
+            concat!(
+                "SELECT ",
+                $cols,
+                ", version, lsn FROM ",
+                $from,
+                " FOR UPDATE"
+            ),
+        )
+    };
+}
+
+const DOMAIN_SELECT: (&str, &str) =
+    select!("store_id, status, tier", "domains WHERE hostname = $1");
+
+impl PgRow for DomainRecord {
+    const SELECT: &'static str = DOMAIN_SELECT.0;
+    const SELECT_FOR_UPDATE: &'static str = DOMAIN_SELECT.1;
+    const UPSERT: &'static str = "INSERT INTO domains (hostname, store_id, status, tier, version, lsn) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (hostname) DO UPDATE SET store_id = EXCLUDED.store_id, status = EXCLUDED.status,
+         tier = EXCLUDED.tier, version = EXCLUDED.version, lsn = EXCLUDED.lsn WHERE domains.version < EXCLUDED.version";
+    const DELETE: &'static str = "DELETE FROM domains WHERE hostname = $1";
+
+    fn key_params(host: &Hostname) -> Params {
+        vec![Box::new(host.as_str().to_string())]
+    }
+
+    fn row_params(v: &Versioned<Self>) -> Params {
+        let d = &v.row;
+        vec![
+            Box::new(d.hostname.as_str().to_string()),
+            Box::new(d.store_id.0),
+            Box::new(d.status.as_str()),
+            Box::new(d.tier.as_str()),
+            Box::new(v.version),
+            Box::new(v.lsn),
+        ]
+    }
+
+    fn from_row(host: &Hostname, r: &tokio_postgres::Row) -> Result<Self, ReplicaError> {
+        Ok(DomainRecord {
+            hostname: host.clone(),
+            store_id: StoreId(r.get(0)),
+            status: parse_word("status", r.get(1), DomainStatus::parse)?,
+            tier: parse_word("tier", r.get(2), Tier::parse)?,
+        })
+    }
+}
+
+const PAGE_SELECT: (&str, &str) = select!(
+    "content_type, body, status, cache_control, updated_at",
+    "pages WHERE store_id = $1 AND path = $2"
+);
+
+impl PgRow for Page {
+    const SELECT: &'static str = PAGE_SELECT.0;
+    const SELECT_FOR_UPDATE: &'static str = PAGE_SELECT.1;
+    const UPSERT: &'static str = "INSERT INTO pages (store_id, path, content_type, body, status, cache_control, version, updated_at, lsn)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (store_id, path) DO UPDATE SET content_type = EXCLUDED.content_type, body = EXCLUDED.body,
+         status = EXCLUDED.status, cache_control = EXCLUDED.cache_control, version = EXCLUDED.version,
+         updated_at = EXCLUDED.updated_at, lsn = EXCLUDED.lsn WHERE pages.version < EXCLUDED.version";
+    const DELETE: &'static str = "DELETE FROM pages WHERE store_id = $1 AND path = $2";
+
+    fn key_params(key: &PageKey) -> Params {
+        vec![Box::new(key.store_id.0), Box::new(key.path.clone())]
+    }
+
+    fn row_params(v: &Versioned<Self>) -> Params {
+        let p = &v.row;
+        vec![
+            Box::new(p.store_id.0),
+            Box::new(p.path.clone()),
+            Box::new(p.content_type.clone()),
+            Box::new(p.body.clone()),
+            Box::new(p.status as i32),
+            Box::new(p.cache_control.clone()),
+            Box::new(v.version),
+            Box::new(p.updated_at.clone()),
+            Box::new(v.lsn),
+        ]
+    }
+
+    fn from_row(key: &PageKey, r: &tokio_postgres::Row) -> Result<Self, ReplicaError> {
+        let status: i32 = r.get(2);
+        Ok(Page {
+            store_id: key.store_id,
+            path: key.path.clone(),
+            content_type: r.get(0),
+            body: r.get(1),
+            status: status as u16,
+            cache_control: r.get(3),
+            updated_at: r.get(4),
+            version: r.get(5),
+        })
     }
 }
 
@@ -314,31 +330,14 @@ impl Replica for PostgresReplica {
 
     async fn domain(&self, host: &Hostname) -> Result<Option<DomainRecord>, ReplicaError> {
         let c = self.pool.get().await.map_err(err)?;
-        let stmt = c
-            .prepare_cached("SELECT store_id, status, tier FROM domains WHERE hostname = $1")
-            .await
-            .map_err(err)?;
-        match c.query_opt(&stmt, &[&host.as_str()]).await.map_err(err)? {
-            Some(r) => Ok(Some(DomainRecord {
-                hostname: host.clone(),
-                store_id: r.get(0),
-                status: parse_enum(r.get(1))?,
-                tier: parse_enum(r.get(2))?,
-            })),
-            None => Ok(None),
-        }
+        Ok(Self::read::<DomainRecord>(&c, host, false)
+            .await?
+            .map(|v| v.row))
     }
 
     async fn page(&self, key: &PageKey) -> Result<Option<Page>, ReplicaError> {
         let c = self.pool.get().await.map_err(err)?;
-        let stmt = c
-            .prepare_cached("SELECT content_type, body, status, cache_control, version, updated_at FROM pages WHERE store_id = $1 AND path = $2")
-            .await
-            .map_err(err)?;
-        Ok(c.query_opt(&stmt, &[&key.store_id, &key.path])
-            .await
-            .map_err(err)?
-            .map(|r| page_from_row(key, &r)))
+        Ok(Self::read::<Page>(&c, key, false).await?.map(|v| v.row))
     }
 
     async fn apply(
@@ -351,15 +350,10 @@ impl Replica for PostgresReplica {
         let tx = c.transaction().await.map_err(err)?;
         let mut outcomes = Vec::with_capacity(events.len());
         for event in events {
-            let outcome = match &event.change {
-                Change::UpsertDomain(DomainChange { hostname, .. })
-                | Change::DeleteDomain { hostname, .. } => {
-                    Self::apply_domain(&tx, event, hostname).await?
-                }
-                Change::UpsertPage(PageChange { key, .. }) | Change::DeletePage { key, .. } => {
-                    Self::apply_page(&tx, event, key).await?
-                }
-                Change::Truncate(table) => Self::truncate(&tx, *table, event.lsn).await?,
+            let outcome = match event.change.subject() {
+                Subject::Domain(host) => Self::apply_row::<DomainRecord>(&tx, event, host).await?,
+                Subject::Page(key) => Self::apply_row::<Page>(&tx, event, key).await?,
+                Subject::Table(table) => Self::truncate(&tx, table, event.lsn).await?,
             };
             outcomes.push(outcome);
         }

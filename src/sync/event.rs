@@ -3,7 +3,7 @@
 //! `Malformed` with a reason: the consumer counts, logs and skips it.
 
 use crate::change::{Change, ChangeEvent, Col, DomainChange, PageChange, Table};
-use crate::domain::{DomainStatus, Hostname, PageKey, Tier};
+use crate::domain::{DomainStatus, Hostname, PageKey, StoreId, Tier};
 use serde_json::{Map, Value};
 
 /// Debezium's stand-in for an unchanged TOASTed column it did not send.
@@ -157,6 +157,10 @@ fn string(v: &Value) -> Option<String> {
     v.as_str().map(str::to_string)
 }
 
+fn store_id(v: &Value) -> Option<StoreId> {
+    v.as_i64().map(StoreId)
+}
+
 fn hostname(row: &Row) -> Result<Hostname, Malformed> {
     let raw: String = required(row, "hostname", string)?;
     Hostname::parse(&raw).map_err(|e| Malformed(format!("hostname {raw:?}: {e}")))
@@ -164,7 +168,7 @@ fn hostname(row: &Row) -> Result<Hostname, Malformed> {
 
 fn page_key(row: &Row) -> Result<PageKey, Malformed> {
     Ok(PageKey {
-        store_id: required(row, "store_id", Value::as_i64)?,
+        store_id: required(row, "store_id", store_id)?,
         path: required(row, "path", string)?,
     })
 }
@@ -172,9 +176,9 @@ fn page_key(row: &Row) -> Result<PageKey, Malformed> {
 fn domain_row(row: &Row) -> Result<DomainChange, Malformed> {
     Ok(DomainChange {
         hostname: hostname(row)?,
-        store_id: col(row, "store_id", Value::as_i64)?,
-        status: col(row, "status", |v| serde_json::from_value(v.clone()).ok())?,
-        tier: col(row, "tier", |v| serde_json::from_value(v.clone()).ok())?,
+        store_id: col(row, "store_id", store_id)?,
+        status: col(row, "status", |v| v.as_str().and_then(DomainStatus::parse))?,
+        tier: col(row, "tier", |v| v.as_str().and_then(Tier::parse))?,
         version: required(row, "version", Value::as_i64)?,
     })
 }
@@ -262,7 +266,7 @@ mod tests {
         assert_eq!(
             p.key,
             PageKey {
-                store_id: 7,
+                store_id: StoreId(7),
                 path: "/".into()
             }
         );
@@ -293,7 +297,7 @@ mod tests {
             e.change,
             Change::DeletePage {
                 key: PageKey {
-                    store_id: 7,
+                    store_id: StoreId(7),
                     path: "/x".into()
                 },
                 version: None

@@ -8,9 +8,9 @@
 
 pub mod event;
 
-use crate::metrics::METRICS;
 use crate::cache::Storefront;
 use crate::config::SyncConfig;
+use crate::metrics::METRICS;
 use crate::replica::{Outcome, Position};
 use event::{Decoded, Malformed};
 use rdkafka::consumer::{Consumer, StreamConsumer};

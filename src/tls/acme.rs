@@ -5,10 +5,10 @@
 //! is told to validate, and removed when the order is done either way.
 
 use super::challenge::{ChallengeKey, Challenges};
-use crate::config::ChallengeKind;
 use super::issuer::Issuer;
 use super::store::CertStore;
 use super::IssuedCert;
+use crate::config::ChallengeKind;
 use crate::domain::Hostname;
 use async_trait::async_trait;
 use bytes::Bytes;

@@ -15,10 +15,10 @@ pub mod listener;
 pub mod policy;
 pub mod store;
 
-use crate::metrics::METRICS;
 use crate::domain::{DomainStatus, Hostname};
 use crate::edge::Edge;
 use crate::locked;
+use crate::metrics::METRICS;
 use challenge::{ChallengeKey, Challenges};
 use issuer::Issuer;
 use moka::future::Cache;

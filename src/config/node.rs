@@ -1,0 +1,104 @@
+//! The node's own sections: `[server]`, `[listen]`, `[admin]`, `[proxy]`, `[log]`.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Worker threads of the proxy service.
+    pub threads: usize,
+    /// One shared work-stealing runtime (true) or one single-threaded
+    /// runtime per worker, nginx style (false: fewer cross-thread wakeups).
+    pub work_stealing: bool,
+    /// Longest a drain (SIGTERM, upgrade) waits for in-flight requests.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// Unix socket over which a new binary takes the listening sockets.
+    pub upgrade_sock: PathBuf,
+    pub pid_file: PathBuf,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            threads: 2,
+            work_stealing: false,
+            drain_timeout: Duration::from_secs(30),
+            upgrade_sock: PathBuf::from("/tmp/edgepop_upgrade.sock"),
+            pid_file: PathBuf::from("/tmp/edgepop.pid"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    /// Plain HTTP listeners.
+    pub http: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9180)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time to wait for origin bytes before answering 504.
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// Origins tried for one idempotent request (first try included).
+    pub max_tries: usize,
+    /// `retry-after` seconds sent with a 503.
+    pub retry_after: u32,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            connect_timeout: Duration::from_secs(2),
+            read_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            max_tries: 3,
+            retry_after: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// JSON access log: "stdout", "off", or a file path.
+    pub access: String,
+    /// Filter for the server log (tracing syntax), JSON lines on stderr.
+    pub level: String,
+    /// With `run --daemon`, stderr is redirected to this file.
+    pub error_log: Option<PathBuf>,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            access: "stdout".into(),
+            level: "info".into(),
+            error_log: None,
+        }
+    }
+}

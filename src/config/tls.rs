@@ -1,0 +1,123 @@
+//! `[tls]`: HTTPS listeners, on-demand certificates, ACME and the store.
+
+use crate::domain::Hostname;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub listen: Vec<SocketAddr>,
+    /// Certificate store and local CA; relative paths are from the config
+    /// file's folder. The local CA's root is `<dir>/ca/ca.pem`.
+    #[serde(default = "default_tls_dir")]
+    pub dir: PathBuf,
+    /// Longest a handshake waits for a new certificate.
+    #[serde(default = "default_issue_timeout", with = "humantime_serde")]
+    pub issue_timeout: Duration,
+    /// Longest an order may take; it goes on after a handshake stopped
+    /// waiting, and the next handshake gets the certificate.
+    #[serde(default = "default_order_timeout", with = "humantime_serde")]
+    pub order_timeout: Duration,
+    /// First wait after a failed issuance for a name (doubles, max 1 h).
+    #[serde(default = "default_backoff", with = "humantime_serde")]
+    pub backoff: Duration,
+    /// Issuances per minute, all names together.
+    #[serde(default = "default_issue_rate")]
+    pub issue_per_minute: u32,
+    /// Lifetime of certificates from the local CA.
+    #[serde(default = "default_validity", with = "humantime_serde")]
+    pub local_ca_validity: Duration,
+    /// Renew when less than this fraction of a certificate's lifetime is left.
+    #[serde(default = "default_renew_fraction")]
+    pub renew_when_left: f64,
+    /// How often held certificates are checked for renewal.
+    #[serde(default = "default_renew_check", with = "humantime_serde")]
+    pub renew_check: Duration,
+    /// Certificates from files, for the operator's own names.
+    #[serde(default)]
+    pub certificates: Vec<StaticCert>,
+    /// Answer plain-HTTP requests with a 308 to HTTPS (per site: `https_redirect`).
+    #[serde(default)]
+    pub redirect_http: bool,
+    /// `strict-transport-security` value on HTTPS responses, e.g. "max-age=31536000".
+    pub hsts: Option<String>,
+    /// Certificates from an ACME CA; without this table the local CA issues.
+    pub acme: Option<AcmeConfig>,
+    /// Where certificates, the ACME account, challenges and locks are kept.
+    #[serde(default)]
+    pub store: CertStoreConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeConfig {
+    /// The CA's directory URL, e.g. https://acme-v02.api.letsencrypt.org/directory
+    pub directory: String,
+    /// e.g. ["mailto:ops@example.com"]
+    #[serde(default)]
+    pub contact: Vec<String>,
+    /// PEM root trusted for the directory's own HTTPS (test CAs); default:
+    /// the public web roots.
+    pub ca_root: Option<PathBuf>,
+    /// "http-01" (needs an HTTP listener on port 80) or "tls-alpn-01"
+    /// (needs an HTTPS listener on port 443).
+    #[serde(default = "default_challenge")]
+    pub challenge: ChallengeKind,
+}
+
+/// Which challenge a node answers when it orders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub enum ChallengeKind {
+    #[serde(rename = "http-01")]
+    Http01,
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+}
+
+fn default_challenge() -> ChallengeKind {
+    ChallengeKind::Http01
+}
+
+/// `postgres` set: the database all PoPs share (one order per name for the
+/// network, any PoP answers any challenge). Unset: files under `tls.dir`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertStoreConfig {
+    pub postgres: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticCert {
+    pub hostnames: Vec<Hostname>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+fn default_tls_dir() -> PathBuf {
+    PathBuf::from("edgepop-data/tls")
+}
+fn default_issue_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_order_timeout() -> Duration {
+    Duration::from_secs(90)
+}
+fn default_backoff() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_issue_rate() -> u32 {
+    60
+}
+fn default_validity() -> Duration {
+    Duration::from_secs(90 * 24 * 3600)
+}
+fn default_renew_fraction() -> f64 {
+    1.0 / 3.0
+}
+fn default_renew_check() -> Duration {
+    Duration::from_secs(60)
+}

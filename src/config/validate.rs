@@ -1,0 +1,165 @@
+//! The rules serde cannot express, each failure naming its key.
+
+use super::locate::Seg;
+use super::{Config, ReplicaKind};
+use std::collections::HashSet;
+
+impl Config {
+    /// Rules serde cannot express. Returns the offending key path.
+    pub(super) fn validate(&self) -> Result<(), (Vec<Seg>, String)> {
+        let at = |segs: &[Seg], msg: String| Err((segs.to_vec(), msg));
+        if self.listen.http.is_empty() {
+            return at(
+                &["listen".into(), "http".into()],
+                "needs at least one address".into(),
+            );
+        }
+        if self.server.threads == 0 {
+            return at(
+                &["server".into(), "threads".into()],
+                "must be at least 1".into(),
+            );
+        }
+        if self.proxy.max_tries == 0 {
+            return at(
+                &["proxy".into(), "max_tries".into()],
+                "must be at least 1".into(),
+            );
+        }
+        for (tier, pool) in &self.pools {
+            let base: Vec<Seg> = vec!["pools".into(), tier.as_str().into()];
+            let key = |k: &[Seg]| [base.as_slice(), k].concat();
+            if pool.servers.is_empty() {
+                return at(
+                    &key(&["servers".into()]),
+                    "a pool needs at least one server".into(),
+                );
+            }
+            let mut seen = HashSet::new();
+            for (i, s) in pool.servers.iter().enumerate() {
+                if s.weight == 0 {
+                    return at(
+                        &key(&["servers".into(), i.into(), "weight".into()]),
+                        "must be at least 1".into(),
+                    );
+                }
+                if !seen.insert(s.addr) {
+                    return at(
+                        &key(&["servers".into(), i.into(), "addr".into()]),
+                        format!("{} is listed twice in this pool", s.addr),
+                    );
+                }
+            }
+            let h = &pool.health;
+            if h.rise == 0 || h.fall == 0 {
+                let k = if h.rise == 0 { "rise" } else { "fall" };
+                return at(
+                    &key(&["health".into(), k.into()]),
+                    "must be at least 1".into(),
+                );
+            }
+            if h.interval.is_zero() {
+                return at(
+                    &key(&["health".into(), "interval".into()]),
+                    "must be more than 0".into(),
+                );
+            }
+            if !h.path.starts_with('/') {
+                return at(
+                    &key(&["health".into(), "path".into()]),
+                    "must start with '/'".into(),
+                );
+            }
+            if pool.passive.max_fails == 0 {
+                return at(
+                    &key(&["passive".into(), "max_fails".into()]),
+                    "must be at least 1".into(),
+                );
+            }
+        }
+        let mut hosts = HashSet::new();
+        for (i, site) in self.sites.iter().enumerate() {
+            if !self.pools.contains_key(&site.tier) {
+                return at(
+                    &["sites".into(), i.into(), "tier".into()],
+                    format!("no pool is configured for tier `{}`", site.tier.as_str()),
+                );
+            }
+            if !hosts.insert(&site.hostname) {
+                return at(
+                    &["sites".into(), i.into(), "hostname".into()],
+                    format!("{} is listed twice", site.hostname),
+                );
+            }
+        }
+        if self.replica.kind == ReplicaKind::Postgres && self.replica.url.is_none() {
+            return at(
+                &["replica".into(), "kind".into()],
+                "a postgres replica needs `url`".into(),
+            );
+        }
+        if self.replica.pool_size == 0 {
+            return at(
+                &["replica".into(), "pool_size".into()],
+                "must be at least 1".into(),
+            );
+        }
+        if let Some(sync) = &self.sync {
+            if sync.topics.is_empty() {
+                return at(
+                    &["sync".into(), "topics".into()],
+                    "needs at least one topic".into(),
+                );
+            }
+            if sync.batch_max == 0 {
+                return at(
+                    &["sync".into(), "batch_max".into()],
+                    "must be at least 1".into(),
+                );
+            }
+        }
+        if let Some(tls) = &self.tls {
+            if tls.listen.is_empty() {
+                return at(
+                    &["tls".into(), "listen".into()],
+                    "needs at least one address".into(),
+                );
+            }
+            if !(tls.renew_when_left > 0.0 && tls.renew_when_left < 1.0) {
+                return at(
+                    &["tls".into(), "renew_when_left".into()],
+                    "must be between 0 and 1".into(),
+                );
+            }
+            if tls.order_timeout < tls.issue_timeout {
+                return at(
+                    &["tls".into(), "order_timeout".into()],
+                    "must be at least tls.issue_timeout".into(),
+                );
+            }
+            if tls.issue_per_minute == 0 {
+                return at(
+                    &["tls".into(), "issue_per_minute".into()],
+                    "must be at least 1".into(),
+                );
+            }
+            if let Some(acme) = &tls.acme {
+                let key = |k: &str| -> [Seg; 3] { ["tls".into(), "acme".into(), k.into()] };
+                if !acme.directory.starts_with("https://") {
+                    return at(&key("directory"), "must be an https:// URL".into());
+                }
+                if let Some(c) = acme.contact.iter().find(|c| !c.starts_with("mailto:")) {
+                    return at(&key("contact"), format!("{c:?} must be a mailto: URI"));
+                }
+            }
+        }
+        let level = &self.log.level;
+        if tracing_subscriber::EnvFilter::try_new(level).is_err() {
+            return at(
+                &["log".into(), "level".into()],
+                format!("invalid filter {level:?}"),
+            );
+        }
+        Ok(())
+    }
+}
