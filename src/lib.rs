@@ -1,13 +1,16 @@
 //! edgepop: an anycast edge node on Pingora.
 //!
-//! One module per noun: `config` (TOML, validated), `domain` (the words:
-//! `Hostname`, `PopId`, `Tier`), `directory` (which hostnames this node
-//! serves), `lb` (origin pools, least-connections, health), `proxy` (the
-//! request path, Pingora phases top to bottom), `failover` (readiness and
-//! draining), `admin` (metrics, health, status), `edge` (one reloadable
-//! generation of the above), `replica` (the local copy of `domains` and
-//! `pages`), `cache` (moka in front of it), `sync` (the Kafka change stream),
-//! `tls` (on-demand certificates), `pg` (Postgres pools) and `cli`.
+//! One module per noun, in floors (docs/ARCHITECTURE.md, "Who may use
+//! whom", checked by tests/layers.rs). Ground floor, the words: `domain`
+//! (`Hostname`, `PopId`, `StoreId`, `Tier`, pages), `change` (what happened
+//! at the primary), `metrics` (the registry), `pg` (Postgres pools). The
+//! rooms: `config` (TOML, validated), `directory` (which hostnames this node
+//! serves), `replica` (the local copy of `domains` and `pages`), `cache`
+//! (moka in front of it), `sync` (the Kafka change stream), `lb` (origin
+//! pools, least-connections, health), `tls` (on-demand certificates),
+//! `failover` (readiness and draining). Then `edge` (one reloadable
+//! generation of the above), `proxy` (the request path, Pingora phases top
+//! to bottom) and `admin` (metrics, health, status), and `cli` on top.
 
 pub mod admin;
 pub mod cache;
