@@ -138,8 +138,8 @@ impl Broker {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGCONT) };
     }
 
-    /// A `[sync]` section reading `topics` of this broker, every other
-    /// setting left at its default.
+    /// A `[sync]` section reading `topics` of this broker (plain TCP: no
+    /// TLS settings), every other setting left at its default.
     pub fn sync_topics(&self, topics: &[&str]) -> String {
         let topics: Vec<String> = topics.iter().map(|t| format!("\"{t}\"")).collect();
         format!(
