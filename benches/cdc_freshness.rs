@@ -8,6 +8,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use common::cdc::{Connector, Primary};
 use common::stream::{Broker, DOMAINS, PAGES};
@@ -17,18 +18,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i].as_secs_f64() * 1000.0
-}
-
 fn line(name: &str, mut d: Vec<Duration>) {
     d.sort();
     println!(
         "{name:<28} p50 {:>7.1} ms  p90 {:>7.1} ms  p99 {:>7.1} ms  max {:>7.1} ms  (n={})",
-        pct(&d, 0.5),
-        pct(&d, 0.9),
-        pct(&d, 0.99),
+        support::pct(&d, 0.5),
+        support::pct(&d, 0.9),
+        support::pct(&d, 0.99),
         d.last().unwrap().as_secs_f64() * 1000.0,
         d.len()
     );
@@ -36,10 +32,7 @@ fn line(name: &str, mut d: Vec<Duration>) {
 
 #[tokio::main]
 async fn main() {
-    let changes: i64 = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(1000);
+    let changes = support::changes();
     let primary = Primary::start();
     primary.sql(
         "INSERT INTO domains VALUES ('shop.bench', 1, 'active', 'public', 1);
@@ -48,13 +41,11 @@ async fn main() {
     let broker = Broker::start().await;
     let _connector = Connector::start(&primary, &broker, "cdc", false, "");
     let body = format!(
-        "[replica]\nping_interval = \"1s\"\n[sync]\nbrokers = \"{}\"\ntopics = [\"{DOMAINS}\", \"{PAGES}\"]\n\
-         [pools.public]\nservers = [{{ addr = \"127.0.0.1:9\" }}]\nhealth = {{ enabled = false }}\n",
-        broker.addr
+        "[replica]\nping_interval = \"1s\"\n{}{}",
+        broker.sync_topics(&[DOMAINS, PAGES]),
+        common::idle_pool()
     );
-    let edge = common::Edge::prepare(&body);
-    edge.command(&["replica", "init"]);
-    let edge = edge.launch(false).await;
+    let edge = common::Edge::start_initialised(&body).await;
 
     // When each version's record reached Kafka (seen by a consumer of our own).
     let arrived: Arc<Mutex<HashMap<i64, Instant>>> = Arc::default();
@@ -95,22 +86,11 @@ async fn main() {
         .prepare("UPDATE pages SET body = $1, version = $2, updated_at = now() WHERE store_id = 1 AND path = '/'")
         .await
         .unwrap();
-    let served = |expect: String| {
-        let r = edge.get("shop.bench", "/");
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while Instant::now() < deadline {
-                if let Ok(r) = r.try_clone().unwrap().send().await {
-                    if r.text().await.unwrap_or_default() == expect {
-                        return true;
-                    }
-                }
-            }
-            false
-        }
-    };
+    // Polled by a client of its own for each change (`edge.get` makes one).
+    let limit = Duration::from_secs(60);
+    let page = || edge.get("shop.bench", "/");
     assert!(
-        served("v1".into()).await,
+        support::served(&page(), "v1", limit).await,
         "the snapshot never reached the edge"
     );
 
@@ -119,7 +99,10 @@ async fn main() {
         let body = format!("v{v}");
         db.execute(&update, &[&body, &v]).await.unwrap();
         let committed = Instant::now();
-        assert!(served(body).await, "change {v} never served");
+        assert!(
+            support::served(&page(), &body, limit).await,
+            "change {v} never served"
+        );
         let done = Instant::now();
         total.push(done - committed);
         // The watcher may see the record a little after the edge served it.

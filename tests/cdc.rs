@@ -6,7 +6,8 @@
 mod common;
 
 use common::cdc::*;
-use common::stream::{Broker, Kind, Pg, DOMAINS, PAGES};
+use common::scenario::DataPath;
+use common::stream::{Kind, Pg, DOMAINS, EMBEDDED, PAGES};
 use common::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -18,11 +19,10 @@ const TRANSACTIONS: &str = "cdc.transaction";
 
 struct Pipeline {
     primary: Primary,
-    broker: Broker,
+    data: DataPath,
     connector: Connector,
     edge: Edge,
     pg: Option<Pg>,
-    _origin: Origin,
     /// Every hostname and page key the primary has ever held in this test:
     /// the ones gone must be gone at the edge too.
     hosts: BTreeSet<String>,
@@ -34,32 +34,26 @@ struct Pipeline {
 async fn pipeline(kind: Kind, schemas: bool, seed: &str) -> Pipeline {
     let primary = Primary::start();
     primary.sql(seed);
-    let broker = Broker::start().await;
-    broker.create_topics(&[HEARTBEATS, TRANSACTIONS], 1).await;
+    let data = DataPath::start()
+        .await
+        .reading(&[DOMAINS, PAGES, HEARTBEATS, TRANSACTIONS]);
+    data.broker
+        .create_topics(&[HEARTBEATS, TRANSACTIONS], 1)
+        .await;
     let connector = Connector::start(
         &primary,
-        &broker,
+        &data.broker,
         "cdc",
         schemas,
         "heartbeat.interval.ms=500\nprovide.transaction.metadata=true",
     );
-    let origin = Origin::start(Duration::from_millis(1)).await;
-    let (replica, pg) = kind.replica();
-    let body = format!(
-        "{replica}[sync]\nbrokers = \"{}\"\ntopics = [\"{DOMAINS}\", \"{PAGES}\", \"{HEARTBEATS}\", \"{TRANSACTIONS}\"]\n\n{}",
-        broker.addr,
-        pool("public", &[(origin.addr, 1)])
-    );
-    let edge = Edge::prepare(&body);
-    edge.command(&["replica", "init"]);
-    let edge = edge.launch(false).await;
+    let (edge, pg) = data.edge(kind, "").await;
     Pipeline {
         primary,
-        broker,
+        data,
         connector,
         edge,
         pg,
-        _origin: origin,
         hosts: BTreeSet::new(),
         pages: BTreeSet::new(),
     }
@@ -97,14 +91,7 @@ impl Pipeline {
         );
         let mut diffs = Vec::new();
         for host in &self.hosts {
-            let status = self
-                .edge
-                .get(host, "/")
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16();
+            let status = self.edge.read(host, "/").await.status;
             let want = match domains.iter().find(|d| text(d, "hostname") == *host) {
                 None => Some(421),
                 Some(d) if text(d, "status") == "suspended" => Some(403),
@@ -127,28 +114,14 @@ impl Pipeline {
             else {
                 continue;
             };
-            let r = self.edge.get(&host, path).send().await.unwrap();
-            let h = |n: &str| {
-                r.headers()
-                    .get(n)
-                    .map(|v| v.to_str().unwrap().to_string())
-                    .unwrap_or_default()
-            };
-            let got = (
-                r.status().as_u16(),
-                h("etag"),
-                h("x-edge-cache"),
-                h("content-type"),
-                h("cache-control"),
-            );
-            let body = r.text().await.unwrap();
+            let got = self.edge.read(&host, path).await;
             let row = pages
                 .iter()
                 .find(|p| p["store_id"].as_i64() == Some(*store) && text(p, "path") == *path);
             match row {
-                None if got.2 != "BYPASS" => diffs.push(format!(
+                None if got.cache != "BYPASS" => diffs.push(format!(
                     "{host}{path}: deleted at the primary, still served by the edge ({} {})",
-                    got.1, got.2
+                    got.etag, got.cache
                 )),
                 Some(p) => {
                     let want = (
@@ -157,14 +130,20 @@ impl Pipeline {
                         text(p, "content_type"),
                         text(p, "cache_control"),
                     );
-                    let same = (got.0, got.1.clone(), got.3.clone(), got.4.clone()) == want
-                        && body == text(p, "body")
-                        && (got.2 == "HIT" || got.2 == "MISS");
+                    let edge = (
+                        got.status,
+                        got.etag.clone(),
+                        got.content_type.clone(),
+                        got.cache_control.clone(),
+                    );
+                    let same = edge == want
+                        && got.body == text(p, "body")
+                        && (got.cache == "HIT" || got.cache == "MISS");
                     if !same {
                         diffs.push(format!(
-                            "{host}{path}: edge {:?} body {} bytes, primary {want:?} body {} bytes",
-                            got,
-                            body.len(),
+                            "{host}{path}: edge {edge:?} {} body {} bytes, primary {want:?} body {} bytes",
+                            got.cache,
+                            got.body.len(),
                             text(p, "body").len()
                         ));
                     }
@@ -196,10 +175,6 @@ impl Pipeline {
             self.connector.log()
         );
     }
-
-    async fn metric(&self, sample: &str) -> f64 {
-        self.edge.metric(sample).await
-    }
 }
 
 /// The Postgres replica's rows against the primary's (the columns both keep).
@@ -210,15 +185,9 @@ fn replica_tables_differ(primary: &Primary, pg: &Pg) -> Vec<String> {
     ];
     let mut diffs = Vec::new();
     for query in q {
-        let want = primary.sql(&format!(
-            "SELECT coalesce(json_agg(r), '[]') FROM ({query}) r"
-        ));
-        let got = pg.sql(&format!(
-            "SELECT coalesce(json_agg(r), '[]') FROM ({query}) r"
-        ));
-        let (want, got): (Value, Value) = (
-            serde_json::from_str(&want).unwrap(),
-            serde_json::from_str(&got).unwrap(),
+        let (want, got) = (
+            Value::from(primary.rows(query)),
+            Value::from(pg.rows(query)),
         );
         if want != got {
             diffs.push(format!(
@@ -244,9 +213,8 @@ async fn sql_changes_are_served_as_the_primary_holds_them(kind: Kind, schemas: b
     );
     p.converges("insert, update, key-only delete of pages")
         .await;
-    let r = p.edge.get("shop.test", "/a").send().await.unwrap();
     assert_eq!(
-        r.headers()["x-edge-cache"],
+        p.edge.page("/a").await.cache,
         "BYPASS",
         "the deleted page goes to the origin"
     );
@@ -297,18 +265,21 @@ async fn sql_changes_are_served_as_the_primary_holds_them(kind: Kind, schemas: b
     p.converges("insert after truncate").await;
 
     assert!(
-        p.metric("edgepop_sync_events_total{result=\"truncated\"}")
+        p.edge
+            .metric("edgepop_sync_events_total{result=\"truncated\"}")
             .await
             >= 1.0
     );
     assert!(
-        p.metric("edgepop_sync_skipped_total{kind=\"transaction\"}")
+        p.edge
+            .metric("edgepop_sync_skipped_total{kind=\"transaction\"}")
             .await
             >= 2.0
     );
     assert!(
         eventually(SEC(10), || async {
-            p.metric("edgepop_sync_skipped_total{kind=\"heartbeat\"}")
+            p.edge
+                .metric("edgepop_sync_skipped_total{kind=\"heartbeat\"}")
                 .await
                 >= 1.0
         })
@@ -316,7 +287,8 @@ async fn sql_changes_are_served_as_the_primary_holds_them(kind: Kind, schemas: b
         "heartbeats counted"
     );
     assert_eq!(
-        p.metric("edgepop_sync_events_total{result=\"malformed\"}")
+        p.edge
+            .metric("edgepop_sync_events_total{result=\"malformed\"}")
             .await,
         0.0,
         "every real record was understood: {}",
@@ -345,16 +317,7 @@ fn burst(primary: &Primary, n: u32, tag: &str) -> std::thread::JoinHandle<()> {
          END LOOP; END $$"
     );
     std::thread::spawn(move || {
-        let out = std::process::Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
-            .args(["-d", "postgres", "-v", "ON_ERROR_STOP=1", "-qc", &sql])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        psql(port, "postgres", &sql);
     })
 }
 
@@ -378,19 +341,17 @@ async fn pipeline_restarts_lose_nothing(kind: Kind, schemas: bool) {
     // for every row the edge already holds. Nothing changes, and the
     // cached pages stay cached.
     for i in 0..20 {
-        p.edge
-            .get("shop.test", &format!("/p{i}"))
-            .send()
-            .await
-            .unwrap();
+        p.edge.page(&format!("/p{i}")).await;
     }
     let stale_before = p
+        .edge
         .metric("edgepop_sync_events_total{result=\"stale\"}")
         .await;
     p.connector.restart_fresh();
     assert!(
         eventually(SEC(60), || async {
-            p.metric("edgepop_sync_events_total{result=\"stale\"}")
+            p.edge
+                .metric("edgepop_sync_events_total{result=\"stale\"}")
                 .await
                 >= stale_before + 21.0
         })
@@ -399,9 +360,8 @@ async fn pipeline_restarts_lose_nothing(kind: Kind, schemas: bool) {
         p.connector.log()
     );
     p.converges("re-snapshot").await;
-    let r = p.edge.get("shop.test", "/p3").send().await.unwrap();
     assert_eq!(
-        r.headers()["x-edge-cache"],
+        p.edge.page("/p3").await.cache,
         "HIT",
         "a re-snapshot keeps the cache"
     );
@@ -418,7 +378,7 @@ async fn pipeline_restarts_lose_nothing(kind: Kind, schemas: bool) {
 
     // The broker frozen for 30 s while the primary changes: the edge goes
     // on serving what it has, then catches up.
-    p.broker.pause();
+    p.data.broker.pause();
     p.primary.sql(
         "UPDATE pages SET body = 'during outage', version = version + 1 WHERE path = '/p1';
          DELETE FROM pages WHERE path = '/p2';
@@ -426,11 +386,11 @@ async fn pipeline_restarts_lose_nothing(kind: Kind, schemas: bool) {
     );
     let writer = burst(&p.primary, 100, "outage");
     for _ in 0..30 {
-        let r = p.edge.get("shop.test", "/p5").send().await.unwrap();
-        assert_eq!(r.status(), 200, "served while the broker is away");
+        let status = p.edge.page("/p5").await.status;
+        assert_eq!(status, 200, "served while the broker is away");
         tokio::time::sleep(SEC(1)).await;
     }
-    p.broker.resume();
+    p.data.broker.resume();
     writer.join().unwrap();
     p.converges("broker paused for 30 s").await;
 }
@@ -452,7 +412,7 @@ async fn pipeline_restarts_lose_nothing_postgres() {
 async fn real_records_replayed(fixture: &str, hosts: &[&str], skipped: usize) {
     let origin = Origin::start(Duration::from_millis(1)).await;
     let edge = Edge::prepare(&format!(
-        "[replica]\nping_interval = \"200ms\"\n{}",
+        "{EMBEDDED}{}",
         pool("public", &[(origin.addr, 1)])
     ));
     let path = format!(
@@ -471,29 +431,24 @@ async fn real_records_replayed(fixture: &str, hosts: &[&str], skipped: usize) {
     );
     let edge = edge.launch(false).await;
     for host in hosts {
-        let r = edge.get(host, "/").send().await.unwrap();
-        assert!(
-            r.status() != 421 && r.status() != 403,
-            "{host}: {}",
-            r.status()
-        );
+        let status = edge.read(host, "/").await.status;
+        assert!(status != 421 && status != 403, "{host}: {status}");
     }
     // Deleted with REPLICA IDENTITY DEFAULT (c) and FULL (d).
     for host in ["c.example", "d.example"] {
-        let r = edge.get(host, "/").send().await.unwrap();
-        assert_eq!(r.status(), 421, "{host} was deleted at the primary");
+        let status = edge.read(host, "/").await.status;
+        assert_eq!(status, 421, "{host} was deleted at the primary");
     }
     // TRUNCATE emptied `pages`; the one page written after it is served
     // (with the status its row holds).
-    let r = edge.get("a.example", "/big").send().await.unwrap();
-    assert_eq!(r.headers()["x-edge-cache"], "BYPASS", "truncated");
-    let r = edge.get("e.example", "/").send().await.unwrap();
-    let got = (
-        r.headers()["etag"].to_str().unwrap().to_string(),
-        r.status().as_u16(),
-    );
     assert_eq!(
-        (got.0.as_str(), got.1, r.text().await.unwrap().as_str()),
+        edge.read("a.example", "/big").await.cache,
+        "BYPASS",
+        "truncated"
+    );
+    let g = edge.read("e.example", "/").await;
+    assert_eq!(
+        (g.etag.as_str(), g.status, g.body.as_str()),
         ("\"v1\"", 404, "e")
     );
 }
@@ -525,33 +480,21 @@ async fn real_records_replayed_schemas_off_with_heartbeats_restarts_and_resnapsh
 async fn a_topic_the_connector_has_not_made_yet_is_taken_on_later() {
     let primary = Primary::start();
     primary.sql("INSERT INTO domains VALUES ('shop.test', 7, 'active', 'public', 1)");
-    let broker = Broker::start().await;
     // Prefix `shop`: the harness made no topic for it, the connector will.
-    let _connector = Connector::start(&primary, &broker, "shop", false, "");
-    let origin = Origin::start(Duration::from_millis(1)).await;
-    let edge = Edge::start(&format!(
-        "[replica]\nping_interval = \"200ms\"\n[sync]\nbrokers = \"{}\"\n\
-         topics = [\"shop.public.domains\", \"shop.public.pages\"]\n\n{}",
-        broker.addr,
-        pool("public", &[(origin.addr, 1)])
-    ))
-    .await;
+    let data = DataPath::start()
+        .await
+        .reading(&["shop.public.domains", "shop.public.pages"]);
+    let _connector = Connector::start(&primary, &data.broker, "shop", false, "");
+    let edge = Edge::start(&data.config(EMBEDDED, "")).await;
     assert!(
-        eventually(SEC(60), || async {
-            edge.get("shop.test", "/").send().await.unwrap().status() != 421
-        })
-        .await,
+        eventually(SEC(60), || async { edge.page("/").await.status != 421 }).await,
         "domains applied while the pages topic does not exist: {}",
         edge.stderr()
     );
     primary
         .sql("INSERT INTO pages VALUES (7, '/', 'text/html', 'first page', 200, NULL, 1, now())");
     assert!(
-        eventually(SEC(60), || async {
-            let r = edge.get("shop.test", "/").send().await.unwrap();
-            r.headers().get("etag").is_some_and(|e| e == "\"v1\"")
-        })
-        .await,
+        eventually(SEC(60), || async { edge.page("/").await.etag == "\"v1\"" }).await,
         "the page arrived once its topic existed: {}",
         edge.stderr()
     );

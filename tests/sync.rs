@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::scenario::*;
 use common::stream::*;
 use common::*;
 use serde_json::Value;
@@ -11,105 +12,33 @@ use std::time::Duration;
 
 const SEC: fn(u64) -> Duration = Duration::from_secs;
 
-/// An edge on `kind` reading `broker`, with `origin` as its public pool.
-async fn edge_on(kind: Kind, broker: &Broker, origin: &Origin, extra: &str) -> (Edge, Option<Pg>) {
-    let (replica, pg) = kind.replica();
-    let body = format!(
-        "{replica}{}{extra}\n{}",
-        broker.sync_section(),
-        pool("public", &[(origin.addr, 1)])
-    );
-    let edge = Edge::prepare(&body);
-    edge.command(&["replica", "init"]);
-    (edge.launch(false).await, pg)
-}
-
-struct Got {
-    status: u16,
-    etag: String,
-    cache: String,
-    body: String,
-    content_type: String,
-}
-
-async fn get(edge: &Edge, path: &str) -> Got {
-    let r = edge.get("shop.test", path).send().await.unwrap();
-    let h = |n: &str| {
-        r.headers()
-            .get(n)
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_default()
-    };
-    let (status, etag, cache, content_type) = (
-        r.status().as_u16(),
-        h("etag"),
-        h("x-edge-cache"),
-        h("content-type"),
-    );
-    Got {
-        status,
-        etag,
-        cache,
-        content_type,
-        body: r.text().await.unwrap(),
-    }
-}
-
-/// Waits until `path` is served with `etag` (true) or the limit passes.
-async fn until_etag(edge: &Edge, path: &str, etag: &str) -> bool {
-    eventually(SEC(10), || async { get(edge, path).await.etag == etag }).await
-}
-
-async fn publish_shop(p: &Producer) {
-    p.send(
-        DOMAINS,
-        "{\"hostname\":\"shop.test\"}",
-        Some(&domain("shop.test", 7, "active", 1, true)),
-    )
-    .await;
-}
-
 async fn changes_are_served_from_the_edge(kind: Kind) {
-    let broker = Broker::start().await;
-    let origin = Origin::start(Duration::from_millis(1)).await;
-    let (edge, _pg) = edge_on(kind, &broker, &origin, "").await;
-    let p = broker.producer();
-    publish_shop(&p).await;
-    p.send(
-        PAGES,
-        &page_key(7, "/"),
-        Some(&page(7, "/", "<h1>v1</h1>", 1, false)),
-    )
-    .await;
-    assert!(
-        until_etag(&edge, "/", "\"v1\"").await,
-        "create never visible"
-    );
-    let origin_before = origin.hits();
-    let g = get(&edge, "/").await;
+    let s = DataPath::start().await;
+    let (edge, _pg) = s.edge(kind, "").await;
+    s.publish_shop().await;
+    s.publish_page("/", "<h1>v1</h1>", 1, false).await;
+    assert!(edge.until_etag("/", "\"v1\"").await, "create never visible");
+    let origin_before = s.origin.hits();
+    let g = edge.page("/").await;
     assert_eq!(
         (g.status, g.body.as_str(), g.content_type.as_str()),
         (200, "<h1>v1</h1>", "text/html; charset=utf-8")
     );
-    assert_eq!(origin.hits(), origin_before, "the page came from the edge");
+    assert_eq!(
+        s.origin.hits(),
+        origin_before,
+        "the page came from the edge"
+    );
 
     // An update (schema-wrapped this time) replaces the cached copy: the
     // next request is a hit with the new bytes.
-    p.send(
-        PAGES,
-        &page_key(7, "/"),
-        Some(&page(7, "/", "<h1>v2</h1>", 2, true)),
-    )
-    .await;
-    assert!(
-        until_etag(&edge, "/", "\"v2\"").await,
-        "update never visible"
-    );
-    let g = get(&edge, "/").await;
+    s.publish_page("/", "<h1>v2</h1>", 2, true).await;
+    assert!(edge.until_etag("/", "\"v2\"").await, "update never visible");
+    let g = edge.page("/").await;
     assert_eq!((g.body.as_str(), g.cache.as_str()), ("<h1>v2</h1>", "HIT"));
 
     let r = edge
-        .get("shop.test", "/")
+        .get(SHOP, "/")
         .header("if-none-match", "\"v2\"")
         .send()
         .await
@@ -118,7 +47,7 @@ async fn changes_are_served_from_the_edge(kind: Kind) {
     assert_eq!(r.headers()["etag"], "\"v2\"");
     assert_eq!(r.headers()["x-edge-route"], "tst1");
     let r = edge
-        .get("shop.test", "/")
+        .get(SHOP, "/")
         .header("if-none-match", "\"v1\"")
         .send()
         .await
@@ -126,7 +55,7 @@ async fn changes_are_served_from_the_edge(kind: Kind) {
     assert_eq!(r.status(), 200);
     let r = client()
         .head(edge.url("/"))
-        .header("host", "shop.test")
+        .header("host", SHOP)
         .send()
         .await
         .unwrap();
@@ -140,33 +69,24 @@ async fn changes_are_served_from_the_edge(kind: Kind) {
     assert_eq!(r.headers()["cache-control"], "public, max-age=60");
 
     // Ignorable query parameters still hit the page; others go to the origin.
-    assert_eq!(get(&edge, "/?utm_source=mail&gclid=1").await.cache, "HIT");
-    let g = get(&edge, "/?page=2").await;
+    assert_eq!(edge.page("/?utm_source=mail&gclid=1").await.cache, "HIT");
+    let g = edge.page("/?page=2").await;
     assert_eq!(
-        (g.cache.as_str(), origin.hits()),
+        (g.cache.as_str(), s.origin.hits()),
         ("BYPASS", origin_before + 1)
     );
 
     // A key-only delete takes the page away: the origin answers again.
-    p.send(PAGES, &page_key(7, "/"), Some(&page_delete(7, "/", false)))
-        .await;
+    s.delete_page("/").await;
     assert!(
-        eventually(SEC(10), || async {
-            get(&edge, "/").await.cache == "BYPASS"
-        })
-        .await,
+        eventually(SEC(10), || async { edge.page("/").await.cache == "BYPASS" }).await,
         "delete never visible"
     );
-    assert!(get(&edge, "/").await.body.starts_with("origin"));
+    assert!(edge.page("/").await.body.starts_with("origin"));
 
     // Domains follow the stream too.
-    p.send(
-        DOMAINS,
-        "{\"hostname\":\"shop.test\"}",
-        Some(&domain("shop.test", 7, "suspended", 2, false)),
-    )
-    .await;
-    assert!(eventually(SEC(10), || async { get(&edge, "/").await.status == 403 }).await);
+    s.publish_domain("suspended", 2, false).await;
+    assert!(eventually(SEC(10), || async { edge.page("/").await.status == 403 }).await);
     let r = edge.get("other.test", "/").send().await.unwrap();
     assert_eq!(r.status(), 421);
 }
@@ -182,24 +102,17 @@ async fn changes_are_served_from_the_edge_postgres() {
 }
 
 async fn redelivery_reordering_toast_tombstones_and_garbage(kind: Kind) {
-    let broker = Broker::start().await;
-    let origin = Origin::start(Duration::from_millis(1)).await;
-    let (edge, _pg) = edge_on(kind, &broker, &origin, "").await;
-    let p = broker.producer();
-    publish_shop(&p).await;
-    let key = page_key(7, "/a");
-    p.send(PAGES, &key, Some(&page(7, "/a", "three", 3, false)))
+    let s = DataPath::start().await;
+    let (edge, _pg) = s.edge(kind, "").await;
+    let p = &s.producer;
+    s.publish_shop().await;
+    s.publish_page("/a", "three", 3, false).await;
+    s.publish_page("/a", "two (older)", 2, false).await;
+    s.publish_page("/a", "three again (duplicate)", 3, true)
         .await;
-    p.send(PAGES, &key, Some(&page(7, "/a", "two (older)", 2, false)))
-        .await;
-    p.send(
-        PAGES,
-        &key,
-        Some(&page(7, "/a", "three again (duplicate)", 3, true)),
-    )
-    .await;
     // TOAST: the body was not sent; the stored one stays, the rest changes.
-    let mut toast = page(7, "/a", "__debezium_unavailable_value", 4, false);
+    let key = page_key(STORE, "/a");
+    let mut toast = page(STORE, "/a", "__debezium_unavailable_value", 4, false);
     toast["after"]["content_type"] = Value::from("text/plain");
     p.send(PAGES, &key, Some(&toast)).await;
     p.send(PAGES, &key, None).await; // Kafka tombstone after a delete: skipped
@@ -210,18 +123,13 @@ async fn redelivery_reordering_toast_tombstones_and_garbage(kind: Kind) {
         r#"{"op":"c","source":{"table":"pages"},"after":{"store_id":7}}"#,
     )
     .await;
-    p.send(
-        PAGES,
-        &page_key(7, "/b"),
-        Some(&page(7, "/b", "b1", 1, false)),
-    )
-    .await;
+    s.publish_page("/b", "b1", 1, false).await;
     assert!(
-        until_etag(&edge, "/b", "\"v1\"").await,
+        edge.until_etag("/b", "\"v1\"").await,
         "a good record after malformed ones is applied"
     );
 
-    let g = get(&edge, "/a").await;
+    let g = edge.page("/a").await;
     assert_eq!(
         (g.etag.as_str(), g.body.as_str(), g.content_type.as_str()),
         ("\"v4\"", "three", "text/plain")
@@ -253,27 +161,20 @@ async fn redelivery_reordering_toast_tombstones_and_garbage(kind: Kind) {
     // A delete, then an older update replayed: the page stays deleted. A
     // replayed record keeps the WAL position it was first written with,
     // so it is made before the delete.
-    let replayed = page(7, "/a", "resurrected?", 4, false);
-    p.send(PAGES, &key, Some(&page_delete(7, "/a", false)))
-        .await;
+    let replayed = page(STORE, "/a", "resurrected?", 4, false);
+    s.delete_page("/a").await;
     p.send(PAGES, &key, Some(&replayed)).await;
-    p.send(
-        PAGES,
-        &page_key(7, "/b"),
-        Some(&page(7, "/b", "b2", 2, false)),
-    )
-    .await;
-    assert!(until_etag(&edge, "/b", "\"v2\"").await);
-    let g = get(&edge, "/a").await;
+    s.publish_page("/b", "b2", 2, false).await;
+    assert!(edge.until_etag("/b", "\"v2\"").await);
+    let g = edge.page("/a").await;
     assert_eq!(
         g.cache, "BYPASS",
         "deleted page not resurrected: {}",
         g.body
     );
     // A genuinely newer version brings it back.
-    p.send(PAGES, &key, Some(&page(7, "/a", "five", 5, false)))
-        .await;
-    assert!(until_etag(&edge, "/a", "\"v5\"").await);
+    s.publish_page("/a", "five", 5, false).await;
+    assert!(edge.until_etag("/a", "\"v5\"").await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -288,32 +189,19 @@ async fn redelivery_reordering_toast_tombstones_and_garbage_postgres() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn broker_outage_under_load_loses_nothing() {
-    let broker = Broker::start().await;
-    let origin = Origin::start(Duration::from_millis(1)).await;
-    let (edge, _pg) = edge_on(Kind::Embedded, &broker, &origin, "").await;
-    let p = broker.producer();
-    publish_shop(&p).await;
-    p.send(
-        PAGES,
-        &page_key(7, "/"),
-        Some(&page(7, "/", "home", 1, false)),
-    )
-    .await;
-    assert!(until_etag(&edge, "/", "\"v1\"").await);
+    let s = DataPath::start().await;
+    let (edge, _pg) = s.edge(Kind::Embedded, "").await;
+    s.publish_shop().await;
+    s.publish_page("/", "home", 1, false).await;
+    assert!(edge.until_etag("/", "\"v1\"").await);
 
-    broker.pause();
-    let load_task = tokio::spawn(load(edge.url("/"), "shop.test", 8, SEC(3)));
+    s.broker.pause();
+    let load_task = tokio::spawn(load(edge.url("/"), SHOP, 8, SEC(3)));
     let deliveries: Vec<_> = (0..20)
-        .map(|i| {
-            p.queue(
-                PAGES,
-                &page_key(7, &format!("/p{i}")),
-                &page(7, &format!("/p{i}"), &format!("p{i}"), 1, false),
-            )
-        })
+        .map(|i| s.queue_page(&format!("/p{i}"), &format!("p{i}"), 1))
         .collect();
     tokio::time::sleep(SEC(2)).await;
-    broker.resume();
+    s.broker.resume();
     let (ok, failed) = load_task.await.unwrap();
     assert!(
         failed.is_empty() && ok > 100,
@@ -322,33 +210,26 @@ async fn broker_outage_under_load_loses_nothing() {
     futures::future::join_all(deliveries).await;
     for i in 0..20 {
         assert!(
-            until_etag(&edge, &format!("/p{i}"), "\"v1\"").await,
+            edge.until_etag(&format!("/p{i}"), "\"v1\"").await,
             "change /p{i} published during the outage was lost"
         );
     }
 }
 
 async fn killed_mid_stream_resumes_exactly(kind: Kind) {
-    let broker = Broker::start().await;
-    let origin = Origin::start(Duration::from_millis(1)).await;
     // The whole stream is on the broker before the edge starts, so the kill
     // lands while it works through it. Published one at a time: tansu's
     // memory engine mis-tracks the high watermark under pipelined produce,
     // which makes a stored offset look out of range on resume.
-    let p = broker.producer();
-    publish_shop(&p).await;
+    let s = DataPath::start().await;
+    s.publish_shop().await;
     for v in 1..=10 {
         for i in 0..40 {
-            let path = format!("/k{i}");
-            p.send(
-                PAGES,
-                &page_key(7, &path),
-                Some(&page(7, &path, &format!("k{i} v{v}"), v, false)),
-            )
-            .await;
+            let body = format!("k{i} v{v}");
+            s.publish_page(&format!("/k{i}"), &body, v, false).await;
         }
     }
-    let (mut edge, _pg) = edge_on(kind, &broker, &origin, "").await;
+    let (mut edge, _pg) = s.edge(kind, "").await;
     // Kill it while it is working through the stream.
     assert!(
         eventually(SEC(10), || async {
@@ -359,19 +240,15 @@ async fn killed_mid_stream_resumes_exactly(kind: Kind) {
         .await
     );
     edge.kill9();
-    let before = std::fs::read_to_string(edge.dir.path().join("stderr.log")).unwrap_or_default();
-    assert!(!before.is_empty());
+    assert!(!edge.stderr().is_empty());
     let edge = edge.launch(false).await;
     for i in 0..40 {
         assert!(
-            until_etag(&edge, &format!("/k{i}"), "\"v10\"").await,
+            edge.until_etag(&format!("/k{i}"), "\"v10\"").await,
             "/k{i} not at its final version: {}",
             edge.status().await
         );
-        assert_eq!(
-            get(&edge, &format!("/k{i}")).await.body,
-            format!("k{i} v10")
-        );
+        assert_eq!(edge.page(&format!("/k{i}")).await.body, format!("k{i} v10"));
     }
     let st = edge.status().await;
     assert_eq!(st["replica"]["pages"], 40);
@@ -397,34 +274,20 @@ async fn killed_mid_stream_resumes_exactly_postgres() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_replica_outage_serves_stale_then_recovers() {
-    let broker = Broker::start().await;
-    let origin = Origin::start(Duration::from_millis(1)).await;
+    let s = DataPath::start().await;
     let pg = Pg::create();
-    let body = format!(
-        "{}max_lag = 3\n{}\n{}",
-        pg.replica_section(),
-        broker.sync_section(),
-        pool("public", &[(origin.addr, 1)])
-    );
-    let edge = Edge::prepare(&body);
-    edge.command(&["replica", "init"]);
-    let edge = edge.launch(false).await;
-    let p = broker.producer();
-    publish_shop(&p).await;
-    p.send(
-        PAGES,
-        &page_key(7, "/"),
-        Some(&page(7, "/", "home v1", 1, false)),
-    )
-    .await;
-    assert!(until_etag(&edge, "/", "\"v1\"").await);
+    let replica = format!("{}max_lag = 3\n", pg.replica_section());
+    let edge = Edge::start_initialised(&s.config(&replica, "")).await;
+    s.publish_shop().await;
+    s.publish_page("/", "home v1", 1, false).await;
+    assert!(edge.until_etag("/", "\"v1\"").await);
 
     pg.cut();
     assert!(
-        eventually(SEC(5), || async { get(&edge, "/").await.cache == "STALE" }).await,
+        eventually(SEC(5), || async { edge.page("/").await.cache == "STALE" }).await,
         "cached page not served STALE"
     );
-    let g = get(&edge, "/").await;
+    let g = edge.page("/").await;
     assert_eq!((g.status, g.body.as_str()), (200, "home v1"));
     let (code, why) = edge.admin_get("/readyz").await;
     assert_eq!(code, 503);
@@ -432,20 +295,9 @@ async fn postgres_replica_outage_serves_stale_then_recovers() {
     // Changes published during the outage wait for the replica, and the
     // node reports how far behind it falls.
     for i in 0..10 {
-        let path = format!("/o{i}");
-        p.send(
-            PAGES,
-            &page_key(7, &path),
-            Some(&page(7, &path, "o", 1, false)),
-        )
-        .await;
+        s.publish_page(&format!("/o{i}"), "o", 1, false).await;
     }
-    p.send(
-        PAGES,
-        &page_key(7, "/"),
-        Some(&page(7, "/", "home v2", 2, false)),
-    )
-    .await;
+    s.publish_page("/", "home v2", 2, false).await;
     let behind = eventually(SEC(5), || async {
         let (_, why) = edge.admin_get("/readyz").await;
         why.contains("records behind the stream (max 3)")
@@ -470,46 +322,28 @@ async fn postgres_replica_outage_serves_stale_then_recovers() {
         "never ready again"
     );
     assert!(
-        until_etag(&edge, "/", "\"v2\"").await,
+        edge.until_etag("/", "\"v2\"").await,
         "change from the outage not applied"
     );
-    assert_eq!(get(&edge, "/").await.cache, "HIT");
+    assert_eq!(edge.page("/").await.cache, "HIT");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_edges_on_one_postgres_replica_both_see_every_change() {
-    let broker = Broker::start().await;
-    let origin = Origin::start(Duration::from_millis(1)).await;
-    let (a, pg) = edge_on(Kind::Postgres, &broker, &origin, "").await;
+    let s = DataPath::start().await;
+    let (a, pg) = s.edge(Kind::Postgres, "").await;
     let pg = pg.unwrap();
-    let b_body = format!(
-        "{}{}\n{}",
-        pg.replica_section(),
-        broker.sync_section(),
-        pool("public", &[(origin.addr, 1)])
-    );
-    let b = Edge::start(&b_body).await;
-    let p = broker.producer();
-    publish_shop(&p).await;
-    p.send(
-        PAGES,
-        &page_key(7, "/"),
-        Some(&page(7, "/", "one", 1, false)),
-    )
-    .await;
-    assert!(until_etag(&a, "/", "\"v1\"").await && until_etag(&b, "/", "\"v1\"").await);
-    p.send(
-        PAGES,
-        &page_key(7, "/"),
-        Some(&page(7, "/", "two", 2, false)),
-    )
-    .await;
+    let b = Edge::start(&s.config(&pg.replica_section(), "")).await;
+    s.publish_shop().await;
+    s.publish_page("/", "one", 1, false).await;
+    assert!(a.until_etag("/", "\"v1\"").await && b.until_etag("/", "\"v1\"").await);
+    s.publish_page("/", "two", 2, false).await;
     for e in [&a, &b] {
         assert!(
-            until_etag(e, "/", "\"v2\"").await,
+            e.until_etag("/", "\"v2\"").await,
             "a process missed the change"
         );
-        let g = get(e, "/").await;
+        let g = e.page("/").await;
         assert_eq!((g.body.as_str(), g.cache.as_str()), ("two", "HIT"));
     }
     assert_eq!(
@@ -522,21 +356,16 @@ async fn two_edges_on_one_postgres_replica_both_see_every_change() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unknown_paths_reach_the_replica_once_per_negative_ttl() {
     let broker = Broker::start().await;
-    let origin = Origin::start(Duration::from_millis(0)).await;
-    let (edge, _pg) = edge_on(
-        Kind::Postgres,
-        &broker,
-        &origin,
-        "[cache]\nnegative_ttl = \"60s\"\n",
-    )
-    .await;
-    let p = broker.producer();
-    publish_shop(&p).await;
-    assert!(eventually(SEC(10), || async { get(&edge, "/").await.status == 200 }).await);
+    let s = DataPath::on(broker, Origin::start(Duration::from_millis(0)).await);
+    let (edge, _pg) = s
+        .edge(Kind::Postgres, "[cache]\nnegative_ttl = \"60s\"\n")
+        .await;
+    s.publish_shop().await;
+    assert!(eventually(SEC(10), || async { edge.page("/").await.status == 200 }).await);
     let before = edge
         .metric("edgepop_replica_reads_total{what=\"page\"}")
         .await;
-    let origin_before = origin.hits();
+    let origin_before = s.origin.hits();
 
     let flood = |round: usize| {
         let url = edge.url("");
@@ -549,7 +378,7 @@ async fn unknown_paths_reach_the_replica_once_per_negative_ttl() {
                         for i in (w..10_000).step_by(32) {
                             let r = c
                                 .get(format!("{url}/unknown/{i}"))
-                                .header("host", "shop.test")
+                                .header("host", SHOP)
                                 .send()
                                 .await
                                 .unwrap();
@@ -588,7 +417,7 @@ async fn unknown_paths_reach_the_replica_once_per_negative_ttl() {
         "within the negative TTL the replica is not asked again"
     );
     assert_eq!(
-        origin.hits() - origin_before,
+        s.origin.hits() - origin_before,
         20_000,
         "unknown paths went to the origin"
     );
@@ -602,26 +431,23 @@ async fn stream_over_tls_with_dead_letters() {
 
     let broker = Broker::start_tls().await;
     broker.create_topics(&["edgepop.dead"], 1).await;
-    let origin = Origin::start(Duration::from_millis(1)).await;
-    let (edge, _pg) = edge_on(Kind::Embedded, &broker, &origin, "").await;
-    let p = broker.producer();
-    publish_shop(&p).await;
-    p.raw(PAGES, &page_key(7, "/"), "{broken").await;
-    p.send(
-        PAGES,
-        &page_key(7, "/"),
-        Some(&page(7, "/", "over tls", 1, false)),
-    )
-    .await;
+    let s = DataPath::on(broker, Origin::start(Duration::from_millis(1)).await);
+    let (edge, _pg) = s.edge(Kind::Embedded, "").await;
+    s.publish_shop().await;
+    s.producer
+        .raw(PAGES, &page_key(STORE, "/"), "{broken")
+        .await;
+    s.publish_page("/", "over tls", 1, false).await;
     assert!(
-        until_etag(&edge, "/", "\"v1\"").await,
+        edge.until_etag("/", "\"v1\"").await,
         "change never arrived over TLS"
     );
-    assert_eq!(get(&edge, "/").await.body, "over tls");
+    assert_eq!(edge.page("/").await.body, "over tls");
 
     // The malformed record was copied to the dead-letter topic, with where
     // it came from and why it was refused.
-    let consumer: StreamConsumer = broker
+    let consumer: StreamConsumer = s
+        .broker
         .client()
         .set("group.id", "dlq-reader")
         .create()

@@ -62,10 +62,7 @@ impl Primary {
 
     /// Rows of a query as JSON objects (`json_agg`), `[]` when none.
     pub fn rows(&self, query: &str) -> Vec<Value> {
-        let text = self.sql(&format!(
-            "SELECT coalesce(json_agg(r), '[]') FROM ({query}) r"
-        ));
-        serde_json::from_str(&text).expect("json_agg output")
+        super::rows(self.port, "postgres", query)
     }
 }
 

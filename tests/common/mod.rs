@@ -9,12 +9,13 @@ use hyper::{HeaderMap, Request, Response};
 use hyper_util::rt::TokioIo;
 pub mod cdc;
 pub mod pebble;
+pub mod scenario;
 pub mod stream;
 
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -134,6 +135,8 @@ pub struct Edge {
     pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
     pub pop: String,
+    /// No access log, warnings only (`start_quiet`, for benches).
+    quiet: bool,
 }
 
 impl Edge {
@@ -143,8 +146,25 @@ impl Edge {
         Edge::prepare(body).launch(false).await
     }
 
+    /// `start`, with the replica made first (`edgepop replica init`).
+    pub async fn start_initialised(body: &str) -> Edge {
+        let edge = Edge::prepare(body);
+        edge.command(&["replica", "init"]);
+        edge.launch(false).await
+    }
+
+    /// `start` with no access log and only warnings logged: what a bench
+    /// measures is the edge, not its logging.
+    pub async fn start_quiet(body: &str) -> Edge {
+        Edge::configure(body, true).launch(false).await
+    }
+
     /// Writes the config without starting the process.
     pub fn prepare(body: &str) -> Edge {
+        Edge::configure(body, false)
+    }
+
+    fn configure(body: &str, quiet: bool) -> Edge {
         let dir = tempfile::tempdir().unwrap();
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -154,6 +174,7 @@ impl Edge {
             admin,
             dir,
             pop: "tst1".into(),
+            quiet,
         };
         edge.write_config(body);
         edge
@@ -167,12 +188,7 @@ impl Edge {
             .arg(self.config_path())
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        succeeded(out, format_args!("{args:?}"))
     }
 
     /// Kills the process at once (SIGKILL) and waits for it.
@@ -198,10 +214,15 @@ impl Edge {
 
     pub fn write_config(&self, body: &str) {
         let d = self.dir.path().display();
+        let (access, level) = if self.quiet {
+            ("off".to_string(), "warn")
+        } else {
+            (format!("{d}/access.log"), "info")
+        };
         let conf = format!(
             "[pop]\nid = \"{pop}\"\n\n[listen]\nhttp = [\"{http}\"]\n\n[admin]\nlisten = \"{admin}\"\n\n\
              [server]\nthreads = 2\ndrain_timeout = \"10s\"\nupgrade_sock = \"{d}/upgrade.sock\"\npid_file = \"{d}/edgepop.pid\"\n\n\
-             [log]\naccess = \"{d}/access.log\"\nlevel = \"info\"\n\n{body}\n",
+             [log]\naccess = \"{access}\"\nlevel = \"{level}\"\n\n{body}\n",
             pop = self.pop,
             http = self.http,
             admin = self.admin,
@@ -335,24 +356,54 @@ pub fn pool(tier: &str, servers: &[(SocketAddr, u32)]) -> String {
     )
 }
 
+/// A public pool that no request reaches (the discard port, no health
+/// checks): for benches whose pages all come from the replica.
+pub fn idle_pool() -> String {
+    "[pools.public]\nservers = [{ addr = \"127.0.0.1:9\" }]\nhealth = { enabled = false }\n".into()
+}
+
 pub fn site(host: &str, tier: &str, status: &str) -> String {
     format!("[[sites]]\nhostname = \"{host}\"\nstore_id = 1\ntier = \"{tier}\"\nstatus = \"{status}\"\n")
+}
+
+/// psql as `postgres` on database `db` of the PostgreSQL on
+/// 127.0.0.1:`port`, stopping at the first error; the caller adds the SQL.
+pub fn psql_command(port: u16, db: &str) -> Command {
+    let mut cmd = Command::new("psql");
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
+        .args(["-d", db, "-v", "ON_ERROR_STOP=1"]);
+    cmd
 }
 
 /// Runs SQL (psql, stopping at the first error) in database `db` of the
 /// PostgreSQL on 127.0.0.1:`port`; returns what it printed, tuples only.
 pub fn psql(port: u16, db: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
-        .args(["-d", db, "-v", "ON_ERROR_STOP=1", "-qtAc", sql])
+    let out = psql_command(port, db)
+        .args(["-qtAc", sql])
         .output()
         .expect("psql");
+    let out = succeeded(out, sql);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The rows of `query` as JSON objects (`json_agg`), `[]` when none.
+pub fn rows(port: u16, db: &str, query: &str) -> Vec<serde_json::Value> {
+    let text = psql(
+        port,
+        db,
+        &format!("SELECT coalesce(json_agg(r), '[]') FROM ({query}) r"),
+    );
+    serde_json::from_str(&text).expect("json_agg output")
+}
+
+/// `out`, once asserted to be a success (the message: `what` and stderr).
+pub fn succeeded(out: Output, what: impl std::fmt::Display) -> Output {
     assert!(
         out.status.success(),
-        "{sql}: {}",
+        "{what}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    out
 }
 
 /// Polls `cond` until true or the limit passes.
@@ -448,11 +499,7 @@ pub fn self_signed(dir: &std::path::Path, cn: &str, san: &str) -> (PathBuf, Path
         .arg(&cert)
         .output()
         .expect("openssl");
-    assert!(
-        out.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(out, "openssl");
     (cert, key)
 }
 

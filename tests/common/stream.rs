@@ -138,12 +138,21 @@ impl Broker {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGCONT) };
     }
 
+    /// A `[sync]` section reading `topics` of this broker (plain TCP: no
+    /// TLS settings), every other setting left at its default.
+    pub fn sync_topics(&self, topics: &[&str]) -> String {
+        let topics: Vec<String> = topics.iter().map(|t| format!("\"{t}\"")).collect();
+        format!(
+            "[sync]\nbrokers = \"{}\"\ntopics = [{}]\n",
+            self.addr,
+            topics.join(", ")
+        )
+    }
+
     /// The `[sync]` section pointing at this broker.
     pub fn sync_section(&self) -> String {
-        let mut section = format!(
-            "[sync]\nbrokers = \"{}\"\ntopics = [\"{DOMAINS}\", \"{PAGES}\"]\nbatch_max = 200\n",
-            self.addr
-        );
+        let mut section = self.sync_topics(&[DOMAINS, PAGES]);
+        section.push_str("batch_max = 200\n");
         if self.tls.is_some() {
             section.push_str("dead_letter_topic = \"edgepop.dead\"\n[sync.kafka]\n");
             for (k, v) in self.client_settings().into_iter().skip(1) {
@@ -284,6 +293,9 @@ pub fn page_key(store_id: i64, path: &str) -> String {
     json!({"store_id": store_id, "path": path}).to_string()
 }
 
+/// The `[replica]` section of the embedded replica (the default kind).
+pub const EMBEDDED: &str = "[replica]\nping_interval = \"200ms\"\n";
+
 /// The two replicas every data-path scenario runs on.
 #[derive(Clone, Copy, Debug)]
 pub enum Kind {
@@ -295,7 +307,7 @@ impl Kind {
     /// The `[replica]` section, and the database it uses (kept alive by the caller).
     pub fn replica(self) -> (String, Option<Pg>) {
         match self {
-            Kind::Embedded => ("[replica]\nping_interval = \"200ms\"\n".to_string(), None),
+            Kind::Embedded => (EMBEDDED.to_string(), None),
             Kind::Postgres => {
                 let pg = Pg::create();
                 (pg.replica_section(), Some(pg))
@@ -338,6 +350,11 @@ impl Pg {
         psql_in(&self.name, sql)
     }
 
+    /// Rows of a query in this test's database, as JSON objects.
+    pub fn rows(&self, query: &str) -> Vec<Value> {
+        super::rows(5432, &self.name, query)
+    }
+
     /// The replica goes away: no new connections, existing ones cut.
     pub fn cut(&self) {
         psql(&format!(
@@ -360,14 +377,9 @@ impl Pg {
 
 impl Drop for Pg {
     fn drop(&mut self) {
-        let _ = Command::new("psql")
+        // Not `psql`: a failure here must not panic in a drop.
+        let _ = super::psql_command(5432, "postgres")
             .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
                 "-qc",
                 &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
             ])
