@@ -1,0 +1,376 @@
+//! The certificate manager: answers each handshake with a certificate,
+//! obtaining one on demand, and renews what it holds in the background.
+
+use super::cert::Served;
+use super::challenge::{self, ChallengeKey, Challenges};
+use super::issuer::Issuer;
+use super::limits::{Backoffs, Pending, RateLimit};
+use super::store::{CertStore, Lock};
+use crate::domain::{DomainStatus, Hostname};
+use crate::edge::Edge;
+use crate::locked;
+use crate::metrics::METRICS;
+use futures::future::{BoxFuture, FutureExt, Shared};
+use moka::future::Cache;
+use rustls::ServerConfig;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// An order in progress, awaited by every handshake that wants its name.
+type Order = Shared<BoxFuture<'static, Result<Served, Refusal>>>;
+
+/// Why a handshake was refused (logged at debug, counted).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Refusal {
+    #[error("no SNI")]
+    NoSni,
+    #[error("invalid SNI: {0}")]
+    BadName(String),
+    #[error("{0} is not an active domain of this network")]
+    NotServed(Hostname),
+    #[error("{0} is backing off after a failed issuance")]
+    BackingOff(Hostname),
+    #[error("issuance rate limit reached")]
+    RateLimited,
+    #[error("issuance for {0} failed: {1}")]
+    Failed(Hostname, String),
+    #[error("the certificate for {0} is still being issued")]
+    StillIssuing(Hostname),
+}
+
+pub struct TlsSettings {
+    /// How long a handshake waits for a new certificate.
+    pub issue_timeout: Duration,
+    /// How long an order may take (it goes on after the handshake gave up).
+    pub order_timeout: Duration,
+    pub backoff: Duration,
+    pub issue_per_minute: u32,
+    pub renew_when_left: f64,
+    pub renew_check: Duration,
+    /// This node's name as an issuance lock holder.
+    pub node: String,
+}
+
+/// How often a node waiting on another's issuance lock looks again.
+const LOCK_POLL: Duration = Duration::from_millis(200);
+
+pub struct CertManager {
+    edge: Arc<Edge>,
+    statics: HashMap<Hostname, Arc<ServerConfig>>,
+    served: Cache<Hostname, Served>,
+    store: Arc<dyn CertStore>,
+    challenges: Arc<Challenges>,
+    issuer: Arc<dyn Issuer>,
+    inflight: std::sync::Mutex<HashMap<Hostname, Order>>,
+    backoff: Backoffs,
+    limit: RateLimit,
+    settings: TlsSettings,
+}
+
+impl CertManager {
+    pub fn new(
+        edge: Arc<Edge>,
+        statics: HashMap<Hostname, Arc<ServerConfig>>,
+        store: Arc<dyn CertStore>,
+        challenges: Arc<Challenges>,
+        issuer: Arc<dyn Issuer>,
+        settings: TlsSettings,
+    ) -> Self {
+        CertManager {
+            edge,
+            statics,
+            served: Cache::builder().max_capacity(100_000).build(),
+            store,
+            challenges,
+            issuer,
+            inflight: Default::default(),
+            backoff: Backoffs::new(settings.backoff),
+            limit: RateLimit::new(settings.issue_per_minute),
+            settings,
+        }
+    }
+
+    pub async fn held(&self) -> u64 {
+        // moka counts lazily: settle pending inserts first.
+        self.served.run_pending_tasks().await;
+        self.served.entry_count() + self.statics.len() as u64
+    }
+
+    pub async fn stored(&self) -> Result<usize, String> {
+        self.store.count().await
+    }
+
+    pub fn store_kind(&self) -> &'static str {
+        self.store.kind()
+    }
+
+    pub async fn config_for(
+        self: &Arc<Self>,
+        sni: Option<&str>,
+    ) -> Result<Arc<ServerConfig>, Refusal> {
+        let name = sni.ok_or(Refusal::NoSni)?;
+        let host = Hostname::parse(name).map_err(|e| Refusal::BadName(format!("{name}: {e}")))?;
+        if let Some(c) = self.statics.get(&host) {
+            return Ok(c.clone());
+        }
+        if let Some(s) = self.served.get(&host).await {
+            if s.live() {
+                return Ok(s.config);
+            }
+            // Expired (renewal failed all along): never served.
+            self.served.invalidate(&host).await;
+        }
+        // Only names this network serves, and active ones, get a certificate.
+        match self.edge.state().directory.lookup(&host).await {
+            Ok(Some(d)) if d.status == DomainStatus::Active => {}
+            _ => return Err(Refusal::NotServed(host)),
+        }
+        if self.backoff.active(&host) {
+            return Err(Refusal::BackingOff(host));
+        }
+        // One load-or-issue per name, however many handshakes wait for it;
+        // it runs as its own task, so an order outlives a handshake that
+        // stops waiting (the next handshake finds the certificate).
+        let order = self.order_for(&host);
+        match tokio::time::timeout(self.settings.issue_timeout, order).await {
+            Ok(Ok(s)) => {
+                self.backoff.clear(&host);
+                Ok(s.config)
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Refusal::StillIssuing(host)),
+        }
+    }
+
+    /// The running order for `host`, or a new one.
+    fn order_for(self: &Arc<Self>, host: &Hostname) -> Order {
+        let mut inflight = locked(&self.inflight);
+        if let Some(order) = inflight.get(host) {
+            return order.clone();
+        }
+        let (this, name) = (Arc::clone(self), host.clone());
+        let task = tokio::spawn(async move {
+            let result = this.obtain(&name, None).await;
+            if let Ok(s) = &result {
+                this.served.insert(name.clone(), s.clone()).await;
+            }
+            // Taken after `order_for` released it: the entry is in by then.
+            locked(&this.inflight).remove(&name);
+            result
+        });
+        let name = host.clone();
+        let order = async move {
+            task.await
+                .unwrap_or_else(|e| Err(Refusal::Failed(name, e.to_string())))
+        }
+        .boxed()
+        .shared();
+        inflight.insert(host.clone(), order.clone());
+        order
+    }
+
+    /// A stored certificate if it is valid (and newer than `newer_than`),
+    /// else a new one from the issuer. With a shared store only the holder
+    /// of the name's lock orders; the others wait for its certificate.
+    async fn obtain(&self, host: &Hostname, newer_than: Option<i64>) -> Result<Served, Refusal> {
+        let _pending = Pending::start();
+        let deadline = Instant::now() + self.settings.order_timeout;
+        // Outlives the holder's own timeout; a crashed holder's lock lapses.
+        let lease = self.settings.order_timeout + Duration::from_secs(10);
+        loop {
+            if let Some(s) = self.stored_cert(host, newer_than).await? {
+                return Ok(s);
+            }
+            match self.store.try_lock(host, &self.settings.node, lease).await {
+                Ok(Lock::Acquired) => break,
+                Ok(Lock::BackingOff(left)) => {
+                    // Another node's order failed: this one holds off too.
+                    self.backoff.hold_off(host, left);
+                    return Err(Refusal::BackingOff(host.clone()));
+                }
+                Ok(Lock::Held) if Instant::now() < deadline => tokio::time::sleep(LOCK_POLL).await,
+                Ok(Lock::Held) => {
+                    return Err(Refusal::Failed(
+                        host.clone(),
+                        "another node is still ordering this name".into(),
+                    ))
+                }
+                Err(e) => {
+                    // Serving the name matters more than one order per network.
+                    warn!(%host, error = %e, "issuance lock unavailable; ordering without it");
+                    break;
+                }
+            }
+        }
+        // The previous holder may have saved its certificate just now.
+        let result = match self.stored_cert(host, newer_than).await? {
+            Some(s) => Ok(s),
+            None => self.issue(host, newer_than, deadline).await,
+        };
+        let backoff = match &result {
+            Err(Refusal::Failed(..)) => self.backoff.left(host),
+            _ => None,
+        };
+        if let Err(e) = self.store.unlock(host, &self.settings.node, backoff).await {
+            warn!(%host, error = %e, "issuance lock not released; it lapses with its lease");
+        }
+        result
+    }
+
+    async fn stored_cert(
+        &self,
+        host: &Hostname,
+        newer_than: Option<i64>,
+    ) -> Result<Option<Served>, Refusal> {
+        match self.store.load(host).await {
+            Ok(Some(cert)) if cert.valid() && newer_than.is_none_or(|t| cert.not_after > t) => {
+                // Kept across a restart, or ordered by another node.
+                METRICS
+                    .tls_issuance
+                    .with_label_values(&["from_store"])
+                    .inc();
+                Served::new(&cert)
+                    .map(Some)
+                    .map_err(|e| Refusal::Failed(host.clone(), e))
+            }
+            Ok(_) => Ok(None),
+            Err(e) => {
+                warn!(%host, error = %e, "certificate store read failed");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn issue(
+        &self,
+        host: &Hostname,
+        newer_than: Option<i64>,
+        deadline: Instant,
+    ) -> Result<Served, Refusal> {
+        if !self.limit.take() {
+            METRICS
+                .tls_issuance
+                .with_label_values(&["rate_limited"])
+                .inc();
+            return Err(Refusal::RateLimited);
+        }
+        let started = Instant::now();
+        let left = deadline.saturating_duration_since(started);
+        let issued = match tokio::time::timeout(left, self.issuer.issue(host)).await {
+            Ok(Ok(cert)) => cert,
+            Ok(Err(e)) => return Err(self.failed(host, e)),
+            Err(_) => return Err(self.failed(host, "timed out".into())),
+        };
+        METRICS
+            .tls_issue_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let outcome = if newer_than.is_some() {
+            "renewed"
+        } else {
+            "issued"
+        };
+        METRICS.tls_issuance.with_label_values(&[outcome]).inc();
+        info!(%host, issuer = self.issuer.name(), took_ms = started.elapsed().as_millis() as u64, outcome, "certificate obtained");
+        if let Err(e) = self.store.save(host, &issued).await {
+            warn!(%host, error = %e, "certificate store write failed");
+        }
+        Served::new(&issued).map_err(|e| Refusal::Failed(host.clone(), e))
+    }
+
+    /// The published answer to a pending ACME challenge, from any node.
+    pub async fn challenge_answer(&self, key: &ChallengeKey) -> Option<String> {
+        let answer = self.challenges.answer(key).await?;
+        METRICS
+            .tls_challenges
+            .with_label_values(&[key.parts().0])
+            .inc();
+        Some(answer)
+    }
+
+    /// The TLS-ALPN-01 answer for a hello offering `acme-tls/1`.
+    pub async fn alpn_answer(&self, sni: Option<&str>) -> Option<Arc<ServerConfig>> {
+        let host = Hostname::parse(sni?).ok()?;
+        let auth = self
+            .challenge_answer(&ChallengeKey::TlsAlpn01(host.clone()))
+            .await?;
+        challenge::alpn_config(&host, &auth)
+            .inspect_err(|e| warn!(%host, error = %e, "TLS-ALPN-01 answer"))
+            .ok()
+    }
+
+    /// Renews held certificates in the background when less than
+    /// `renew_when_left` of their lifetime is left; handshakes never wait
+    /// for a renewal. A failed renewal keeps the old certificate until it
+    /// expires and is retried on the next check.
+    pub async fn renew_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.settings.renew_check);
+        loop {
+            tick.tick().await;
+            self.follow_store().await;
+            let due: Vec<(Hostname, Served)> = self
+                .served
+                .iter()
+                .filter(|(_, s)| s.due(self.settings.renew_when_left))
+                .map(|(h, s)| ((*h).clone(), s))
+                .collect();
+            for (host, old) in due {
+                match self.obtain(&host, Some(old.not_after)).await {
+                    Ok(new) => self.served.insert(host, new).await,
+                    Err(e) => {
+                        METRICS
+                            .tls_issuance
+                            .with_label_values(&["renew_failed"])
+                            .inc();
+                        warn!(%host, error = %e, "certificate renewal failed; the current one stays until it expires");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes in what changed in the store since the last check: a newer
+    /// certificate (another node renewed) replaces the held one; a revoked
+    /// one is dropped, so the next handshake obtains a fresh certificate.
+    async fn follow_store(&self) {
+        // Overlapping windows: a change is seen at least once.
+        let window = self.settings.renew_check * 2 + Duration::from_secs(5);
+        let changed = match self.store.changed_within(window).await {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "certificate store: changes not read");
+                return;
+            }
+        };
+        for host in changed {
+            let Some(held) = self.served.get(&host).await else {
+                continue;
+            };
+            match self.store.load(&host).await {
+                Ok(Some(c)) if c.valid() => {
+                    if c.fingerprint() != held.fingerprint && c.not_after >= held.not_after {
+                        match Served::new(&c) {
+                            Ok(s) => self.served.insert(host, s).await,
+                            Err(e) => warn!(%host, error = %e, "stored certificate unusable"),
+                        }
+                    }
+                }
+                Ok(Some(c)) if c.revoked && c.fingerprint() == held.fingerprint => {
+                    info!(%host, "held certificate was revoked; dropped");
+                    self.served.invalidate(&host).await;
+                }
+                Ok(_) => {}
+                Err(e) => warn!(%host, error = %e, "certificate store read failed"),
+            }
+        }
+    }
+
+    /// Records a failed issuance: the name backs off, doubling each time.
+    fn failed(&self, host: &Hostname, why: String) -> Refusal {
+        METRICS.tls_issuance.with_label_values(&["failed"]).inc();
+        let backoff = self.backoff.failed(host);
+        warn!(%host, error = %why, ?backoff, "certificate issuance failed");
+        Refusal::Failed(host.clone(), why)
+    }
+}
