@@ -209,3 +209,15 @@ impl Edge {
         Ok(state)
     }
 }
+
+/// On-demand certificates go only to names this network serves and has
+/// active, as the current config generation says at each ask.
+#[async_trait::async_trait]
+impl crate::tls::IssuePolicy for Edge {
+    async fn may_issue(&self, host: &crate::domain::Hostname) -> bool {
+        matches!(
+            self.state().directory.lookup(host).await,
+            Ok(Some(d)) if d.status == crate::domain::DomainStatus::Active
+        )
+    }
+}

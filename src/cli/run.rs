@@ -7,7 +7,7 @@ use crate::edge::Edge;
 use crate::proxy::{access_log, EdgeProxy};
 use crate::tls::challenge::Challenges;
 use crate::tls::listener::TlsApp;
-use crate::tls::{load_static, CertManager, TlsSettings};
+use crate::tls::{load_static, CertManager, IssuePolicy, TlsSettings};
 use async_trait::async_trait;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{ExecutionPhase, Server, ShutdownWatch};
@@ -113,6 +113,7 @@ fn https_service(
     edge: Arc<Edge>,
     node: String,
 ) -> Result<Service<TlsApp<HttpProxy<EdgeProxy>>>, String> {
+    // The edge decides which names get a certificate: its active domains.
     let certs = cert_manager(tls, edge.clone(), node)?;
     let http = Arc::new(pingora_proxy::http_proxy(
         conf,
@@ -128,7 +129,11 @@ fn https_service(
 }
 
 /// Store (file or postgres), issuer (ACME or the local CA) and settings.
-fn cert_manager(tls: &TlsConfig, edge: Arc<Edge>, node: String) -> Result<CertManager, String> {
+fn cert_manager(
+    tls: &TlsConfig,
+    policy: Arc<dyn IssuePolicy>,
+    node: String,
+) -> Result<CertManager, String> {
     let store = super::tls::store(tls)?;
     let challenges = Arc::new(Challenges::new(store.clone()));
     let issuer = super::tls::issuer(tls, store.clone(), challenges.clone())?;
@@ -142,7 +147,7 @@ fn cert_manager(tls: &TlsConfig, edge: Arc<Edge>, node: String) -> Result<CertMa
         node,
     };
     Ok(CertManager::new(
-        edge,
+        policy,
         load_static(&tls.certificates)?,
         store,
         challenges,

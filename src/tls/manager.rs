@@ -6,8 +6,8 @@ use super::challenge::{self, ChallengeKey, Challenges};
 use super::issuer::Issuer;
 use super::limits::{Backoffs, Pending, RateLimit};
 use super::store::{CertStore, Lock};
-use crate::domain::{DomainStatus, Hostname};
-use crate::edge::Edge;
+use async_trait::async_trait;
+use crate::domain::Hostname;
 use crate::locked;
 use crate::metrics::METRICS;
 use futures::future::{BoxFuture, FutureExt, Shared};
@@ -17,6 +17,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
+
+/// Whether a name may get a certificate on demand (certmagic's
+/// `DecisionFunc`). Asked for every name not already held, before the
+/// store or the CA is, so a refused name costs neither.
+#[async_trait]
+pub trait IssuePolicy: Send + Sync {
+    async fn may_issue(&self, host: &Hostname) -> bool;
+}
 
 /// An order in progress, awaited by every handshake that wants its name.
 type Order = Shared<BoxFuture<'static, Result<Served, Refusal>>>;
@@ -57,7 +65,7 @@ pub struct TlsSettings {
 const LOCK_POLL: Duration = Duration::from_millis(200);
 
 pub struct CertManager {
-    edge: Arc<Edge>,
+    policy: Arc<dyn IssuePolicy>,
     statics: HashMap<Hostname, Arc<ServerConfig>>,
     served: Cache<Hostname, Served>,
     store: Arc<dyn CertStore>,
@@ -71,7 +79,7 @@ pub struct CertManager {
 
 impl CertManager {
     pub fn new(
-        edge: Arc<Edge>,
+        policy: Arc<dyn IssuePolicy>,
         statics: HashMap<Hostname, Arc<ServerConfig>>,
         store: Arc<dyn CertStore>,
         challenges: Arc<Challenges>,
@@ -79,7 +87,7 @@ impl CertManager {
         settings: TlsSettings,
     ) -> Self {
         CertManager {
-            edge,
+            policy,
             statics,
             served: Cache::builder().max_capacity(100_000).build(),
             store,
@@ -122,10 +130,9 @@ impl CertManager {
             // Expired (renewal failed all along): never served.
             self.served.invalidate(&host).await;
         }
-        // Only names this network serves, and active ones, get a certificate.
-        match self.edge.state().directory.lookup(&host).await {
-            Ok(Some(d)) if d.status == DomainStatus::Active => {}
-            _ => return Err(Refusal::NotServed(host)),
+        // Only names the policy allows get a certificate (no store, no CA).
+        if !self.policy.may_issue(&host).await {
+            return Err(Refusal::NotServed(host));
         }
         if self.backoff.active(&host) {
             return Err(Refusal::BackingOff(host));

@@ -1,8 +1,8 @@
 //! TLS with on-demand certificates (as Caddy's certmagic: its own module,
 //! pluggable `Issuer` and `CertStore`). For a ClientHello naming `X`:
-//! static certificate → memory → store → issue now, but only when `X` is an
-//! active domain in the directory; any other name is refused at once and no
-//! CA is contacted. Concurrent handshakes for one new name make one order;
+//! static certificate → memory → store → issue now, but only when the
+//! `IssuePolicy` allows `X` (the edge: an active domain in the directory);
+//! any other name is refused at once and no CA is contacted. Concurrent handshakes for one new name make one order;
 //! a failed name backs off; issuance has a global rate limit. With a shared
 //! store, a per-name lease lock makes one order for the whole network.
 
@@ -17,4 +17,4 @@ pub mod policy;
 pub mod store;
 
 pub use cert::{load_static, server_config, validity, IssuedCert};
-pub use manager::{CertManager, Refusal, TlsSettings};
+pub use manager::{CertManager, IssuePolicy, Refusal, TlsSettings};
