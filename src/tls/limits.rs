@@ -2,9 +2,9 @@
 //! order (doubling, at most an hour), a global token bucket, and a gauge of
 //! issuances in progress.
 
-use crate::metrics::METRICS;
 use crate::domain::Hostname;
 use crate::locked;
+use crate::metrics::METRICS;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
