@@ -134,9 +134,9 @@ fn cert_manager(
     policy: Arc<dyn IssuePolicy>,
     node: String,
 ) -> Result<CertManager, String> {
-    let store = super::tls::store(tls)?;
-    let challenges = Arc::new(Challenges::new(store.clone()));
-    let issuer = super::tls::issuer(tls, store.clone(), challenges.clone())?;
+    let stores = super::tls::stores(tls)?;
+    let challenges = Arc::new(Challenges::new(stores.board));
+    let issuer = super::tls::issuer(tls, stores.certs.clone(), challenges.clone())?;
     let settings = TlsSettings {
         issue_timeout: tls.issue_timeout,
         order_timeout: tls.order_timeout,
@@ -149,7 +149,8 @@ fn cert_manager(
     Ok(CertManager::new(
         policy,
         load_static(&tls.certificates)?,
-        store,
+        stores.certs,
+        stores.lock,
         challenges,
         issuer,
         settings,

@@ -1,14 +1,15 @@
 //! The ACME issuer (RFC 8555, through instant-acme): one order per name,
 //! answered by HTTP-01 or TLS-ALPN-01. The account is created once and its
 //! credentials kept in the certificate store, so every PoP orders under the
-//! same account. Challenge answers are published in the store before the CA
-//! is told to validate, and removed when the order is done either way.
+//! same account. Challenge answers are published (on the shared challenge
+//! board, if any) before the CA is told to validate, and removed when the
+//! order is done either way.
 
+use super::cert::{validity, IssuedCert};
 use super::challenge::{ChallengeKey, Challenges};
-use crate::config::ChallengeKind;
 use super::issuer::Issuer;
 use super::store::CertStore;
-use super::IssuedCert;
+use crate::config::ChallengeKind;
 use crate::domain::Hostname;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -220,7 +221,7 @@ impl AcmeIssuer {
             .poll_certificate(&retries)
             .await
             .map_err(|e| format!("certificate: {e}"))?;
-        let (not_before, not_after) = super::validity(&chain_pem)?;
+        let (not_before, not_after) = validity(&chain_pem)?;
         Ok(IssuedCert {
             chain_pem,
             key_pem: key.serialize_pem(),

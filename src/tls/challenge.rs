@@ -1,14 +1,15 @@
-//! ACME challenge answers. The node that orders publishes each answer in
-//! the certificate store; with anycast the CA's validation may reach any
-//! PoP, so every node answers from the store, not from its own memory.
+//! ACME challenge answers. The node that orders publishes each answer on
+//! the challenge board (the shared store); with anycast the CA's validation
+//! may reach any PoP, so every node answers from the board, not only from
+//! its own memory.
 //! HTTP-01: `GET /.well-known/acme-challenge/<token>` on port 80 returns the
 //! key authorization. TLS-ALPN-01 (RFC 8737): a handshake offering ALPN
 //! `acme-tls/1` gets a self-signed certificate for the name carrying the
 //! SHA-256 of the key authorization.
 
-use super::store::CertStore;
 use crate::domain::Hostname;
 use crate::locked;
+use async_trait::async_trait;
 use rcgen::{CertificateParams, CustomExtension, KeyPair};
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::ServerConfig;
@@ -52,20 +53,36 @@ impl ChallengeKey {
     }
 }
 
-/// Pending challenge answers: published in the store for every PoP, and
-/// kept here too, so this node can still answer the CA when the store is
-/// unreachable (then only validations that reach this node succeed).
+/// Where pending challenge answers are shared by every PoP (certmagic
+/// keeps them in its Storage; here the Postgres store is the board).
+#[async_trait]
+pub trait ChallengeBoard: Send + Sync {
+    /// Publishes an answer for `ttl` (any node may be asked for it).
+    async fn put(
+        &self,
+        key: &ChallengeKey,
+        key_authorization: &str,
+        ttl: Duration,
+    ) -> Result<(), String>;
+    async fn get(&self, key: &ChallengeKey) -> Result<Option<String>, String>;
+    async fn remove(&self, key: &ChallengeKey) -> Result<(), String>;
+}
+
+/// Pending challenge answers: published on the board for every PoP (when
+/// there is one), and kept here too, so this node can still answer the CA
+/// when the board is unreachable (then only validations that reach this
+/// node succeed). Without a board (one box) only this node answers.
 pub struct Challenges {
-    store: Arc<dyn CertStore>,
+    board: Option<Arc<dyn ChallengeBoard>>,
     /// Answer and the moment it expires (an order cut off by its timeout
     /// never withdraws its answers).
     local: Mutex<HashMap<ChallengeKey, (String, Instant)>>,
 }
 
 impl Challenges {
-    pub fn new(store: Arc<dyn CertStore>) -> Self {
+    pub fn new(board: Option<Arc<dyn ChallengeBoard>>) -> Self {
         Challenges {
-            store,
+            board,
             local: Mutex::default(),
         }
     }
@@ -77,14 +94,16 @@ impl Challenges {
             local.retain(|_, (_, until)| now < *until);
             local.insert(key.clone(), (key_authorization.to_string(), now + ttl));
         }
-        if let Err(e) = self.store.put_challenge(key, key_authorization, ttl).await {
+        let Some(board) = &self.board else { return };
+        if let Err(e) = board.put(key, key_authorization, ttl).await {
             warn!(error = %e, "challenge not published in the store; only this node can answer it");
         }
     }
 
     pub async fn withdraw(&self, key: &ChallengeKey) {
         locked(&self.local).remove(key);
-        if let Err(e) = self.store.remove_challenge(key).await {
+        let Some(board) = &self.board else { return };
+        if let Err(e) = board.remove(key).await {
             warn!(error = %e, "challenge not removed from the store; it expires there");
         }
     }
@@ -98,8 +117,9 @@ impl Challenges {
         if mine.is_some() {
             return mine;
         }
-        self.store
-            .challenge(key)
+        self.board
+            .as_ref()?
+            .get(key)
             .await
             .inspect_err(|e| warn!(error = %e, "challenge lookup failed"))
             .ok()
@@ -155,20 +175,20 @@ mod tests {
 
     #[tokio::test]
     async fn answers_expire_and_are_withdrawn() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(crate::tls::store::FileStore::open(dir.path()).unwrap());
-        let board = Challenges::new(store);
+        let challenges = Challenges::new(None);
         let (old, new) = (
             ChallengeKey::Http01("old".into()),
             ChallengeKey::Http01("new".into()),
         );
-        board.publish(&old, "a.b", Duration::ZERO).await;
-        assert_eq!(board.answer(&old).await, None, "expired");
-        board.publish(&new, "c.d", Duration::from_secs(60)).await;
-        assert_eq!(board.answer(&new).await.as_deref(), Some("c.d"));
-        assert!(!locked(&board.local).contains_key(&old), "pruned");
-        board.withdraw(&new).await;
-        assert_eq!(board.answer(&new).await, None);
+        challenges.publish(&old, "a.b", Duration::ZERO).await;
+        assert_eq!(challenges.answer(&old).await, None, "expired");
+        challenges
+            .publish(&new, "c.d", Duration::from_secs(60))
+            .await;
+        assert_eq!(challenges.answer(&new).await.as_deref(), Some("c.d"));
+        assert!(!locked(&challenges.local).contains_key(&old), "pruned");
+        challenges.withdraw(&new).await;
+        assert_eq!(challenges.answer(&new).await, None);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! under the TLS folder (the single-box default); its root is written to
 //! `ca.pem` for clients to trust. (ACME is the production issuer.)
 
-use super::IssuedCert;
+use super::cert::IssuedCert;
+use super::store::write_private;
 use crate::domain::Hostname;
 use async_trait::async_trait;
 use rcgen::{
@@ -57,7 +58,7 @@ impl LocalCa {
             params.not_after = now + TimeDelta::days(3650);
             let key = KeyPair::generate().map_err(|e| e.to_string())?;
             let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
-            super::store::write_private(&key_path, key.serialize_pem().as_bytes())?;
+            write_private(&key_path, key.serialize_pem().as_bytes())?;
             std::fs::write(&cert_path, cert.pem())
                 .map_err(|e| format!("{}: {e}", cert_path.display()))?;
             RcIssuer::new(params, key)

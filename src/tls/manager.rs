@@ -5,11 +5,11 @@ use super::cert::Served;
 use super::challenge::{self, ChallengeKey, Challenges};
 use super::issuer::Issuer;
 use super::limits::{Backoffs, Pending, RateLimit};
-use super::store::{CertStore, Lock};
-use async_trait::async_trait;
+use super::store::{CertStore, IssuanceLock, Lock};
 use crate::domain::Hostname;
 use crate::locked;
 use crate::metrics::METRICS;
+use async_trait::async_trait;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use moka::future::Cache;
 use rustls::ServerConfig;
@@ -69,6 +69,7 @@ pub struct CertManager {
     statics: HashMap<Hostname, Arc<ServerConfig>>,
     served: Cache<Hostname, Served>,
     store: Arc<dyn CertStore>,
+    lock: Arc<dyn IssuanceLock>,
     challenges: Arc<Challenges>,
     issuer: Arc<dyn Issuer>,
     inflight: std::sync::Mutex<HashMap<Hostname, Order>>,
@@ -82,6 +83,7 @@ impl CertManager {
         policy: Arc<dyn IssuePolicy>,
         statics: HashMap<Hostname, Arc<ServerConfig>>,
         store: Arc<dyn CertStore>,
+        lock: Arc<dyn IssuanceLock>,
         challenges: Arc<Challenges>,
         issuer: Arc<dyn Issuer>,
         settings: TlsSettings,
@@ -91,6 +93,7 @@ impl CertManager {
             statics,
             served: Cache::builder().max_capacity(100_000).build(),
             store,
+            lock,
             challenges,
             issuer,
             inflight: Default::default(),
@@ -190,7 +193,7 @@ impl CertManager {
             if let Some(s) = self.stored_cert(host, newer_than).await? {
                 return Ok(s);
             }
-            match self.store.try_lock(host, &self.settings.node, lease).await {
+            match self.lock.try_lock(host, &self.settings.node, lease).await {
                 Ok(Lock::Acquired) => break,
                 Ok(Lock::BackingOff(left)) => {
                     // Another node's order failed: this one holds off too.
@@ -220,7 +223,7 @@ impl CertManager {
             Err(Refusal::Failed(..)) => self.backoff.left(host),
             _ => None,
         };
-        if let Err(e) = self.store.unlock(host, &self.settings.node, backoff).await {
+        if let Err(e) = self.lock.unlock(host, &self.settings.node, backoff).await {
             warn!(%host, error = %e, "issuance lock not released; it lapses with its lease");
         }
         result

@@ -1,25 +1,21 @@
 //! The single-box store: one JSON file per name under `<tls.dir>/certs`,
 //! the ACME account under `<tls.dir>/accounts`, all written 0600 (they hold
-//! private keys). Locks live in memory, and challenges are not kept here at
-//! all: on one box the process that orders is the one the CA reaches, and
-//! `Challenges` already holds its answers in memory.
+//! private keys). It is no challenge board: on one box the process that
+//! orders is the one the CA reaches, and `Challenges` already holds its
+//! answers in memory. Its issuance lock is a `MemoryLock`.
 
-use super::{write_private, CertStore, Lock};
+use super::storage::CertStore;
 use crate::domain::Hostname;
-use crate::locked;
-use crate::tls::challenge::ChallengeKey;
-use crate::tls::IssuedCert;
+use crate::tls::cert::IssuedCert;
 use async_trait::async_trait;
-use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub struct FileStore {
     certs: PathBuf,
     accounts: PathBuf,
-    /// holder, lease end, backing off after a failure
-    locks: Mutex<HashMap<Hostname, (String, Instant, bool)>>,
 }
 
 impl FileStore {
@@ -28,11 +24,7 @@ impl FileStore {
         for d in [&certs, &accounts] {
             std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
         }
-        Ok(FileStore {
-            certs,
-            accounts,
-            locks: Mutex::default(),
-        })
+        Ok(FileStore { certs, accounts })
     }
 
     fn path(&self, host: &Hostname) -> PathBuf {
@@ -48,6 +40,22 @@ impl FileStore {
             .collect();
         self.accounts.join(format!("{name}.json"))
     }
+}
+
+/// Writes `bytes` to `path` readable by the owner only, atomically.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, String> {
@@ -117,58 +125,5 @@ impl CertStore for FileStore {
         }
         write_private(&self.account_path(directory), credentials.as_bytes())?;
         Ok(credentials.to_string())
-    }
-
-    async fn put_challenge(&self, _: &ChallengeKey, _: &str, _: Duration) -> Result<(), String> {
-        Ok(())
-    }
-
-    async fn challenge(&self, _: &ChallengeKey) -> Result<Option<String>, String> {
-        Ok(None)
-    }
-
-    async fn remove_challenge(&self, _: &ChallengeKey) -> Result<(), String> {
-        Ok(())
-    }
-
-    async fn try_lock(
-        &self,
-        host: &Hostname,
-        holder: &str,
-        lease: Duration,
-    ) -> Result<Lock, String> {
-        let mut locks = locked(&self.locks);
-        let now = Instant::now();
-        match locks.get(host) {
-            Some((h, until, failed)) if h != holder && now < *until => Ok(if *failed {
-                Lock::BackingOff(*until - now)
-            } else {
-                Lock::Held
-            }),
-            _ => {
-                locks.insert(host.clone(), (holder.to_string(), now + lease, false));
-                Ok(Lock::Acquired)
-            }
-        }
-    }
-
-    async fn unlock(
-        &self,
-        host: &Hostname,
-        holder: &str,
-        backoff: Option<Duration>,
-    ) -> Result<(), String> {
-        let mut locks = locked(&self.locks);
-        if locks.get(host).is_some_and(|(h, _, _)| h == holder) {
-            match backoff {
-                Some(d) => {
-                    locks.insert(host.clone(), (holder.to_string(), Instant::now() + d, true));
-                }
-                None => {
-                    locks.remove(host);
-                }
-            }
-        }
-        Ok(())
     }
 }

@@ -4,11 +4,12 @@
 //! nodes starting together serialise on an advisory lock). Private keys are
 //! stored in the clear: access to this database is access to the keys.
 
-use super::{CertStore, Lock};
+use super::lock::{IssuanceLock, Lock};
+use super::storage::CertStore;
 use crate::domain::Hostname;
 use crate::pg::chain;
-use crate::tls::challenge::ChallengeKey;
-use crate::tls::IssuedCert;
+use crate::tls::cert::IssuedCert;
+use crate::tls::challenge::{ChallengeBoard, ChallengeKey};
 use async_trait::async_trait;
 use deadpool_postgres::{Object, Pool};
 use std::time::Duration;
@@ -176,8 +177,11 @@ impl CertStore for PostgresStore {
             .await?
             .ok_or_else(|| "ACME account vanished after saving".to_string())
     }
+}
 
-    async fn put_challenge(
+#[async_trait]
+impl ChallengeBoard for PostgresStore {
+    async fn put(
         &self,
         key: &ChallengeKey,
         key_authorization: &str,
@@ -198,7 +202,7 @@ impl CertStore for PostgresStore {
         Ok(())
     }
 
-    async fn challenge(&self, key: &ChallengeKey) -> Result<Option<String>, String> {
+    async fn get(&self, key: &ChallengeKey) -> Result<Option<String>, String> {
         let (kind, k) = key.parts();
         let c = self.client().await?;
         let row = c
@@ -212,7 +216,7 @@ impl CertStore for PostgresStore {
         Ok(row.map(|r| r.get(0)))
     }
 
-    async fn remove_challenge(&self, key: &ChallengeKey) -> Result<(), String> {
+    async fn remove(&self, key: &ChallengeKey) -> Result<(), String> {
         let (kind, k) = key.parts();
         let c = self.client().await?;
         // Expired rows of crashed issuers go with it.
@@ -225,7 +229,10 @@ impl CertStore for PostgresStore {
         .map_err(chain)?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl IssuanceLock for PostgresStore {
     async fn try_lock(
         &self,
         host: &Hostname,
