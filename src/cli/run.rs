@@ -14,6 +14,7 @@ use pingora_core::server::{ExecutionPhase, Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
 use pingora_core::services::listening::Service;
 use pingora_proxy::HttpProxy;
+use std::error::Error;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -112,7 +113,7 @@ fn https_service(
     tls: &TlsConfig,
     edge: Arc<Edge>,
     node: String,
-) -> Result<Service<TlsApp<HttpProxy<EdgeProxy>>>, String> {
+) -> Result<Service<TlsApp<HttpProxy<EdgeProxy>>>, Box<dyn Error>> {
     // The edge decides which names get a certificate: its active domains.
     let certs = cert_manager(tls, edge.clone(), node)?;
     let http = Arc::new(pingora_proxy::http_proxy(
@@ -133,7 +134,7 @@ fn cert_manager(
     tls: &TlsConfig,
     policy: Arc<dyn IssuePolicy>,
     node: String,
-) -> Result<CertManager, String> {
+) -> Result<CertManager, Box<dyn Error>> {
     let stores = super::tls::stores(tls)?;
     let challenges = Arc::new(Challenges::new(stores.board));
     let issuer = super::tls::issuer(tls, stores.certs.clone(), challenges.clone())?;

@@ -7,6 +7,8 @@ use crate::tls::acme::{AcmeIssuer, AcmeSettings};
 use crate::tls::challenge::{ChallengeBoard, Challenges};
 use crate::tls::issuer::{Issuer, LocalCa};
 use crate::tls::store::{CertStore, FileStore, IssuanceLock, MemoryLock, PostgresStore};
+use crate::tls::{CertError, StoreError};
+use std::error::Error;
 use std::process::ExitCode;
 use std::sync::Arc;
 use tracing::info;
@@ -19,7 +21,7 @@ pub struct Stores {
     pub board: Option<Arc<dyn ChallengeBoard>>,
 }
 
-pub fn stores(tls: &TlsConfig) -> Result<Stores, String> {
+pub fn stores(tls: &TlsConfig) -> Result<Stores, StoreError> {
     Ok(match &tls.store.postgres {
         Some(url) => {
             let pg = Arc::new(PostgresStore::connect(url)?);
@@ -42,7 +44,7 @@ pub fn issuer(
     tls: &TlsConfig,
     store: Arc<dyn CertStore>,
     challenges: Arc<Challenges>,
-) -> Result<Arc<dyn Issuer>, String> {
+) -> Result<Arc<dyn Issuer>, CertError> {
     Ok(match &tls.acme {
         Some(acme) => {
             info!(directory = %acme.directory, challenge = ?acme.challenge, store = store.kind(), "ACME issuer");
@@ -79,7 +81,7 @@ pub fn revoke(config: &Config, host: &str) -> ExitCode {
     }
 }
 
-async fn revoke_stored(config: &Config, host: &str) -> Result<String, String> {
+async fn revoke_stored(config: &Config, host: &str) -> Result<String, Box<dyn Error>> {
     let tls = config.tls.as_ref().ok_or("the config has no [tls] table")?;
     let host = Hostname::parse(host).map_err(|e| format!("{host}: {e}"))?;
     let stores = stores(tls)?;

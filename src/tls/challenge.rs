@@ -7,6 +7,7 @@
 //! `acme-tls/1` gets a self-signed certificate for the name carrying the
 //! SHA-256 of the key authorization.
 
+use super::error::{CertError, StoreError};
 use crate::domain::Hostname;
 use crate::locked;
 use async_trait::async_trait;
@@ -63,9 +64,9 @@ pub trait ChallengeBoard: Send + Sync {
         key: &ChallengeKey,
         key_authorization: &str,
         ttl: Duration,
-    ) -> Result<(), String>;
-    async fn get(&self, key: &ChallengeKey) -> Result<Option<String>, String>;
-    async fn remove(&self, key: &ChallengeKey) -> Result<(), String>;
+    ) -> Result<(), StoreError>;
+    async fn get(&self, key: &ChallengeKey) -> Result<Option<String>, StoreError>;
+    async fn remove(&self, key: &ChallengeKey) -> Result<(), StoreError>;
 }
 
 /// Pending challenge answers: published on the board for every PoP (when
@@ -128,24 +129,23 @@ impl Challenges {
 }
 
 /// The handshake answer to a TLS-ALPN-01 validation of `host`.
-pub fn alpn_config(host: &Hostname, key_authorization: &str) -> Result<Arc<ServerConfig>, String> {
+pub fn alpn_config(
+    host: &Hostname,
+    key_authorization: &str,
+) -> Result<Arc<ServerConfig>, CertError> {
     let digest = ring::digest::digest(&ring::digest::SHA256, key_authorization.as_bytes());
-    let mut params = CertificateParams::new(vec![host.to_string()]).map_err(|e| e.to_string())?;
+    let mut params = CertificateParams::new(vec![host.to_string()])?;
     params.custom_extensions = vec![CustomExtension::new_acme_identifier(digest.as_ref())];
-    let key = KeyPair::generate().map_err(|e| e.to_string())?;
-    let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+    let key = KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    let signer = provider
-        .key_provider
-        .load_private_key(key_der)
-        .map_err(|e| e.to_string())?;
+    let signer = provider.key_provider.load_private_key(key_der)?;
     // Not `with_single_cert`: its key check parses the certificate with
     // webpki, which refuses the critical acmeIdentifier extension.
     let certified = CertifiedKey::new(vec![CertificateDer::from(cert.der().to_vec())], signer);
     let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| e.to_string())?
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
     config.alpn_protocols = vec![ACME_TLS_ALPN.to_vec()];

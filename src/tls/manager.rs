@@ -3,6 +3,7 @@
 
 use super::cert::Served;
 use super::challenge::{self, ChallengeKey, Challenges};
+use super::error::{IssueError, StoreError};
 use super::issuer::Issuer;
 use super::limits::{Backoffs, Pending, RateLimit};
 use super::store::{CertStore, IssuanceLock, Lock};
@@ -42,10 +43,17 @@ pub enum Refusal {
     BackingOff(Hostname),
     #[error("issuance rate limit reached")]
     RateLimited,
+    /// Shared by every handshake waiting on the order, hence the `Arc`.
     #[error("issuance for {0} failed: {1}")]
-    Failed(Hostname, String),
+    Failed(Hostname, Arc<IssueError>),
     #[error("the certificate for {0} is still being issued")]
     StillIssuing(Hostname),
+}
+
+impl Refusal {
+    fn failed(host: Hostname, why: impl Into<IssueError>) -> Self {
+        Refusal::Failed(host, Arc::new(why.into()))
+    }
 }
 
 pub struct TlsSettings {
@@ -109,7 +117,7 @@ impl CertManager {
         self.served.entry_count() + self.statics.len() as u64
     }
 
-    pub async fn stored(&self) -> Result<usize, String> {
+    pub async fn stored(&self) -> Result<usize, StoreError> {
         self.store.count().await
     }
 
@@ -173,7 +181,7 @@ impl CertManager {
         let name = host.clone();
         let order = async move {
             task.await
-                .unwrap_or_else(|e| Err(Refusal::Failed(name, e.to_string())))
+                .unwrap_or_else(|e| Err(Refusal::failed(name, IssueError::Aborted(e.to_string()))))
         }
         .boxed()
         .shared();
@@ -201,12 +209,7 @@ impl CertManager {
                     return Err(Refusal::BackingOff(host.clone()));
                 }
                 Ok(Lock::Held) if Instant::now() < deadline => tokio::time::sleep(LOCK_POLL).await,
-                Ok(Lock::Held) => {
-                    return Err(Refusal::Failed(
-                        host.clone(),
-                        "another node is still ordering this name".into(),
-                    ))
-                }
+                Ok(Lock::Held) => return Err(Refusal::failed(host.clone(), IssueError::LockHeld)),
                 Err(e) => {
                     // Serving the name matters more than one order per network.
                     warn!(%host, error = %e, "issuance lock unavailable; ordering without it");
@@ -243,7 +246,7 @@ impl CertManager {
                     .inc();
                 Served::new(&cert)
                     .map(Some)
-                    .map_err(|e| Refusal::Failed(host.clone(), e))
+                    .map_err(|e| Refusal::failed(host.clone(), e))
             }
             Ok(_) => Ok(None),
             Err(e) => {
@@ -271,7 +274,7 @@ impl CertManager {
         let issued = match tokio::time::timeout(left, self.issuer.issue(host)).await {
             Ok(Ok(cert)) => cert,
             Ok(Err(e)) => return Err(self.failed(host, e)),
-            Err(_) => return Err(self.failed(host, "timed out".into())),
+            Err(_) => return Err(self.failed(host, IssueError::TimedOut)),
         };
         METRICS
             .tls_issue_seconds
@@ -286,7 +289,7 @@ impl CertManager {
         if let Err(e) = self.store.save(host, &issued).await {
             warn!(%host, error = %e, "certificate store write failed");
         }
-        Served::new(&issued).map_err(|e| Refusal::Failed(host.clone(), e))
+        Served::new(&issued).map_err(|e| Refusal::failed(host.clone(), e))
     }
 
     /// The published answer to a pending ACME challenge, from any node.
@@ -377,10 +380,10 @@ impl CertManager {
     }
 
     /// Records a failed issuance: the name backs off, doubling each time.
-    fn failed(&self, host: &Hostname, why: String) -> Refusal {
+    fn failed(&self, host: &Hostname, why: IssueError) -> Refusal {
         METRICS.tls_issuance.with_label_values(&["failed"]).inc();
         let backoff = self.backoff.failed(host);
         warn!(%host, error = %why, ?backoff, "certificate issuance failed");
-        Refusal::Failed(host.clone(), why)
+        Refusal::failed(host.clone(), why)
     }
 }

@@ -9,6 +9,7 @@
 pub mod acme;
 mod cert;
 pub mod challenge;
+pub mod error;
 pub mod issuer;
 mod limits;
 pub mod listener;
@@ -17,4 +18,5 @@ pub mod policy;
 pub mod store;
 
 pub use cert::{load_static, server_config, validity, IssuedCert};
+pub use error::{CertError, IssueError, StoreError};
 pub use manager::{CertManager, IssuePolicy, Refusal, TlsSettings};

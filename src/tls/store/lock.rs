@@ -4,6 +4,7 @@
 
 use crate::domain::Hostname;
 use crate::locked;
+use crate::tls::error::StoreError;
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -18,7 +19,7 @@ pub trait IssuanceLock: Send + Sync {
         host: &Hostname,
         holder: &str,
         lease: Duration,
-    ) -> Result<Lock, String>;
+    ) -> Result<Lock, StoreError>;
     /// Releases the lock; after a failed order `backoff` keeps every node
     /// from ordering the name for that long (the CA's failed-validation
     /// limits count per account, not per PoP).
@@ -27,7 +28,7 @@ pub trait IssuanceLock: Send + Sync {
         host: &Hostname,
         holder: &str,
         backoff: Option<Duration>,
-    ) -> Result<(), String>;
+    ) -> Result<(), StoreError>;
 }
 
 /// The answer to `try_lock`.
@@ -54,7 +55,7 @@ impl IssuanceLock for MemoryLock {
         host: &Hostname,
         holder: &str,
         lease: Duration,
-    ) -> Result<Lock, String> {
+    ) -> Result<Lock, StoreError> {
         let mut locks = locked(&self.locks);
         let now = Instant::now();
         match locks.get(host) {
@@ -75,7 +76,7 @@ impl IssuanceLock for MemoryLock {
         host: &Hostname,
         holder: &str,
         backoff: Option<Duration>,
-    ) -> Result<(), String> {
+    ) -> Result<(), StoreError> {
         let mut locks = locked(&self.locks);
         if locks.get(host).is_some_and(|(h, _, _)| h == holder) {
             match backoff {
@@ -100,20 +101,14 @@ mod tests {
         let lock = MemoryLock::default();
         let host = Hostname::parse("shop.example").unwrap();
         let lease = Duration::from_secs(60);
-        assert_eq!(lock.try_lock(&host, "a", lease).await, Ok(Lock::Acquired));
-        assert_eq!(lock.try_lock(&host, "b", lease).await, Ok(Lock::Held));
+        let take = |holder| lock.try_lock(&host, holder, lease);
+        assert_eq!(take("a").await.unwrap(), Lock::Acquired);
+        assert_eq!(take("b").await.unwrap(), Lock::Held);
         lock.unlock(&host, "b", None).await.unwrap();
-        assert_eq!(
-            lock.try_lock(&host, "b", lease).await,
-            Ok(Lock::Held),
-            "not b's to release"
-        );
+        assert_eq!(take("b").await.unwrap(), Lock::Held, "not b's to release");
         lock.unlock(&host, "a", Some(lease)).await.unwrap();
-        assert!(matches!(
-            lock.try_lock(&host, "b", lease).await,
-            Ok(Lock::BackingOff(_))
-        ));
+        assert!(matches!(take("b").await.unwrap(), Lock::BackingOff(_)));
         lock.unlock(&host, "a", None).await.unwrap();
-        assert_eq!(lock.try_lock(&host, "b", lease).await, Ok(Lock::Acquired));
+        assert_eq!(take("b").await.unwrap(), Lock::Acquired);
     }
 }
