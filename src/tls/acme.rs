@@ -199,10 +199,11 @@ impl AcmeIssuer {
             .initial_delay(Duration::from_millis(10))
             .backoff(1.5)
             .timeout(self.settings.order_timeout);
-        let status = order
-            .poll_ready(&retries)
-            .await
-            .map_err(IssueError::ca("validation"))?;
+        let status = order.poll_ready(&retries).await.map_err(|e| match e {
+            // The order's own problem: the name did not validate.
+            instant_acme::Error::Api(p) => IssueError::Challenge(format!("validation: {p}")),
+            e => IssueError::ca("validation")(e),
+        })?;
         if status != OrderStatus::Ready {
             return Err(IssueError::Challenge(format!(
                 "validation failed: {}",

@@ -120,11 +120,53 @@ impl IssueError {
         let doing = doing.into();
         move |err| IssueError::Ca { doing, err }
     }
+
+    /// The `cause` label of `edgepop_tls_issuance_failures_total`.
+    pub fn cause(&self) -> &'static str {
+        use instant_acme::Error as Acme;
+        match self {
+            IssueError::Ca { err, .. } => match err {
+                Acme::Api(_) => "ca_refused",
+                Acme::Timeout(_) => "timeout",
+                Acme::Http(_) | Acme::Hyper(_) => "ca_unreachable",
+                // instant-acme wraps the HTTP client's own errors.
+                Acme::Other(e) if e.is::<hyper_util::client::legacy::Error>() => "ca_unreachable",
+                _ => "other",
+            },
+            IssueError::Challenge(_) => "challenge",
+            IssueError::TimedOut => "timeout",
+            IssueError::Store(_) => "store",
+            IssueError::LockHeld
+            | IssueError::Cert(_)
+            | IssueError::Roots(_)
+            | IssueError::Aborted(_) => "other",
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_are_labelled_by_cause() {
+        let problem: instant_acme::Problem = serde_json::from_str(
+            r#"{"type": "urn:ietf:params:acme:error:rateLimited", "detail": "too many"}"#,
+        )
+        .unwrap();
+        let refused = IssueError::ca("new order")(problem.into());
+        assert_eq!(refused.cause(), "ca_refused");
+        assert!(refused.to_string().starts_with("new order: "), "{refused}");
+        let polled = IssueError::ca("validation")(instant_acme::Error::Timeout(None));
+        assert_eq!(polled.cause(), "timeout");
+        assert_eq!(IssueError::TimedOut.cause(), "timeout");
+        assert_eq!(
+            IssueError::Challenge("validation failed".into()).cause(),
+            "challenge"
+        );
+        let gone = StoreError::Corrupt("ACME account vanished after saving".into());
+        assert_eq!(IssueError::from(gone).cause(), "store");
+    }
 
     #[test]
     fn texts_are_those_of_the_old_string_errors() {

@@ -382,6 +382,10 @@ impl CertManager {
     /// Records a failed issuance: the name backs off, doubling each time.
     fn failed(&self, host: &Hostname, why: IssueError) -> Refusal {
         METRICS.tls_issuance.with_label_values(&["failed"]).inc();
+        METRICS
+            .tls_issuance_failures
+            .with_label_values(&[why.cause()])
+            .inc();
         let backoff = self.backoff.failed(host);
         warn!(%host, error = %why, ?backoff, "certificate issuance failed");
         Refusal::failed(host.clone(), why)
