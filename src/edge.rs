@@ -5,11 +5,12 @@
 use crate::cache::{domain_cache, page_cache, Storefront};
 use crate::config::{Config, ConfigError, ReplicaKind};
 use crate::directory::{Directory, Layered, StaticDirectory};
-use crate::domain::{DomainRecord, PopId};
+use crate::domain::{DomainRecord, DomainStatus, Hostname, PopId};
 use crate::failover::{Facts, StreamLag, Vitals};
 use crate::lb::{health, Pools};
 use crate::replica::{embedded::EmbeddedReplica, postgres::PostgresReplica, Replica};
 use crate::sync::{ChangeStream, SyncStats};
+use crate::tls::{CertManager, IssuePolicy};
 use arc_swap::ArcSwap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -120,7 +121,7 @@ pub struct Edge {
     current: ArcSwap<EdgeState>,
     pub data: DataPlane,
     /// Set once when HTTPS is configured (for /status).
-    pub certs: std::sync::OnceLock<Arc<crate::tls::CertManager>>,
+    pub certs: std::sync::OnceLock<Arc<CertManager>>,
     config_path: PathBuf,
     active: Arc<AtomicUsize>,
     generations: AtomicU64,
@@ -150,7 +151,7 @@ impl Edge {
         })
     }
 
-    pub fn set_certs(&self, certs: Arc<crate::tls::CertManager>) {
+    pub fn set_certs(&self, certs: Arc<CertManager>) {
         let _ = self.certs.set(certs);
     }
 
@@ -220,5 +221,17 @@ impl Vitals for Edge {
                 max: state.config.replica.max_lag,
             }),
         }
+    }
+}
+
+/// On-demand certificates go only to names this network serves and has
+/// active, as the current config generation says at each ask.
+#[async_trait::async_trait]
+impl IssuePolicy for Edge {
+    async fn may_issue(&self, host: &Hostname) -> bool {
+        matches!(
+            self.state().directory.lookup(host).await,
+            Ok(Some(d)) if d.status == DomainStatus::Active
+        )
     }
 }

@@ -24,6 +24,7 @@ pub struct Metrics {
     pub replica_reads: IntCounterVec,
     pub tls_handshakes: IntCounterVec,
     pub tls_issuance: IntCounterVec,
+    pub tls_issuance_failures: IntCounterVec,
     pub tls_issue_seconds: Histogram,
     pub tls_pending: IntGauge,
     pub tls_challenges: IntCounterVec,
@@ -136,6 +137,14 @@ impl Metrics {
             &["result"],
         )
         .expect("metric");
+        let tls_issuance_failures = IntCounterVec::new(
+            Opts::new(
+                "tls_issuance_failures_total",
+                "Failed issuances (result=failed above) by cause: ca_refused, ca_unreachable, challenge, timeout, store, other",
+            ),
+            &["cause"],
+        )
+        .expect("metric");
         let tls_issue_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "tls_issue_seconds",
@@ -157,11 +166,12 @@ impl Metrics {
             &["type"],
         )
         .expect("metric");
-        let collectors: [Box<dyn prometheus::core::Collector>; 18] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 19] = [
             Box::new(tls_pending.clone()),
             Box::new(tls_challenges.clone()),
             Box::new(tls_handshakes.clone()),
             Box::new(tls_issuance.clone()),
+            Box::new(tls_issuance_failures.clone()),
             Box::new(tls_issue_seconds.clone()),
             Box::new(replica_reads.clone()),
             Box::new(requests.clone()),
@@ -197,6 +207,7 @@ impl Metrics {
             replica_reads,
             tls_handshakes,
             tls_issuance,
+            tls_issuance_failures,
             tls_issue_seconds,
             tls_pending,
             tls_challenges,

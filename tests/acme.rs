@@ -220,6 +220,12 @@ async fn failed_validation_backs_off_then_succeeds_once_fixed() {
             .await,
         1.0
     );
+    assert_eq!(
+        node.metric("edgepop_tls_issuance_failures_total{cause=\"challenge\"}")
+            .await,
+        1.0,
+        "a failed validation is counted as such, not as a CA or store failure"
+    );
 
     pebble.clear_a(BAD).await;
     let ok = eventually(Duration::from_secs(15), || async {

@@ -8,13 +8,14 @@ use crate::failover::Readiness;
 use crate::proxy::{access_log, EdgeProxy, Scheme};
 use crate::tls::challenge::Challenges;
 use crate::tls::listener::TlsApp;
-use crate::tls::{load_static, CertManager, TlsSettings};
+use crate::tls::{load_static, CertManager, IssuePolicy, TlsSettings};
 use async_trait::async_trait;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{ExecutionPhase, Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
 use pingora_core::services::listening::Service;
 use pingora_proxy::HttpProxy;
+use std::error::Error;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -118,7 +119,8 @@ fn https_service(
     tls: &TlsConfig,
     edge: Arc<Edge>,
     node: String,
-) -> Result<Service<TlsApp<HttpProxy<EdgeProxy>>>, String> {
+) -> Result<Service<TlsApp<HttpProxy<EdgeProxy>>>, Box<dyn Error>> {
+    // The edge decides which names get a certificate: its active domains.
     let certs = cert_manager(tls, edge.clone(), node)?;
     let http = Arc::new(pingora_proxy::http_proxy(
         conf,
@@ -134,10 +136,14 @@ fn https_service(
 }
 
 /// Store (file or postgres), issuer (ACME or the local CA) and settings.
-fn cert_manager(tls: &TlsConfig, edge: Arc<Edge>, node: String) -> Result<CertManager, String> {
-    let store = super::tls::store(tls)?;
-    let challenges = Arc::new(Challenges::new(store.clone()));
-    let issuer = super::tls::issuer(tls, store.clone(), challenges.clone())?;
+fn cert_manager(
+    tls: &TlsConfig,
+    policy: Arc<dyn IssuePolicy>,
+    node: String,
+) -> Result<CertManager, Box<dyn Error>> {
+    let stores = super::tls::stores(tls)?;
+    let challenges = Arc::new(Challenges::new(stores.board));
+    let issuer = super::tls::issuer(tls, stores.certs.clone(), challenges.clone())?;
     let settings = TlsSettings {
         issue_timeout: tls.issue_timeout,
         order_timeout: tls.order_timeout,
@@ -148,9 +154,10 @@ fn cert_manager(tls: &TlsConfig, edge: Arc<Edge>, node: String) -> Result<CertMa
         node,
     };
     Ok(CertManager::new(
-        edge,
+        policy,
         load_static(&tls.certificates)?,
-        store,
+        stores.certs,
+        stores.lock,
         challenges,
         issuer,
         settings,

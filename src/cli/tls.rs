@@ -4,17 +4,39 @@
 use crate::config::{Config, TlsConfig};
 use crate::domain::Hostname;
 use crate::tls::acme::{AcmeIssuer, AcmeSettings};
-use crate::tls::challenge::Challenges;
+use crate::tls::challenge::{ChallengeBoard, Challenges};
 use crate::tls::issuer::{Issuer, LocalCa};
-use crate::tls::store::{CertStore, FileStore, PostgresStore};
+use crate::tls::store::{CertStore, FileStore, IssuanceLock, MemoryLock, PostgresStore};
+use crate::tls::{CertError, StoreError};
+use std::error::Error;
 use std::process::ExitCode;
 use std::sync::Arc;
 use tracing::info;
 
-pub fn store(tls: &TlsConfig) -> Result<Arc<dyn CertStore>, String> {
+/// What `[tls.store]` provides: certificates and the ACME account, the
+/// issuance lock, and (shared store only) the challenge board.
+pub struct Stores {
+    pub certs: Arc<dyn CertStore>,
+    pub lock: Arc<dyn IssuanceLock>,
+    pub board: Option<Arc<dyn ChallengeBoard>>,
+}
+
+pub fn stores(tls: &TlsConfig) -> Result<Stores, StoreError> {
     Ok(match &tls.store.postgres {
-        Some(url) => Arc::new(PostgresStore::connect(url)?),
-        None => Arc::new(FileStore::open(&tls.dir)?),
+        Some(url) => {
+            let pg = Arc::new(PostgresStore::connect(url)?);
+            Stores {
+                certs: pg.clone(),
+                lock: pg.clone(),
+                board: Some(pg),
+            }
+        }
+        // One box: the process that orders is the one the CA reaches.
+        None => Stores {
+            certs: Arc::new(FileStore::open(&tls.dir)?),
+            lock: Arc::new(MemoryLock::default()),
+            board: None,
+        },
     })
 }
 
@@ -22,7 +44,7 @@ pub fn issuer(
     tls: &TlsConfig,
     store: Arc<dyn CertStore>,
     challenges: Arc<Challenges>,
-) -> Result<Arc<dyn Issuer>, String> {
+) -> Result<Arc<dyn Issuer>, CertError> {
     Ok(match &tls.acme {
         Some(acme) => {
             info!(directory = %acme.directory, challenge = ?acme.challenge, store = store.kind(), "ACME issuer");
@@ -59,10 +81,11 @@ pub fn revoke(rt: &tokio::runtime::Runtime, config: &Config, host: &str) -> Exit
     }
 }
 
-async fn revoke_stored(config: &Config, host: &str) -> Result<String, String> {
+async fn revoke_stored(config: &Config, host: &str) -> Result<String, Box<dyn Error>> {
     let tls = config.tls.as_ref().ok_or("the config has no [tls] table")?;
     let host = Hostname::parse(host).map_err(|e| format!("{host}: {e}"))?;
-    let store = store(tls)?;
+    let stores = stores(tls)?;
+    let store = stores.certs;
     let mut cert = store
         .load(&host)
         .await?
@@ -70,7 +93,7 @@ async fn revoke_stored(config: &Config, host: &str) -> Result<String, String> {
     if cert.revoked {
         return Ok(format!("{host}: already revoked"));
     }
-    let challenges = Arc::new(Challenges::new(store.clone()));
+    let challenges = Arc::new(Challenges::new(stores.board));
     let issuer = issuer(tls, store.clone(), challenges)?;
     if cert.issuer == issuer.name() {
         issuer.revoke(&cert).await?;

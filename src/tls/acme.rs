@@ -1,13 +1,15 @@
 //! The ACME issuer (RFC 8555, through instant-acme): one order per name,
 //! answered by HTTP-01 or TLS-ALPN-01. The account is created once and its
 //! credentials kept in the certificate store, so every PoP orders under the
-//! same account. Challenge answers are published in the store before the CA
-//! is told to validate, and removed when the order is done either way.
+//! same account. Challenge answers are published (on the shared challenge
+//! board, if any) before the CA is told to validate, and removed when the
+//! order is done either way.
 
+use super::cert::{leaf, validity, IssuedCert};
 use super::challenge::{ChallengeKey, Challenges};
+use super::error::{CertError, IssueError, StoreError};
 use super::issuer::Issuer;
 use super::store::CertStore;
-use super::IssuedCert;
 use crate::config::ChallengeKind;
 use crate::domain::Hostname;
 use async_trait::async_trait;
@@ -61,30 +63,28 @@ impl AcmeIssuer {
         }
     }
 
-    fn builder(&self) -> Result<instant_acme::AccountBuilder, String> {
+    fn builder(&self) -> Result<instant_acme::AccountBuilder, IssueError> {
         let tls = HttpsConnectorBuilder::new();
         let tls = match &self.settings.ca_root {
             Some(path) => {
                 let mut roots = rustls::RootCertStore::empty();
                 for cert in CertificateDer::pem_file_iter(path)
-                    .map_err(|e| format!("{}: {e}", path.display()))?
+                    .map_err(|e| CertError::about(path)(CertError::CertPem(e)))?
                 {
-                    let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
-                    roots
-                        .add(cert)
-                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                    let cert = cert.map_err(|e| CertError::about(path)(CertError::CertPem(e)))?;
+                    roots.add(cert).map_err(CertError::about(path))?;
                 }
                 let provider = Arc::new(rustls::crypto::ring::default_provider());
                 let config = rustls::ClientConfig::builder_with_provider(provider)
                     .with_safe_default_protocol_versions()
-                    .map_err(|e| e.to_string())?
+                    .map_err(CertError::from)?
                     .with_root_certificates(roots)
                     .with_no_client_auth();
                 tls.with_tls_config(config)
             }
             None => tls
                 .try_with_platform_verifier()
-                .map_err(|e| format!("ACME client roots: {e}"))?,
+                .map_err(IssueError::Roots)?,
         };
         // Without TCP_NODELAY each POST (headers, then body) waits for a
         // delayed ACK: about 40 ms per ACME request, a dozen per order.
@@ -102,7 +102,7 @@ impl AcmeIssuer {
     }
 
     /// The stored account, or a new one (saved for every node to share).
-    async fn account(&self) -> Result<&Account, String> {
+    async fn account(&self) -> Result<&Account, IssueError> {
         self.account
             .get_or_try_init(|| async {
                 let dir = &self.settings.directory;
@@ -119,8 +119,9 @@ impl AcmeIssuer {
                     .builder()?
                     .create(&new, dir.clone(), None)
                     .await
-                    .map_err(|e| format!("ACME account creation at {dir}: {e}"))?;
-                let json = serde_json::to_string(&creds).map_err(|e| e.to_string())?;
+                    .map_err(IssueError::ca(format!("ACME account creation at {dir}")))?;
+                let json = serde_json::to_string(&creds)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 let kept = self.store.save_account(dir, &json).await?;
                 if kept == json {
                     info!(directory = %dir, id = account.id(), "ACME account created");
@@ -132,39 +133,40 @@ impl AcmeIssuer {
             .await
     }
 
-    async fn restore(&self, json: &str) -> Result<Account, String> {
-        let creds: AccountCredentials =
-            serde_json::from_str(json).map_err(|e| format!("stored ACME account: {e}"))?;
+    async fn restore(&self, json: &str) -> Result<Account, IssueError> {
+        let creds: AccountCredentials = serde_json::from_str(json)
+            .map_err(|e| StoreError::Corrupt(format!("stored ACME account: {e}")))?;
         self.builder()?
             .from_credentials(creds)
             .await
-            .map_err(|e| format!("ACME account: {e}"))
+            .map_err(IssueError::ca("ACME account"))
     }
 
     /// Publishes the answer for every pending authorization and tells the
     /// CA to validate; returns what was published, for removal.
-    async fn answer(&self, order: &mut Order) -> Result<Vec<ChallengeKey>, String> {
+    async fn answer(&self, order: &mut Order) -> Result<Vec<ChallengeKey>, IssueError> {
         let mut published = Vec::new();
         let mut authorizations = order.authorizations();
         while let Some(authz) = authorizations.next().await {
-            let mut authz = authz.map_err(|e| format!("authorization: {e}"))?;
+            let mut authz = authz.map_err(IssueError::ca("authorization"))?;
             match authz.status {
                 AuthorizationStatus::Pending => {}
                 AuthorizationStatus::Valid => continue,
-                other => return Err(format!("authorization is {other:?}")),
+                other => return Err(IssueError::Challenge(format!("authorization is {other:?}"))),
             }
             let (kind, name) = match self.settings.challenge {
                 ChallengeKind::Http01 => (ChallengeType::Http01, "http-01"),
                 ChallengeKind::TlsAlpn01 => (ChallengeType::TlsAlpn01, "tls-alpn-01"),
             };
             let ident = authz.identifier().to_string();
-            let mut challenge = authz
-                .challenge(kind)
-                .ok_or_else(|| format!("the CA offers no {name} challenge"))?;
+            let mut challenge = authz.challenge(kind).ok_or_else(|| {
+                IssueError::Challenge(format!("the CA offers no {name} challenge"))
+            })?;
             let key = match self.settings.challenge {
                 ChallengeKind::Http01 => ChallengeKey::Http01(challenge.token.clone()),
                 ChallengeKind::TlsAlpn01 => ChallengeKey::TlsAlpn01(
-                    Hostname::parse(&ident).map_err(|e| format!("{ident}: {e}"))?,
+                    Hostname::parse(&ident)
+                        .map_err(|e| IssueError::Challenge(format!("{ident}: {e}")))?,
                 ),
             };
             let key_auth = challenge.key_authorization();
@@ -175,7 +177,7 @@ impl AcmeIssuer {
             challenge
                 .set_ready()
                 .await
-                .map_err(|e| format!("challenge ready: {e}"))?;
+                .map_err(IssueError::ca("challenge ready"))?;
         }
         Ok(published)
     }
@@ -184,43 +186,43 @@ impl AcmeIssuer {
         &self,
         host: &Hostname,
         published: &mut Vec<ChallengeKey>,
-    ) -> Result<IssuedCert, String> {
+    ) -> Result<IssuedCert, IssueError> {
         let account = self.account().await?;
         let ids = [Identifier::Dns(host.to_string())];
         let mut order = account
             .new_order(&NewOrder::new(&ids))
             .await
-            .map_err(|e| format!("new order: {e}"))?;
+            .map_err(IssueError::ca("new order"))?;
         debug!(%host, url = order.url(), "ACME order placed");
         published.extend(self.answer(&mut order).await?);
         let retries = RetryPolicy::new()
             .initial_delay(Duration::from_millis(10))
             .backoff(1.5)
             .timeout(self.settings.order_timeout);
-        let status = order
-            .poll_ready(&retries)
-            .await
-            .map_err(|e| format!("validation: {e}"))?;
+        let status = order.poll_ready(&retries).await.map_err(|e| match e {
+            // The order's own problem: the name did not validate.
+            instant_acme::Error::Api(p) => IssueError::Challenge(format!("validation: {p}")),
+            e => IssueError::ca("validation")(e),
+        })?;
         if status != OrderStatus::Ready {
-            return Err(format!(
+            return Err(IssueError::Challenge(format!(
                 "validation failed: {}",
                 why_invalid(&mut order).await
-            ));
+            )));
         }
-        let key = KeyPair::generate().map_err(|e| e.to_string())?;
-        let mut params =
-            CertificateParams::new(vec![host.to_string()]).map_err(|e| e.to_string())?;
+        let key = KeyPair::generate().map_err(CertError::from)?;
+        let mut params = CertificateParams::new(vec![host.to_string()]).map_err(CertError::from)?;
         params.distinguished_name = DistinguishedName::new();
-        let csr = params.serialize_request(&key).map_err(|e| e.to_string())?;
+        let csr = params.serialize_request(&key).map_err(CertError::from)?;
         order
             .finalize_csr(csr.der())
             .await
-            .map_err(|e| format!("finalize: {e}"))?;
+            .map_err(IssueError::ca("finalize"))?;
         let chain_pem = order
             .poll_certificate(&retries)
             .await
-            .map_err(|e| format!("certificate: {e}"))?;
-        let (not_before, not_after) = super::validity(&chain_pem)?;
+            .map_err(IssueError::ca("certificate"))?;
+        let (not_before, not_after) = validity(&chain_pem)?;
         Ok(IssuedCert {
             chain_pem,
             key_pem: key.serialize_pem(),
@@ -256,11 +258,8 @@ impl Issuer for AcmeIssuer {
         "acme"
     }
 
-    async fn revoke(&self, cert: &IssuedCert) -> Result<(), String> {
-        let leaf = CertificateDer::pem_slice_iter(cert.chain_pem.as_bytes())
-            .next()
-            .ok_or("no certificate in the chain")?
-            .map_err(|e| e.to_string())?;
+    async fn revoke(&self, cert: &IssuedCert) -> Result<(), IssueError> {
+        let leaf = leaf(&cert.chain_pem)?;
         let request = RevocationRequest {
             certificate: &leaf,
             reason: None,
@@ -269,10 +268,10 @@ impl Issuer for AcmeIssuer {
             .await?
             .revoke(&request)
             .await
-            .map_err(|e| format!("ACME revocation: {e}"))
+            .map_err(IssueError::ca("ACME revocation"))
     }
 
-    async fn issue(&self, host: &Hostname) -> Result<IssuedCert, String> {
+    async fn issue(&self, host: &Hostname) -> Result<IssuedCert, IssueError> {
         let mut published = Vec::new();
         let result = self.order(host, &mut published).await;
         for key in &published {

@@ -1,6 +1,7 @@
 //! A certificate as issuers produce and stores keep it (`IssuedCert`), and
 //! as handshakes use it (`Served`: a rustls config with its window).
 
+use super::error::{CertError, FileError};
 use crate::domain::Hostname;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
@@ -56,33 +57,34 @@ impl IssuedCert {
     }
 }
 
-/// The validity window of the first (leaf) certificate in a PEM chain.
-pub fn validity(chain_pem: &str) -> Result<(i64, i64), String> {
-    let leaf = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+/// The first (leaf) certificate of a PEM chain.
+pub(super) fn leaf(chain_pem: &str) -> Result<CertificateDer<'static>, CertError> {
+    CertificateDer::pem_slice_iter(chain_pem.as_bytes())
         .next()
-        .ok_or("no certificate in the chain")?
-        .map_err(|e| format!("certificate: {e}"))?;
-    let (_, cert) =
-        x509_parser::parse_x509_certificate(&leaf).map_err(|e| format!("certificate: {e}"))?;
+        .ok_or(CertError::NoCertificate)?
+        .map_err(CertError::CertPem)
+}
+
+/// The validity window of the first (leaf) certificate in a PEM chain.
+pub fn validity(chain_pem: &str) -> Result<(i64, i64), CertError> {
+    let leaf = leaf(chain_pem)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&leaf).map_err(CertError::X509)?;
     let v = cert.validity();
     Ok((v.not_before.timestamp(), v.not_after.timestamp()))
 }
 
 /// A rustls config serving one certificate: TLS 1.2 and 1.3 only (ring),
 /// ALPN h2 and http/1.1.
-pub fn server_config(chain_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>, String> {
+pub fn server_config(chain_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>, CertError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("certificate: {e}"))?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-        .map_err(|e| format!("private key: {e}"))?;
+        .map_err(CertError::CertPem)?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(CertError::KeyPem)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| e.to_string())?
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| e.to_string())?;
+        .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -97,7 +99,7 @@ pub(super) struct Served {
 }
 
 impl Served {
-    pub fn new(cert: &IssuedCert) -> Result<Self, String> {
+    pub fn new(cert: &IssuedCert) -> Result<Self, CertError> {
         Ok(Served {
             config: server_config(&cert.chain_pem, &cert.key_pem)?,
             not_before: cert.not_before,
@@ -120,15 +122,12 @@ impl Served {
 /// Static certificates from files, for the operator's own names.
 pub fn load_static(
     certs: &[crate::config::StaticCert],
-) -> Result<HashMap<Hostname, Arc<ServerConfig>>, String> {
+) -> Result<HashMap<Hostname, Arc<ServerConfig>>, CertError> {
     let mut out = HashMap::new();
     for c in certs {
-        let chain =
-            std::fs::read_to_string(&c.cert).map_err(|e| format!("{}: {e}", c.cert.display()))?;
-        let key =
-            std::fs::read_to_string(&c.key).map_err(|e| format!("{}: {e}", c.key.display()))?;
-        let config =
-            server_config(&chain, &key).map_err(|e| format!("{}: {e}", c.cert.display()))?;
+        let chain = std::fs::read_to_string(&c.cert).map_err(FileError::at(&c.cert))?;
+        let key = std::fs::read_to_string(&c.key).map_err(FileError::at(&c.key))?;
+        let config = server_config(&chain, &key).map_err(CertError::about(&c.cert))?;
         for h in &c.hostnames {
             out.insert(h.clone(), config.clone());
         }

@@ -1,14 +1,16 @@
-//! ACME challenge answers. The node that orders publishes each answer in
-//! the certificate store; with anycast the CA's validation may reach any
-//! PoP, so every node answers from the store, not from its own memory.
+//! ACME challenge answers. The node that orders publishes each answer on
+//! the challenge board (the shared store); with anycast the CA's validation
+//! may reach any PoP, so every node answers from the board, not only from
+//! its own memory.
 //! HTTP-01: `GET /.well-known/acme-challenge/<token>` on port 80 returns the
 //! key authorization. TLS-ALPN-01 (RFC 8737): a handshake offering ALPN
 //! `acme-tls/1` gets a self-signed certificate for the name carrying the
 //! SHA-256 of the key authorization.
 
-use super::store::CertStore;
+use super::error::{CertError, StoreError};
 use crate::domain::Hostname;
 use crate::locked;
+use async_trait::async_trait;
 use rcgen::{CertificateParams, CustomExtension, KeyPair};
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::ServerConfig;
@@ -52,20 +54,36 @@ impl ChallengeKey {
     }
 }
 
-/// Pending challenge answers: published in the store for every PoP, and
-/// kept here too, so this node can still answer the CA when the store is
-/// unreachable (then only validations that reach this node succeed).
+/// Where pending challenge answers are shared by every PoP (certmagic
+/// keeps them in its Storage; here the Postgres store is the board).
+#[async_trait]
+pub trait ChallengeBoard: Send + Sync {
+    /// Publishes an answer for `ttl` (any node may be asked for it).
+    async fn put(
+        &self,
+        key: &ChallengeKey,
+        key_authorization: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
+    async fn get(&self, key: &ChallengeKey) -> Result<Option<String>, StoreError>;
+    async fn remove(&self, key: &ChallengeKey) -> Result<(), StoreError>;
+}
+
+/// Pending challenge answers: published on the board for every PoP (when
+/// there is one), and kept here too, so this node can still answer the CA
+/// when the board is unreachable (then only validations that reach this
+/// node succeed). Without a board (one box) only this node answers.
 pub struct Challenges {
-    store: Arc<dyn CertStore>,
+    board: Option<Arc<dyn ChallengeBoard>>,
     /// Answer and the moment it expires (an order cut off by its timeout
     /// never withdraws its answers).
     local: Mutex<HashMap<ChallengeKey, (String, Instant)>>,
 }
 
 impl Challenges {
-    pub fn new(store: Arc<dyn CertStore>) -> Self {
+    pub fn new(board: Option<Arc<dyn ChallengeBoard>>) -> Self {
         Challenges {
-            store,
+            board,
             local: Mutex::default(),
         }
     }
@@ -77,14 +95,16 @@ impl Challenges {
             local.retain(|_, (_, until)| now < *until);
             local.insert(key.clone(), (key_authorization.to_string(), now + ttl));
         }
-        if let Err(e) = self.store.put_challenge(key, key_authorization, ttl).await {
+        let Some(board) = &self.board else { return };
+        if let Err(e) = board.put(key, key_authorization, ttl).await {
             warn!(error = %e, "challenge not published in the store; only this node can answer it");
         }
     }
 
     pub async fn withdraw(&self, key: &ChallengeKey) {
         locked(&self.local).remove(key);
-        if let Err(e) = self.store.remove_challenge(key).await {
+        let Some(board) = &self.board else { return };
+        if let Err(e) = board.remove(key).await {
             warn!(error = %e, "challenge not removed from the store; it expires there");
         }
     }
@@ -98,8 +118,9 @@ impl Challenges {
         if mine.is_some() {
             return mine;
         }
-        self.store
-            .challenge(key)
+        self.board
+            .as_ref()?
+            .get(key)
             .await
             .inspect_err(|e| warn!(error = %e, "challenge lookup failed"))
             .ok()
@@ -108,24 +129,23 @@ impl Challenges {
 }
 
 /// The handshake answer to a TLS-ALPN-01 validation of `host`.
-pub fn alpn_config(host: &Hostname, key_authorization: &str) -> Result<Arc<ServerConfig>, String> {
+pub fn alpn_config(
+    host: &Hostname,
+    key_authorization: &str,
+) -> Result<Arc<ServerConfig>, CertError> {
     let digest = ring::digest::digest(&ring::digest::SHA256, key_authorization.as_bytes());
-    let mut params = CertificateParams::new(vec![host.to_string()]).map_err(|e| e.to_string())?;
+    let mut params = CertificateParams::new(vec![host.to_string()])?;
     params.custom_extensions = vec![CustomExtension::new_acme_identifier(digest.as_ref())];
-    let key = KeyPair::generate().map_err(|e| e.to_string())?;
-    let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+    let key = KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    let signer = provider
-        .key_provider
-        .load_private_key(key_der)
-        .map_err(|e| e.to_string())?;
+    let signer = provider.key_provider.load_private_key(key_der)?;
     // Not `with_single_cert`: its key check parses the certificate with
     // webpki, which refuses the critical acmeIdentifier extension.
     let certified = CertifiedKey::new(vec![CertificateDer::from(cert.der().to_vec())], signer);
     let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| e.to_string())?
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
     config.alpn_protocols = vec![ACME_TLS_ALPN.to_vec()];
@@ -155,20 +175,20 @@ mod tests {
 
     #[tokio::test]
     async fn answers_expire_and_are_withdrawn() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(crate::tls::store::FileStore::open(dir.path()).unwrap());
-        let board = Challenges::new(store);
+        let challenges = Challenges::new(None);
         let (old, new) = (
             ChallengeKey::Http01("old".into()),
             ChallengeKey::Http01("new".into()),
         );
-        board.publish(&old, "a.b", Duration::ZERO).await;
-        assert_eq!(board.answer(&old).await, None, "expired");
-        board.publish(&new, "c.d", Duration::from_secs(60)).await;
-        assert_eq!(board.answer(&new).await.as_deref(), Some("c.d"));
-        assert!(!locked(&board.local).contains_key(&old), "pruned");
-        board.withdraw(&new).await;
-        assert_eq!(board.answer(&new).await, None);
+        challenges.publish(&old, "a.b", Duration::ZERO).await;
+        assert_eq!(challenges.answer(&old).await, None, "expired");
+        challenges
+            .publish(&new, "c.d", Duration::from_secs(60))
+            .await;
+        assert_eq!(challenges.answer(&new).await.as_deref(), Some("c.d"));
+        assert!(!locked(&challenges.local).contains_key(&old), "pruned");
+        challenges.withdraw(&new).await;
+        assert_eq!(challenges.answer(&new).await, None);
     }
 
     #[test]

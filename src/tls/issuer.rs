@@ -2,7 +2,9 @@
 //! under the TLS folder (the single-box default); its root is written to
 //! `ca.pem` for clients to trust. (ACME is the production issuer.)
 
-use super::IssuedCert;
+use super::cert::IssuedCert;
+use super::error::{CertError, FileError, IssueError};
+use super::store::write_private;
 use crate::domain::Hostname;
 use async_trait::async_trait;
 use rcgen::{
@@ -15,9 +17,9 @@ use time::{Duration as TimeDelta, OffsetDateTime};
 #[async_trait]
 pub trait Issuer: Send + Sync {
     fn name(&self) -> &'static str;
-    async fn issue(&self, host: &Hostname) -> Result<IssuedCert, String>;
+    async fn issue(&self, host: &Hostname) -> Result<IssuedCert, IssueError>;
     /// Tells the CA a certificate must no longer be trusted.
-    async fn revoke(&self, cert: &IssuedCert) -> Result<(), String>;
+    async fn revoke(&self, cert: &IssuedCert) -> Result<(), IssueError>;
 }
 
 pub struct LocalCa {
@@ -28,21 +30,17 @@ pub struct LocalCa {
 
 impl LocalCa {
     /// Loads `dir/ca.pem` + `dir/ca.key`, or creates them (key mode 0600).
-    pub fn load_or_create(dir: &Path, validity: std::time::Duration) -> Result<Self, String> {
+    pub fn load_or_create(dir: &Path, validity: std::time::Duration) -> Result<Self, CertError> {
         let (cert_path, key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
         let issuer = if cert_path.exists() && key_path.exists() {
-            let key_pem = std::fs::read_to_string(&key_path)
-                .map_err(|e| format!("{}: {e}", key_path.display()))?;
-            let cert_pem = std::fs::read_to_string(&cert_path)
-                .map_err(|e| format!("{}: {e}", cert_path.display()))?;
-            let key =
-                KeyPair::from_pem(&key_pem).map_err(|e| format!("{}: {e}", key_path.display()))?;
-            RcIssuer::from_ca_cert_pem(&cert_pem, key)
-                .map_err(|e| format!("{}: {e}", cert_path.display()))?
+            let key_pem = std::fs::read_to_string(&key_path).map_err(FileError::at(&key_path))?;
+            let cert_pem =
+                std::fs::read_to_string(&cert_path).map_err(FileError::at(&cert_path))?;
+            let key = KeyPair::from_pem(&key_pem).map_err(CertError::about(&key_path))?;
+            RcIssuer::from_ca_cert_pem(&cert_pem, key).map_err(CertError::about(&cert_path))?
         } else {
-            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            let mut params =
-                CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
+            std::fs::create_dir_all(dir).map_err(FileError::at(dir))?;
+            let mut params = CertificateParams::new(Vec::<String>::new())?;
             params
                 .distinguished_name
                 .push(DnType::CommonName, "edgepop local CA");
@@ -55,14 +53,13 @@ impl LocalCa {
             let now = OffsetDateTime::now_utc();
             params.not_before = now - TimeDelta::hours(1);
             params.not_after = now + TimeDelta::days(3650);
-            let key = KeyPair::generate().map_err(|e| e.to_string())?;
-            let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
-            super::store::write_private(&key_path, key.serialize_pem().as_bytes())?;
-            std::fs::write(&cert_path, cert.pem())
-                .map_err(|e| format!("{}: {e}", cert_path.display()))?;
+            let key = KeyPair::generate()?;
+            let cert = params.self_signed(&key)?;
+            write_private(&key_path, key.serialize_pem().as_bytes())?;
+            std::fs::write(&cert_path, cert.pem()).map_err(FileError::at(&cert_path))?;
             RcIssuer::new(params, key)
         };
-        let validity = TimeDelta::try_from(validity).map_err(|e| e.to_string())?;
+        let validity = TimeDelta::try_from(validity)?;
         Ok(LocalCa {
             issuer,
             root_path: cert_path,
@@ -79,14 +76,13 @@ impl Issuer for LocalCa {
 
     /// The local CA publishes no CRL or OCSP: revoking only stops edgepop
     /// serving the certificate.
-    async fn revoke(&self, _cert: &IssuedCert) -> Result<(), String> {
+    async fn revoke(&self, _cert: &IssuedCert) -> Result<(), IssueError> {
         Ok(())
     }
 
-    async fn issue(&self, host: &Hostname) -> Result<IssuedCert, String> {
-        let key = KeyPair::generate().map_err(|e| e.to_string())?;
-        let mut params =
-            CertificateParams::new(vec![host.to_string()]).map_err(|e| e.to_string())?;
+    async fn issue(&self, host: &Hostname) -> Result<IssuedCert, IssueError> {
+        let key = KeyPair::generate().map_err(CertError::from)?;
+        let mut params = CertificateParams::new(vec![host.to_string()]).map_err(CertError::from)?;
         params
             .distinguished_name
             .push(DnType::CommonName, host.as_str());
@@ -99,7 +95,7 @@ impl Issuer for LocalCa {
         params.not_after = now + self.validity;
         let cert = params
             .signed_by(&key, &self.issuer)
-            .map_err(|e| e.to_string())?;
+            .map_err(CertError::from)?;
         Ok(IssuedCert {
             chain_pem: cert.pem(),
             key_pem: key.serialize_pem(),

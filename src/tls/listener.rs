@@ -5,7 +5,7 @@
 //! the decrypted stream is handed to the HTTP proxy (HTTP/2 or 1.1 by ALPN).
 
 use super::challenge::ACME_TLS_ALPN;
-use super::CertManager;
+use super::manager::CertManager;
 use crate::metrics::METRICS;
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;

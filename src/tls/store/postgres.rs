@@ -4,11 +4,12 @@
 //! nodes starting together serialise on an advisory lock). Private keys are
 //! stored in the clear: access to this database is access to the keys.
 
-use super::{CertStore, Lock};
+use super::lock::{IssuanceLock, Lock};
+use super::storage::CertStore;
 use crate::domain::Hostname;
-use crate::pg::chain;
-use crate::tls::challenge::ChallengeKey;
-use crate::tls::IssuedCert;
+use crate::tls::cert::IssuedCert;
+use crate::tls::challenge::{ChallengeBoard, ChallengeKey};
+use crate::tls::error::StoreError;
 use async_trait::async_trait;
 use deadpool_postgres::{Object, Pool};
 use std::time::Duration;
@@ -51,19 +52,19 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
-    pub fn connect(url: &str) -> Result<Self, String> {
+    pub fn connect(url: &str) -> Result<Self, StoreError> {
         Ok(PostgresStore {
-            pool: crate::pg::pool(url, 4).map_err(|e| format!("tls store {e}"))?,
+            pool: crate::pg::pool(url, 4).map_err(StoreError::Config)?,
             schema: OnceCell::new(),
         })
     }
 
-    async fn client(&self) -> Result<Object, String> {
-        let client = self.pool.get().await.map_err(chain)?;
+    async fn client(&self) -> Result<Object, StoreError> {
+        let client = self.pool.get().await.map_err(StoreError::Unavailable)?;
         self.schema
             .get_or_try_init(|| async {
                 let tx = format!("BEGIN; {SCHEMA} COMMIT;");
-                client.batch_execute(&tx).await.map_err(chain)
+                client.batch_execute(&tx).await.map_err(StoreError::Query)
             })
             .await?;
         Ok(client)
@@ -80,7 +81,7 @@ impl CertStore for PostgresStore {
         "postgres"
     }
 
-    async fn load(&self, host: &Hostname) -> Result<Option<IssuedCert>, String> {
+    async fn load(&self, host: &Hostname) -> Result<Option<IssuedCert>, StoreError> {
         let c = self.client().await?;
         let row = c
             .query_opt(
@@ -89,7 +90,7 @@ impl CertStore for PostgresStore {
                 &[&host.as_str()],
             )
             .await
-            .map_err(chain)?;
+            .map_err(StoreError::Query)?;
         Ok(row.map(|r| IssuedCert {
             chain_pem: r.get(0),
             key_pem: r.get(1),
@@ -100,7 +101,7 @@ impl CertStore for PostgresStore {
         }))
     }
 
-    async fn save(&self, host: &Hostname, cert: &IssuedCert) -> Result<(), String> {
+    async fn save(&self, host: &Hostname, cert: &IssuedCert) -> Result<(), StoreError> {
         let c = self.client().await?;
         c.execute(
             "INSERT INTO edgepop_tls_certificates
@@ -122,20 +123,20 @@ impl CertStore for PostgresStore {
             ],
         )
         .await
-        .map_err(chain)?;
+        .map_err(StoreError::Query)?;
         Ok(())
     }
 
-    async fn count(&self) -> Result<usize, String> {
+    async fn count(&self) -> Result<usize, StoreError> {
         let c = self.client().await?;
         let row = c
             .query_one("SELECT count(*) FROM edgepop_tls_certificates", &[])
             .await
-            .map_err(chain)?;
+            .map_err(StoreError::Query)?;
         Ok(row.get::<_, i64>(0) as usize)
     }
 
-    async fn changed_within(&self, window: Duration) -> Result<Vec<Hostname>, String> {
+    async fn changed_within(&self, window: Duration) -> Result<Vec<Hostname>, StoreError> {
         let c = self.client().await?;
         let rows = c
             .query(
@@ -144,14 +145,14 @@ impl CertStore for PostgresStore {
                 &[&secs(window)],
             )
             .await
-            .map_err(chain)?;
+            .map_err(StoreError::Query)?;
         Ok(rows
             .iter()
             .filter_map(|r| Hostname::parse(r.get::<_, &str>(0)).ok())
             .collect())
     }
 
-    async fn load_account(&self, directory: &str) -> Result<Option<String>, String> {
+    async fn load_account(&self, directory: &str) -> Result<Option<String>, StoreError> {
         let c = self.client().await?;
         let row = c
             .query_opt(
@@ -159,11 +160,11 @@ impl CertStore for PostgresStore {
                 &[&directory],
             )
             .await
-            .map_err(chain)?;
+            .map_err(StoreError::Query)?;
         Ok(row.map(|r| r.get(0)))
     }
 
-    async fn save_account(&self, directory: &str, credentials: &str) -> Result<String, String> {
+    async fn save_account(&self, directory: &str, credentials: &str) -> Result<String, StoreError> {
         let c = self.client().await?;
         c.execute(
             "INSERT INTO edgepop_tls_accounts (directory, credentials) VALUES ($1, $2)
@@ -171,18 +172,21 @@ impl CertStore for PostgresStore {
             &[&directory, &credentials],
         )
         .await
-        .map_err(chain)?;
+        .map_err(StoreError::Query)?;
         self.load_account(directory)
             .await?
-            .ok_or_else(|| "ACME account vanished after saving".to_string())
+            .ok_or_else(|| StoreError::Corrupt("ACME account vanished after saving".into()))
     }
+}
 
-    async fn put_challenge(
+#[async_trait]
+impl ChallengeBoard for PostgresStore {
+    async fn put(
         &self,
         key: &ChallengeKey,
         key_authorization: &str,
         ttl: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<(), StoreError> {
         let (kind, k) = key.parts();
         let c = self.client().await?;
         c.execute(
@@ -194,11 +198,11 @@ impl CertStore for PostgresStore {
             &[&kind, &k, &key_authorization, &secs(ttl)],
         )
         .await
-        .map_err(chain)?;
+        .map_err(StoreError::Query)?;
         Ok(())
     }
 
-    async fn challenge(&self, key: &ChallengeKey) -> Result<Option<String>, String> {
+    async fn get(&self, key: &ChallengeKey) -> Result<Option<String>, StoreError> {
         let (kind, k) = key.parts();
         let c = self.client().await?;
         let row = c
@@ -208,11 +212,11 @@ impl CertStore for PostgresStore {
                 &[&kind, &k],
             )
             .await
-            .map_err(chain)?;
+            .map_err(StoreError::Query)?;
         Ok(row.map(|r| r.get(0)))
     }
 
-    async fn remove_challenge(&self, key: &ChallengeKey) -> Result<(), String> {
+    async fn remove(&self, key: &ChallengeKey) -> Result<(), StoreError> {
         let (kind, k) = key.parts();
         let c = self.client().await?;
         // Expired rows of crashed issuers go with it.
@@ -222,16 +226,19 @@ impl CertStore for PostgresStore {
             &[&kind, &k],
         )
         .await
-        .map_err(chain)?;
+        .map_err(StoreError::Query)?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl IssuanceLock for PostgresStore {
     async fn try_lock(
         &self,
         host: &Hostname,
         holder: &str,
         lease: Duration,
-    ) -> Result<Lock, String> {
+    ) -> Result<Lock, StoreError> {
         let c = self.client().await?;
         let taken = c
             .query_opt(
@@ -245,7 +252,7 @@ impl CertStore for PostgresStore {
                 &[&host.as_str(), &holder, &secs(lease)],
             )
             .await
-            .map_err(chain)?;
+            .map_err(StoreError::Query)?;
         if taken.is_some() {
             return Ok(Lock::Acquired);
         }
@@ -256,7 +263,7 @@ impl CertStore for PostgresStore {
                 &[&host.as_str()],
             )
             .await
-            .map_err(chain)?;
+            .map_err(StoreError::Query)?;
         Ok(match row {
             Some(r) if r.get::<_, bool>(0) => {
                 Lock::BackingOff(Duration::from_secs_f64(r.get::<_, f64>(1).max(0.0)))
@@ -270,7 +277,7 @@ impl CertStore for PostgresStore {
         host: &Hostname,
         holder: &str,
         backoff: Option<Duration>,
-    ) -> Result<(), String> {
+    ) -> Result<(), StoreError> {
         let c = self.client().await?;
         let name = host.as_str();
         match backoff {
@@ -291,7 +298,7 @@ impl CertStore for PostgresStore {
                 .await
             }
         }
-        .map_err(chain)?;
+        .map_err(StoreError::Query)?;
         Ok(())
     }
 }

@@ -1,0 +1,329 @@
+//! The certificate manager: answers each handshake with a certificate,
+//! obtaining one on demand, and renews what it holds in the background.
+
+use super::cert::Served;
+use super::challenge::{self, ChallengeKey, Challenges};
+use super::error::{IssueError, StoreError};
+use super::issuer::Issuer;
+use super::limits::{Backoffs, Pending, RateLimit};
+use super::store::{CertStore, IssuanceLock, Lock};
+use crate::domain::Hostname;
+use crate::locked;
+use crate::metrics::METRICS;
+use async_trait::async_trait;
+use futures::future::{BoxFuture, FutureExt, Shared};
+use moka::future::Cache;
+use rustls::ServerConfig;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+mod renew;
+
+/// Whether a name may get a certificate on demand (certmagic's
+/// `DecisionFunc`). Asked for every name not already held, before the
+/// store or the CA is, so a refused name costs neither.
+#[async_trait]
+pub trait IssuePolicy: Send + Sync {
+    async fn may_issue(&self, host: &Hostname) -> bool;
+}
+
+/// An order in progress, awaited by every handshake that wants its name.
+type Order = Shared<BoxFuture<'static, Result<Served, Refusal>>>;
+
+/// Why a handshake was refused (logged at debug, counted).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Refusal {
+    #[error("no SNI")]
+    NoSni,
+    #[error("invalid SNI: {0}")]
+    BadName(String),
+    #[error("{0} is not an active domain of this network")]
+    NotServed(Hostname),
+    #[error("{0} is backing off after a failed issuance")]
+    BackingOff(Hostname),
+    #[error("issuance rate limit reached")]
+    RateLimited,
+    /// Shared by every handshake waiting on the order, hence the `Arc`.
+    #[error("issuance for {0} failed: {1}")]
+    Failed(Hostname, Arc<IssueError>),
+    #[error("the certificate for {0} is still being issued")]
+    StillIssuing(Hostname),
+}
+
+impl Refusal {
+    fn failed(host: Hostname, why: impl Into<IssueError>) -> Self {
+        Refusal::Failed(host, Arc::new(why.into()))
+    }
+}
+
+pub struct TlsSettings {
+    /// How long a handshake waits for a new certificate.
+    pub issue_timeout: Duration,
+    /// How long an order may take (it goes on after the handshake gave up).
+    pub order_timeout: Duration,
+    pub backoff: Duration,
+    pub issue_per_minute: u32,
+    pub renew_when_left: f64,
+    pub renew_check: Duration,
+    /// This node's name as an issuance lock holder.
+    pub node: String,
+}
+
+/// How often a node waiting on another's issuance lock looks again.
+const LOCK_POLL: Duration = Duration::from_millis(200);
+
+pub struct CertManager {
+    policy: Arc<dyn IssuePolicy>,
+    statics: HashMap<Hostname, Arc<ServerConfig>>,
+    served: Cache<Hostname, Served>,
+    store: Arc<dyn CertStore>,
+    lock: Arc<dyn IssuanceLock>,
+    challenges: Arc<Challenges>,
+    issuer: Arc<dyn Issuer>,
+    inflight: std::sync::Mutex<HashMap<Hostname, Order>>,
+    backoff: Backoffs,
+    limit: RateLimit,
+    settings: TlsSettings,
+}
+
+impl CertManager {
+    pub fn new(
+        policy: Arc<dyn IssuePolicy>,
+        statics: HashMap<Hostname, Arc<ServerConfig>>,
+        store: Arc<dyn CertStore>,
+        lock: Arc<dyn IssuanceLock>,
+        challenges: Arc<Challenges>,
+        issuer: Arc<dyn Issuer>,
+        settings: TlsSettings,
+    ) -> Self {
+        CertManager {
+            policy,
+            statics,
+            served: Cache::builder().max_capacity(100_000).build(),
+            store,
+            lock,
+            challenges,
+            issuer,
+            inflight: Default::default(),
+            backoff: Backoffs::new(settings.backoff),
+            limit: RateLimit::new(settings.issue_per_minute),
+            settings,
+        }
+    }
+
+    pub async fn held(&self) -> u64 {
+        // moka counts lazily: settle pending inserts first.
+        self.served.run_pending_tasks().await;
+        self.served.entry_count() + self.statics.len() as u64
+    }
+
+    pub async fn stored(&self) -> Result<usize, StoreError> {
+        self.store.count().await
+    }
+
+    pub fn store_kind(&self) -> &'static str {
+        self.store.kind()
+    }
+
+    pub async fn config_for(
+        self: &Arc<Self>,
+        sni: Option<&str>,
+    ) -> Result<Arc<ServerConfig>, Refusal> {
+        let name = sni.ok_or(Refusal::NoSni)?;
+        let host = Hostname::parse(name).map_err(|e| Refusal::BadName(format!("{name}: {e}")))?;
+        if let Some(c) = self.statics.get(&host) {
+            return Ok(c.clone());
+        }
+        if let Some(s) = self.served.get(&host).await {
+            if s.live() {
+                return Ok(s.config);
+            }
+            // Expired (renewal failed all along): never served.
+            self.served.invalidate(&host).await;
+        }
+        // Only names the policy allows get a certificate (no store, no CA).
+        if !self.policy.may_issue(&host).await {
+            return Err(Refusal::NotServed(host));
+        }
+        if self.backoff.active(&host) {
+            return Err(Refusal::BackingOff(host));
+        }
+        // One load-or-issue per name, however many handshakes wait for it;
+        // it runs as its own task, so an order outlives a handshake that
+        // stops waiting (the next handshake finds the certificate).
+        let order = self.order_for(&host);
+        match tokio::time::timeout(self.settings.issue_timeout, order).await {
+            Ok(Ok(s)) => {
+                self.backoff.clear(&host);
+                Ok(s.config)
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Refusal::StillIssuing(host)),
+        }
+    }
+
+    /// The running order for `host`, or a new one.
+    fn order_for(self: &Arc<Self>, host: &Hostname) -> Order {
+        let mut inflight = locked(&self.inflight);
+        if let Some(order) = inflight.get(host) {
+            return order.clone();
+        }
+        let (this, name) = (Arc::clone(self), host.clone());
+        let task = tokio::spawn(async move {
+            let result = this.obtain(&name, None).await;
+            if let Ok(s) = &result {
+                this.served.insert(name.clone(), s.clone()).await;
+            }
+            // Taken after `order_for` released it: the entry is in by then.
+            locked(&this.inflight).remove(&name);
+            result
+        });
+        let name = host.clone();
+        let order = async move {
+            task.await
+                .unwrap_or_else(|e| Err(Refusal::failed(name, IssueError::Aborted(e.to_string()))))
+        }
+        .boxed()
+        .shared();
+        inflight.insert(host.clone(), order.clone());
+        order
+    }
+
+    /// A stored certificate if it is valid (and newer than `newer_than`),
+    /// else a new one from the issuer. With a shared store only the holder
+    /// of the name's lock orders; the others wait for its certificate.
+    async fn obtain(&self, host: &Hostname, newer_than: Option<i64>) -> Result<Served, Refusal> {
+        let _pending = Pending::start();
+        let deadline = Instant::now() + self.settings.order_timeout;
+        // Outlives the holder's own timeout; a crashed holder's lock lapses.
+        let lease = self.settings.order_timeout + Duration::from_secs(10);
+        loop {
+            if let Some(s) = self.stored_cert(host, newer_than).await? {
+                return Ok(s);
+            }
+            match self.lock.try_lock(host, &self.settings.node, lease).await {
+                Ok(Lock::Acquired) => break,
+                Ok(Lock::BackingOff(left)) => {
+                    // Another node's order failed: this one holds off too.
+                    self.backoff.hold_off(host, left);
+                    return Err(Refusal::BackingOff(host.clone()));
+                }
+                Ok(Lock::Held) if Instant::now() < deadline => tokio::time::sleep(LOCK_POLL).await,
+                Ok(Lock::Held) => return Err(Refusal::failed(host.clone(), IssueError::LockHeld)),
+                Err(e) => {
+                    // Serving the name matters more than one order per network.
+                    warn!(%host, error = %e, "issuance lock unavailable; ordering without it");
+                    break;
+                }
+            }
+        }
+        // The previous holder may have saved its certificate just now.
+        let result = match self.stored_cert(host, newer_than).await? {
+            Some(s) => Ok(s),
+            None => self.issue(host, newer_than, deadline).await,
+        };
+        let backoff = match &result {
+            Err(Refusal::Failed(..)) => self.backoff.left(host),
+            _ => None,
+        };
+        if let Err(e) = self.lock.unlock(host, &self.settings.node, backoff).await {
+            warn!(%host, error = %e, "issuance lock not released; it lapses with its lease");
+        }
+        result
+    }
+
+    async fn stored_cert(
+        &self,
+        host: &Hostname,
+        newer_than: Option<i64>,
+    ) -> Result<Option<Served>, Refusal> {
+        match self.store.load(host).await {
+            Ok(Some(cert)) if cert.valid() && newer_than.is_none_or(|t| cert.not_after > t) => {
+                // Kept across a restart, or ordered by another node.
+                METRICS
+                    .tls_issuance
+                    .with_label_values(&["from_store"])
+                    .inc();
+                Served::new(&cert)
+                    .map(Some)
+                    .map_err(|e| Refusal::failed(host.clone(), e))
+            }
+            Ok(_) => Ok(None),
+            Err(e) => {
+                warn!(%host, error = %e, "certificate store read failed");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn issue(
+        &self,
+        host: &Hostname,
+        newer_than: Option<i64>,
+        deadline: Instant,
+    ) -> Result<Served, Refusal> {
+        if !self.limit.take() {
+            METRICS
+                .tls_issuance
+                .with_label_values(&["rate_limited"])
+                .inc();
+            return Err(Refusal::RateLimited);
+        }
+        let started = Instant::now();
+        let left = deadline.saturating_duration_since(started);
+        let issued = match tokio::time::timeout(left, self.issuer.issue(host)).await {
+            Ok(Ok(cert)) => cert,
+            Ok(Err(e)) => return Err(self.failed(host, e)),
+            Err(_) => return Err(self.failed(host, IssueError::TimedOut)),
+        };
+        METRICS
+            .tls_issue_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let outcome = if newer_than.is_some() {
+            "renewed"
+        } else {
+            "issued"
+        };
+        METRICS.tls_issuance.with_label_values(&[outcome]).inc();
+        info!(%host, issuer = self.issuer.name(), took_ms = started.elapsed().as_millis() as u64, outcome, "certificate obtained");
+        if let Err(e) = self.store.save(host, &issued).await {
+            warn!(%host, error = %e, "certificate store write failed");
+        }
+        Served::new(&issued).map_err(|e| Refusal::failed(host.clone(), e))
+    }
+
+    /// The published answer to a pending ACME challenge, from any node.
+    pub async fn challenge_answer(&self, key: &ChallengeKey) -> Option<String> {
+        let answer = self.challenges.answer(key).await?;
+        METRICS
+            .tls_challenges
+            .with_label_values(&[key.parts().0])
+            .inc();
+        Some(answer)
+    }
+
+    /// The TLS-ALPN-01 answer for a hello offering `acme-tls/1`.
+    pub async fn alpn_answer(&self, sni: Option<&str>) -> Option<Arc<ServerConfig>> {
+        let host = Hostname::parse(sni?).ok()?;
+        let auth = self
+            .challenge_answer(&ChallengeKey::TlsAlpn01(host.clone()))
+            .await?;
+        challenge::alpn_config(&host, &auth)
+            .inspect_err(|e| warn!(%host, error = %e, "TLS-ALPN-01 answer"))
+            .ok()
+    }
+
+    /// Records a failed issuance: the name backs off, doubling each time.
+    fn failed(&self, host: &Hostname, why: IssueError) -> Refusal {
+        METRICS.tls_issuance.with_label_values(&["failed"]).inc();
+        METRICS
+            .tls_issuance_failures
+            .with_label_values(&[why.cause()])
+            .inc();
+        let backoff = self.backoff.failed(host);
+        warn!(%host, error = %why, ?backoff, "certificate issuance failed");
+        Refusal::failed(host.clone(), why)
+    }
+}

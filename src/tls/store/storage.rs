@@ -1,0 +1,27 @@
+//! The storage half of a certificate store: certificates and the ACME
+//! account, which every node reads and any node may write.
+
+use crate::domain::Hostname;
+use crate::tls::cert::IssuedCert;
+use crate::tls::error::StoreError;
+use async_trait::async_trait;
+use std::time::Duration;
+
+#[async_trait]
+pub trait CertStore: Send + Sync {
+    fn kind(&self) -> &'static str;
+    async fn load(&self, host: &Hostname) -> Result<Option<IssuedCert>, StoreError>;
+    /// Keeps the certificate that expires last when two nodes race.
+    async fn save(&self, host: &Hostname, cert: &IssuedCert) -> Result<(), StoreError>;
+    /// How many certificates are held (for /status).
+    async fn count(&self) -> Result<usize, StoreError>;
+    /// Names whose certificate was saved (issued, renewed, revoked) within
+    /// `window`: how nodes learn of each other's changes.
+    async fn changed_within(&self, window: Duration) -> Result<Vec<Hostname>, StoreError>;
+
+    /// ACME account credentials (JSON) for a directory URL.
+    async fn load_account(&self, directory: &str) -> Result<Option<String>, StoreError>;
+    /// Keeps the first account saved for a directory (two nodes may create
+    /// one at the same moment) and returns the one kept.
+    async fn save_account(&self, directory: &str, credentials: &str) -> Result<String, StoreError>;
+}
