@@ -22,23 +22,7 @@ pub enum HostError {
 impl Hostname {
     /// Normalises an HTTP Host / :authority value (which may carry a port).
     pub fn from_authority(value: &[u8]) -> Result<Self, HostError> {
-        let value = std::str::from_utf8(value).map_err(|_| HostError::Invalid("not UTF-8"))?;
-        let value = value.trim();
-        if value.is_empty() {
-            return Err(HostError::Missing);
-        }
-        if value.starts_with('[') {
-            // An IPv6 literal is a valid authority, but never a seller's domain.
-            return Err(HostError::Invalid("IP literal"));
-        }
-        let host = match value.rsplit_once(':') {
-            Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
-                host
-            }
-            Some(_) => return Err(HostError::Invalid("bad port")),
-            None => value,
-        };
-        Self::parse(host)
+        Authority::parse(value).map(|a| a.host)
     }
 
     /// Normalises a bare hostname (no port).
@@ -74,6 +58,53 @@ impl Hostname {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// A request's Host as the edge understood it: the normalised name and the
+/// port the client named, if any. What the origin is told (`Host`,
+/// `x-forwarded-host`), never the client's spelling.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Authority {
+    pub host: Hostname,
+    pub port: Option<u16>,
+}
+
+impl Authority {
+    /// An HTTP Host / :authority value. A Unicode name is mapped as
+    /// browsers map it (UTS 46: case, fullwidth forms, ignored characters)
+    /// to its punycode form, which is what the origin is then told; the port
+    /// must be 1-65535.
+    pub fn parse(value: &[u8]) -> Result<Self, HostError> {
+        let value = std::str::from_utf8(value).map_err(|_| HostError::Invalid("not UTF-8"))?;
+        let value = value.trim();
+        if value.is_empty() {
+            return Err(HostError::Missing);
+        }
+        if value.starts_with('[') {
+            // An IPv6 literal is a valid authority, but never a seller's domain.
+            return Err(HostError::Invalid("IP literal"));
+        }
+        let (host, port) = match value.rsplit_once(':') {
+            Some((host, port)) => match port.parse::<u16>() {
+                Ok(p) if p > 0 && port.bytes().all(|b| b.is_ascii_digit()) => (host, Some(p)),
+                _ => return Err(HostError::Invalid("bad port")),
+            },
+            None => (value, None),
+        };
+        Ok(Authority {
+            host: Hostname::parse(host)?,
+            port,
+        })
+    }
+}
+
+impl fmt::Display for Authority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.port {
+            Some(port) => write!(f, "{}:{port}", self.host),
+            None => self.host.fmt(f),
+        }
     }
 }
 
@@ -245,6 +276,17 @@ mod tests {
         assert!(host("-bad.com").is_err());
         assert!(host("a..b").is_err());
         assert!(Hostname::from_authority(&[0xff, 0xfe]).is_err());
+        assert_eq!(host("shop.com:0"), Err(HostError::Invalid("bad port")));
+        assert_eq!(host("shop.com:99999"), Err(HostError::Invalid("bad port")));
+        assert_eq!(host("shop.com:+80"), Err(HostError::Invalid("bad port")));
+    }
+
+    #[test]
+    fn authority_keeps_the_port_and_shows_the_normalised_name() {
+        let a = Authority::parse("DEMO.localhost.:8080".as_bytes()).unwrap();
+        assert_eq!(a.to_string(), "demo.localhost:8080");
+        let fullwidth = Authority::parse("ｓｈｏｐ.example".as_bytes()).unwrap();
+        assert_eq!(fullwidth.to_string(), "shop.example");
     }
 
     #[test]

@@ -155,10 +155,50 @@ fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<
         .expect("static response parts")
 }
 
+/// Whether the admin listener answers a request sent with this Host: IP
+/// literals, `localhost` and the configured `admin.hosts`. A page on a
+/// DNS name rebound to 127.0.0.1 sends its own name and is refused.
+fn host_allowed(host: Option<&str>, names: &[String]) -> bool {
+    let Some(host) = host else {
+        return true; // HTTP/1.0 without Host: no browser sends that
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => {
+            return v6.split_once(']').is_some_and(|(addr, rest)| {
+                addr.parse::<std::net::Ipv6Addr>().is_ok()
+                    && (rest.is_empty() || rest.starts_with(':'))
+            })
+        }
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.parse::<std::net::Ipv4Addr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || names.iter().any(|n| n.eq_ignore_ascii_case(name))
+}
+
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let text = "text/plain; charset=utf-8";
+        let req = session.req_header();
+        if req.method != http::Method::GET && req.method != http::Method::HEAD {
+            let mut r = reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                text,
+                b"the admin listener answers GET and HEAD\n".to_vec(),
+            );
+            r.headers_mut()
+                .insert("allow", http::HeaderValue::from_static("GET, HEAD"));
+            return r;
+        }
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok());
+        if !host_allowed(host, &self.edge.state().config.admin.hosts) {
+            let body = b"this Host is not the admin listener's: use its address or a name in admin.hosts\n";
+            return reply(StatusCode::FORBIDDEN, text, body.to_vec());
+        }
         match session.req_header().uri.path() {
             "/metrics" => reply(StatusCode::OK, "text/plain; version=0.0.4", self.metrics()),
             "/healthz" => reply(StatusCode::OK, text, b"ok\n".to_vec()),
@@ -186,6 +226,34 @@ impl ServeHttp for AdminApp {
                 text,
                 b"not found: try /metrics, /healthz, /readyz, /status\n".to_vec(),
             ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_allowed;
+
+    #[test]
+    fn only_addresses_localhost_and_named_hosts() {
+        let names = ["edge-admin.internal".to_string()];
+        for ok in [
+            None,
+            Some("127.0.0.1:9180"),
+            Some("10.1.2.3"),
+            Some("[::1]:9180"),
+            Some("LOCALHOST:9180"),
+            Some("edge-admin.internal:9180"),
+        ] {
+            assert!(host_allowed(ok, &names), "{ok:?}");
+        }
+        for refused in [
+            Some("evil.example:9180"),
+            Some("127.0.0.1.evil.example"),
+            Some("[::1"),
+            Some(""),
+        ] {
+            assert!(!host_allowed(refused, &names), "{refused:?}");
         }
     }
 }

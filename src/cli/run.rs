@@ -2,7 +2,7 @@
 //! the listening sockets, signals and the graceful upgrade).
 
 use crate::admin::AdminApp;
-use crate::config::{Config, TlsConfig};
+use crate::config::{Config, ProxyConfig, TlsConfig};
 use crate::edge::Edge;
 use crate::failover::Readiness;
 use crate::proxy::{access_log, EdgeProxy, Scheme};
@@ -10,6 +10,7 @@ use crate::tls::challenge::Challenges;
 use crate::tls::listener::TlsApp;
 use crate::tls::{load_static, CertManager, IssuePolicy, TlsSettings};
 use async_trait::async_trait;
+use pingora_core::apps::HttpServerOptions;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{ExecutionPhase, Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
@@ -68,6 +69,9 @@ pub fn run(config: Config, path: &Path, upgrade: bool, daemon: bool) -> ExitCode
         EdgeProxy::new(edge.clone(), Scheme::Http),
         "edge proxy",
     );
+    if let Some(app) = proxy.app_logic_mut() {
+        app.server_options = Some(server_options(&config.proxy));
+    }
     for addr in &config.listen.http {
         proxy.add_tcp(&addr.to_string());
     }
@@ -122,10 +126,9 @@ fn https_service(
 ) -> Result<Service<TlsApp<HttpProxy<EdgeProxy>>>, Box<dyn Error>> {
     // The edge decides which names get a certificate: its active domains.
     let certs = cert_manager(tls, edge.clone(), node)?;
-    let http = Arc::new(pingora_proxy::http_proxy(
-        conf,
-        EdgeProxy::new(edge.clone(), Scheme::Https),
-    ));
+    let mut http = pingora_proxy::http_proxy(conf, EdgeProxy::new(edge.clone(), Scheme::Https));
+    http.server_options = Some(server_options(&edge.state().config.proxy));
+    let http = Arc::new(http);
     let certs = Arc::new(certs);
     edge.set_certs(certs.clone());
     let mut service = Service::new("edge https".to_string(), TlsApp { certs, http });
@@ -162,6 +165,16 @@ fn cert_manager(
         issuer,
         settings,
     ))
+}
+
+/// Client connection limits Pingora enforces itself: requests per HTTP/1.1
+/// connection, and the idle time of an HTTP/2 connection (HTTP/1.1 idle
+/// time is set per request, in the proxy).
+fn server_options(proxy: &ProxyConfig) -> HttpServerOptions {
+    let mut options = HttpServerOptions::default();
+    options.keepalive_request_limit = Some(proxy.keepalive_requests);
+    options.h2_idle_timeout = Some(proxy.keepalive_timeout);
+    options
 }
 
 /// This process as an issuance lock holder: PoP, machine, process.

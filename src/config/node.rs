@@ -44,12 +44,17 @@ pub struct ListenConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// Names the admin listener answers to besides IP literals and
+    /// `localhost`: any other Host is refused, so a web page on a rebound
+    /// DNS name cannot read `/status` through a browser.
+    pub hosts: Vec<String>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9180)),
+            hosts: Vec::new(),
         }
     }
 }
@@ -68,6 +73,13 @@ pub struct ProxyConfig {
     pub max_tries: usize,
     /// `retry-after` seconds sent with a 503.
     pub retry_after: u32,
+    /// How long a client connection may sit idle between requests
+    /// (HTTP/1.1 keep-alive, HTTP/2) before it is closed (nginx: 75 s).
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+    /// Requests served on one HTTP/1.1 connection before it is closed, so
+    /// per-connection memory is given back (nginx: 1000).
+    pub keepalive_requests: u32,
 }
 
 impl Default for ProxyConfig {
@@ -78,6 +90,8 @@ impl Default for ProxyConfig {
             write_timeout: Duration::from_secs(30),
             max_tries: 3,
             retry_after: 5,
+            keepalive_timeout: Duration::from_secs(60),
+            keepalive_requests: 1000,
         }
     }
 }

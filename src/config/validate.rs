@@ -20,6 +20,12 @@ impl Config {
                 "must be at least 1".into(),
             );
         }
+        if self.proxy.keepalive_timeout < std::time::Duration::from_secs(1) {
+            return at(
+                &["proxy".into(), "keepalive_timeout".into()],
+                "must be at least 1s".into(),
+            );
+        }
         if self.proxy.max_tries == 0 {
             return at(
                 &["proxy".into(), "max_tries".into()],

@@ -65,6 +65,7 @@ struct Line<'a> {
     duration_ms: f64,
     origin_ms: Option<f64>,
     client: Option<String>,
+    request_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
@@ -79,11 +80,7 @@ pub fn record(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
     let line = Line {
         time: now_rfc3339(),
         pop: ctx.state.pop.as_str(),
-        host: ctx
-            .host
-            .as_ref()
-            .map(|h| h.as_str())
-            .or(ctx.authority.as_deref()),
+        host: ctx.host.as_ref().map(|h| h.as_str()),
         method: req.method.as_str(),
         path: req.uri.path(),
         status,
@@ -94,6 +91,7 @@ pub fn record(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
         duration_ms: elapsed.as_secs_f64() * 1000.0,
         origin_ms: ctx.origin_time().map(|d| d.as_secs_f64() * 1000.0),
         client: session.client_addr().map(|a| a.to_string()),
+        request_id: ctx.id.to_string(),
         error: ctx
             .error_reason
             .clone()

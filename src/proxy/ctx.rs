@@ -1,7 +1,7 @@
 //! What one request carries from phase to phase.
 
 use super::route::EdgeRoute;
-use crate::domain::Hostname;
+use crate::domain::{Authority, Hostname};
 use crate::edge::{ActiveRequest, EdgeState};
 use crate::lb::{InflightGuard, Pool};
 use std::net::SocketAddr;
@@ -44,14 +44,40 @@ impl Scheme {
     }
 }
 
+/// A random request id, shown as 16 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestId(u64);
+
+impl RequestId {
+    pub fn new() -> Self {
+        RequestId(rand::random())
+    }
+}
+
+impl Default for RequestId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
 pub struct RequestCtx {
     pub started: Instant,
     /// The config generation this request runs under, start to end.
     pub state: Arc<EdgeState>,
     pub route: EdgeRoute,
     pub scheme: Scheme,
-    /// The Host as the client sent it (for x-forwarded-host).
-    pub authority: Option<String>,
+    /// The Host as the edge understood it (forwarded as Host and
+    /// x-forwarded-host).
+    pub authority: Option<Authority>,
+    /// Names this request in the response (`x-request-id`, error pages)
+    /// and in the access log, so a client's report finds the log line.
+    pub id: RequestId,
     pub host: Option<Hostname>,
     pub pool: Option<Arc<Pool>>,
     pub cache: CacheStatus,
@@ -65,7 +91,7 @@ pub struct RequestCtx {
     pub origin_elapsed: Option<Duration>,
     /// `strict-transport-security` for this response (HTTPS only).
     pub hsts: Option<String>,
-    /// Why the edge answered by itself with an error (logged).
+    /// What went wrong, in full (logged; clients get a short reason).
     pub error_reason: Option<String>,
     /// Counts this request as in flight for draining until dropped.
     _active: ActiveRequest,
@@ -79,6 +105,7 @@ impl RequestCtx {
             state,
             scheme: Scheme::Http,
             authority: None,
+            id: RequestId::new(),
             host: None,
             pool: None,
             cache: CacheStatus::Bypass,

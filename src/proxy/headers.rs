@@ -63,8 +63,11 @@ pub fn add_forwarded(req: &mut RequestHeader, ctx: &RequestCtx, client_ip: Optio
         let _ = req.insert_header("x-forwarded-for", xff);
     }
     let _ = req.insert_header("x-forwarded-proto", ctx.scheme.as_str());
-    if let Some(host) = &ctx.authority {
-        let _ = req.insert_header("x-forwarded-host", host.as_str());
+    // The origin hears the name the edge routed on, not the client's
+    // spelling of it (case, trailing dot, Unicode forms).
+    if let Some(authority) = &ctx.authority {
+        let _ = req.insert_header(http::header::HOST, authority.host.as_str());
+        let _ = req.insert_header("x-forwarded-host", authority.to_string());
     }
     let _ = req.insert_header(route::HEADER, ctx.route.render());
 }
@@ -73,6 +76,7 @@ pub fn add_forwarded(req: &mut RequestHeader, ctx: &RequestCtx, client_ip: Optio
 pub fn decorate(resp: &mut ResponseHeader, ctx: &RequestCtx) {
     let _ = resp.insert_header(route::HEADER, ctx.route.render());
     let _ = resp.insert_header("x-edge-cache", ctx.cache.as_str());
+    let _ = resp.insert_header("x-request-id", ctx.id.to_string());
     let _ = resp.append_header("server-timing", server_timing(ctx));
     if let Some(hsts) = &ctx.hsts {
         let _ = resp.insert_header("strict-transport-security", hsts.as_str());

@@ -24,7 +24,7 @@ pub mod route;
 pub use ctx::{CacheStatus, RequestCtx, Scheme};
 
 use crate::cache::Lookup;
-use crate::domain::{DomainRecord, DomainStatus, Hostname};
+use crate::domain::{Authority, DomainRecord, DomainStatus};
 use crate::edge::Edge;
 use crate::tls::challenge::ChallengeKey;
 use async_trait::async_trait;
@@ -66,6 +66,49 @@ impl EdgeProxy {
             (None, _) => Err("missing Host header"),
             (Some(_), Some(_)) => Err("more than one Host header"),
         }
+    }
+
+    /// Connection limits, and requests no origin should see: TRACE (it
+    /// echoes headers such as cookies back), and a Content-Length that is
+    /// not one plain number (a list, or several headers: framing two hops
+    /// could read differently). True: answered here.
+    async fn refused(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let proxy = &ctx.state.config.proxy;
+        // Idle keep-alive connections close after the timeout; the count
+        // limit gives per-connection memory back now and then.
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(proxy.keepalive_timeout.as_secs().max(1)));
+        }
+        // Pipelined requests are read from what the client already sent
+        // and answered in order instead of being dropped with the buffer.
+        session.set_pipelining_enabled(true);
+
+        let req = session.req_header();
+        if req.method == http::Method::TRACE || req.method.as_str() == "TRACK" {
+            let allow = [(
+                "allow",
+                "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS".to_string(),
+            )];
+            let reason = format!("{} is not allowed", req.method);
+            respond::error_with(session, ctx, StatusCode::METHOD_NOT_ALLOWED, reason, &allow)
+                .await?;
+            return Ok(true);
+        }
+        let lengths: Vec<_> = req
+            .headers
+            .get_all(http::header::CONTENT_LENGTH)
+            .iter()
+            .collect();
+        let plain = |v: &http::HeaderValue| {
+            let v = v.as_bytes();
+            !v.is_empty() && v.len() <= 19 && v.iter().all(u8::is_ascii_digit)
+        };
+        if lengths.len() > 1 || lengths.first().is_some_and(|v| !plain(v)) {
+            let reason = "Content-Length must be one number, sent once".to_string();
+            respond::error(session, ctx, StatusCode::BAD_REQUEST, reason, None).await?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// Answers a storefront page from the edge. False: the origin serves it.
@@ -140,6 +183,9 @@ impl ProxyHttp for EdgeProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         // A client's x-edge-route never travels on.
         session.req_header_mut().remove_header(route::HEADER);
+        if self.refused(session, ctx).await? {
+            return Ok(true);
+        }
 
         // ACME HTTP-01 validations may reach any PoP, for any name being
         // ordered anywhere: answered before the host checks and the redirect.
@@ -155,14 +201,15 @@ impl ProxyHttp for EdgeProxy {
                 return Ok(true);
             }
         };
-        ctx.authority = Some(String::from_utf8_lossy(authority).into_owned());
-        let host = match Hostname::from_authority(authority) {
-            Ok(h) => h,
+        let authority = match Authority::parse(authority) {
+            Ok(a) => a,
             Err(e) => {
                 respond::error(session, ctx, StatusCode::BAD_REQUEST, e.to_string(), None).await?;
                 return Ok(true);
             }
         };
+        let host = authority.host.clone();
+        ctx.authority = Some(authority);
 
         let domain = match ctx.state.directory.lookup(&host).await {
             Ok(Some(d)) => d,
@@ -259,12 +306,10 @@ impl ProxyHttp for EdgeProxy {
             e.set_retry(true);
             return e;
         }
-        // Out of servers to try: to the client no origin is available.
-        let why = format!(
-            "no origin server reachable after {} tries: {e}",
-            ctx.tried.len()
-        );
-        Error::explain(ErrorType::HTTPStatus(503), why)
+        // Out of servers to try: to the client no origin is available; the
+        // cause (addresses, OS errors) goes to the log only.
+        let why = format!("no origin server reachable after {} tries", ctx.tried.len());
+        Error::because(ErrorType::HTTPStatus(503), why, e)
     }
 
     fn error_while_proxy(
@@ -358,17 +403,24 @@ impl ProxyHttp for EdgeProxy {
         };
         // Nothing can be said once the response has started or the client is gone.
         if code > 0 && session.response_written().is_none() {
-            let reason = e
-                .context
-                .as_ref()
-                .map(|c| c.as_str().to_string())
-                .unwrap_or_else(|| e.etype().as_str().to_string());
+            // Our own 503s say why in words fit for a client; anything else
+            // gets its status's short reason. The full error is logged.
+            let reason = match (e.etype(), &e.context) {
+                (ErrorType::HTTPStatus(_), Some(why)) => why.as_str().to_string(),
+                _ => match code {
+                    502 => "the origin server failed to answer".to_string(),
+                    504 => "the origin server did not answer in time".to_string(),
+                    400 => "malformed request".to_string(),
+                    _ => "internal error".to_string(),
+                },
+            };
             let retry = (code == 503).then_some(ctx.state.config.proxy.retry_after);
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             if let Err(write_err) = respond::error(session, ctx, status, reason, retry).await {
                 warn!("failed to send error response: {write_err}");
             }
         }
+        ctx.error_reason = Some(e.to_string());
         FailToProxy {
             error_code: code,
             can_reuse_downstream: false,

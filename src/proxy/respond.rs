@@ -9,6 +9,9 @@ use pingora_core::Result;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
+/// An error page: the status, a short reason a client may read, and the
+/// request id that finds the full story in the log (the caller may record
+/// a fuller `ctx.error_reason` after this).
 pub async fn error(
     session: &mut Session,
     ctx: &mut RequestCtx,
@@ -16,19 +19,32 @@ pub async fn error(
     reason: String,
     retry_after: Option<u32>,
 ) -> Result<()> {
+    let extra = retry_after.map(|secs| ("retry-after", secs.to_string()));
+    error_with(session, ctx, code, reason, extra.as_slice()).await
+}
+
+/// `error` with extra response headers (`allow` on a 405).
+pub async fn error_with(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    code: StatusCode,
+    reason: String,
+    headers: &[(&'static str, String)],
+) -> Result<()> {
     let body = Bytes::from(format!(
-        "{} {}: {}\n",
+        "{} {}: {}\nrequest id: {}\n",
         code.as_u16(),
         code.canonical_reason().unwrap_or(""),
-        reason
+        reason,
+        ctx.id
     ));
     ctx.error_reason = Some(reason);
     let mut resp = ResponseHeader::build(code, Some(6))?;
     resp.insert_header("content-type", "text/plain; charset=utf-8")?;
     resp.insert_header("content-length", body.len())?;
     resp.insert_header("cache-control", "no-store")?;
-    if let Some(secs) = retry_after {
-        resp.insert_header("retry-after", secs)?;
+    for (name, value) in headers {
+        resp.insert_header(*name, value)?;
     }
     decorate(&mut resp, ctx);
     let head_only = session.req_header().method == http::Method::HEAD;

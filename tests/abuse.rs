@@ -1,0 +1,209 @@
+//! An edge on the open internet, tried as a client that does not play by
+//! the rules: idle connections, odd framing, odd Hosts, methods no origin
+//! should see, and error pages that must not tell internals.
+
+mod common;
+
+use common::*;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Sends `request` as is and reads until the edge closes (or `limit`).
+async fn raw(addr: SocketAddr, request: &[u8], limit: Duration) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(limit, s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn edge_with(origin: &Origin, extra: &str) -> Edge {
+    Edge::start(&format!(
+        "{extra}\n{}{}",
+        pool("public", &[(origin.addr, 1)]),
+        site("ok.test", "public", "active"),
+    ))
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keepalive_connections_are_closed_after_the_timeout() {
+    let origin = Origin::start(Duration::from_millis(1)).await;
+    let edge = edge_with(&origin, "[proxy]\nkeepalive_timeout = \"1s\"").await;
+    let mut s = TcpStream::connect(edge.http).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: ok.test\r\n\r\n")
+        .await
+        .unwrap();
+    // The response, then the edge's close: read_to_end ends only at EOF.
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        closed.is_ok(),
+        "an idle keep-alive connection was still open 10 s after a 1 s keepalive_timeout"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_and_ambiguous_content_length_never_reach_the_origin() {
+    let origin = Origin::start(Duration::from_millis(1)).await;
+    let edge = edge_with(&origin, "").await;
+    let limit = Duration::from_secs(5);
+
+    let r = raw(
+        edge.http,
+        b"TRACE / HTTP/1.1\r\nHost: ok.test\r\nCookie: secret=1\r\nConnection: close\r\n\r\n",
+        limit,
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 405"), "{r}");
+    assert!(r.to_ascii_lowercase().contains("\r\nallow: get"), "{r}");
+    assert!(!r.contains("secret=1"), "TRACE echoed the request: {r}");
+
+    for framing in [
+        "Content-Length: 5, 5\r\n",
+        "Content-Length: 5\r\nContent-Length: 5\r\n",
+        "Content-Length: +5\r\n",
+    ] {
+        let req =
+            format!("POST / HTTP/1.1\r\nHost: ok.test\r\n{framing}Connection: close\r\n\r\nhello");
+        let r = raw(edge.http, req.as_bytes(), limit).await;
+        assert!(r.starts_with("HTTP/1.1 400"), "{framing:?}: {r}");
+    }
+    assert_eq!(origin.hits(), 0, "refused requests reached the origin");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_origin_hears_the_normalised_host_and_bad_ports_are_refused() {
+    let origin = Origin::start(Duration::from_millis(1)).await;
+    let edge = edge_with(&origin, "").await;
+    let limit = Duration::from_secs(5);
+
+    // Trailing dot and case; a fullwidth spelling (UTS 46 maps it, as browsers do).
+    for host in ["OK.test.", "ｏｋ.test"] {
+        let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let r = raw(edge.http, req.as_bytes(), limit).await;
+        assert!(r.starts_with("HTTP/1.1 200"), "{host}: {r}");
+        let seen = origin.last_headers.lock().unwrap().clone().unwrap();
+        assert_eq!(seen["host"], "ok.test", "{host}");
+        assert_eq!(seen["x-forwarded-host"], "ok.test", "{host}");
+    }
+    let hits = origin.hits();
+    for host in ["ok.test:0", "ok.test:99999", "ok.test:", "ok.test:8o"] {
+        let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let r = raw(edge.http, req.as_bytes(), limit).await;
+        assert!(r.starts_with("HTTP/1.1 400"), "{host}: {r}");
+    }
+    assert_eq!(origin.hits(), hits, "a bad Host reached the origin");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_answered_in_order() {
+    let origin = Origin::start(Duration::from_millis(1)).await;
+    let edge = edge_with(&origin, "").await;
+    let r = raw(
+        edge.http,
+        b"GET /one HTTP/1.1\r\nHost: ok.test\r\n\r\nGET /two HTTP/1.1\r\nHost: ok.test\r\n\r\nHEAD /three HTTP/1.1\r\nHost: ok.test\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(
+        r.matches("HTTP/1.1 200").count(),
+        3,
+        "three pipelined requests, three answers: {r}"
+    );
+    assert_eq!(origin.hits(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_pages_name_a_request_id_not_internals() {
+    let mut dead = Origin::start(Duration::from_millis(1)).await;
+    dead.kill();
+    let slow = Origin::start(Duration::from_secs(3)).await;
+    let edge = Edge::start(&format!(
+        "[proxy]\nread_timeout = \"300ms\"\nconnect_timeout = \"300ms\"\n\n{}{}{}{}",
+        pool("public", &[(dead.addr, 1)]),
+        pool("enterprise", &[(slow.addr, 1)]),
+        site("dead.test", "public", "active"),
+        site("slow.test", "enterprise", "active"),
+    ))
+    .await;
+    for (host, status) in [("dead.test", 503), ("slow.test", 504)] {
+        let r = edge.get(host, "/").send().await.unwrap();
+        assert_eq!(r.status(), status, "{host}");
+        let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+        assert_eq!(id.len(), 16, "{id}");
+        let body = r.text().await.unwrap();
+        assert!(
+            body.contains(&format!("request id: {id}")),
+            "{host}: {body:?}"
+        );
+        for internal in [
+            "127.0.0.1",
+            "Peer",
+            "refused",
+            "os error",
+            &dead.addr.port().to_string(),
+            &slow.addr.port().to_string(),
+        ] {
+            assert!(!body.contains(internal), "{host}: {internal:?} in {body:?}");
+        }
+        // The full story is in the access log, under the same id.
+        let found = eventually(Duration::from_secs(5), || async {
+            edge.access_log().lines().any(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+                v["request_id"] == id.as_str()
+                    && v["error"]
+                        .as_str()
+                        .is_some_and(|e| e.len() > body.len() / 4)
+            })
+        })
+        .await;
+        assert!(
+            found,
+            "{host}: no access log line with request_id {id} and the error"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_answers_get_from_its_own_address_only() {
+    let origin = Origin::start(Duration::from_millis(1)).await;
+    let edge = Edge::prepare(&format!(
+        "{}{}",
+        pool("public", &[(origin.addr, 1)]),
+        site("ok.test", "public", "active")
+    ));
+    // A name for the admin listener, in the harness's own [admin] section.
+    let own = format!("[admin]\nlisten = \"{}\"\n", edge.admin);
+    let conf = std::fs::read_to_string(edge.config_path()).unwrap();
+    let named = format!("{own}hosts = [\"edge-admin.internal\"]\n");
+    std::fs::write(edge.config_path(), conf.replace(&own, &named)).unwrap();
+    let edge = edge.launch(false).await;
+    let limit = Duration::from_secs(5);
+    let ask = |method: &str, host: &str| {
+        format!("{method} /status HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+    };
+    let own = edge.admin.to_string();
+    for (method, host, status) in [
+        ("GET", own.as_str(), "200"),
+        ("HEAD", "localhost", "200"),
+        ("GET", "edge-admin.internal:9180", "200"),
+        ("POST", own.as_str(), "405"),
+        ("DELETE", own.as_str(), "405"),
+        ("GET", "rebound.attacker.example", "403"),
+        ("GET", "127.0.0.1.attacker.example", "403"),
+    ] {
+        let r = raw(edge.admin, ask(method, host).as_bytes(), limit).await;
+        assert!(
+            r.starts_with(&format!("HTTP/1.1 {status}")),
+            "{method} Host {host}: {r}"
+        );
+        if status != "200" {
+            assert!(!r.contains("\"pools\""), "{method} {host} got the status");
+        }
+    }
+}
