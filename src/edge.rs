@@ -220,6 +220,8 @@ impl Vitals for Edge {
                 records_behind: self.data.sync_stats.total_lag(),
                 max: state.config.replica.max_lag,
             }),
+            // Known to the listeners, not the edge (see cli/run.rs).
+            connections_full: false,
         }
     }
 }

@@ -23,6 +23,8 @@ pub struct Metrics {
     pub replica_up: IntGauge,
     pub replica_reads: IntCounterVec,
     pub tls_handshakes: IntCounterVec,
+    pub connections_open: IntGauge,
+    pub connections_refused: IntCounterVec,
     pub tls_issuance: IntCounterVec,
     pub tls_issuance_failures: IntCounterVec,
     pub tls_issue_seconds: Histogram,
@@ -121,6 +123,19 @@ impl Metrics {
             &["what"],
         )
         .expect("metric");
+        let connections_open = IntGauge::new(
+            "connections_open",
+            "Client connections held (HTTP and HTTPS listeners)",
+        )
+        .expect("metric");
+        let connections_refused = IntCounterVec::new(
+            Opts::new(
+                "connections_refused_total",
+                "Client connections closed at accept, by the limit reached: total (server.max_connections), per_client (server.max_connections_per_client)",
+            ),
+            &["limit"],
+        )
+        .expect("metric");
         let tls_handshakes = IntCounterVec::new(
             Opts::new(
                 "tls_handshakes_total",
@@ -166,7 +181,9 @@ impl Metrics {
             &["type"],
         )
         .expect("metric");
-        let collectors: [Box<dyn prometheus::core::Collector>; 19] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 21] = [
+            Box::new(connections_open.clone()),
+            Box::new(connections_refused.clone()),
             Box::new(tls_pending.clone()),
             Box::new(tls_challenges.clone()),
             Box::new(tls_handshakes.clone()),
@@ -206,6 +223,8 @@ impl Metrics {
             replica_up,
             replica_reads,
             tls_handshakes,
+            connections_open,
+            connections_refused,
             tls_issuance,
             tls_issuance_failures,
             tls_issue_seconds,

@@ -207,3 +207,84 @@ async fn the_admin_listener_answers_get_from_its_own_address_only() {
         }
     }
 }
+
+/// A connection from `ip` (another loopback address stands for another client).
+async fn connect_from(ip: &str, to: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(ip.parse().unwrap(), 0))
+        .unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// Whether the edge answers a request on `s` (false: it closed the connection).
+async fn answered(mut s: TcpStream) -> bool {
+    let _ = s
+        .write_all(b"GET / HTTP/1.1\r\nHost: ok.test\r\nConnection: close\r\n\r\n")
+        .await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    out.starts_with(b"HTTP/1.1 200")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_the_connection_limits_new_clients_are_closed_and_admin_still_answers() {
+    let origin = Origin::start(Duration::from_millis(1)).await;
+    let edge = Edge::prepare(&format!(
+        "{}{}",
+        pool("public", &[(origin.addr, 1)]),
+        site("ok.test", "public", "active")
+    ));
+    let conf = std::fs::read_to_string(edge.config_path()).unwrap();
+    let limited = "[server]\nmax_connections = 4\nmax_connections_per_client = 3\n";
+    std::fs::write(edge.config_path(), conf.replace("[server]\n", limited)).unwrap();
+    let edge = edge.launch(false).await;
+
+    // Three idle connections from one client: its limit.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(connect_from("127.0.0.1", edge.http).await);
+    }
+    let full_for_one = eventually(Duration::from_secs(5), || async {
+        !answered(connect_from("127.0.0.1", edge.http).await).await
+    })
+    .await;
+    assert!(
+        full_for_one,
+        "a 4th connection from the same client was served"
+    );
+    // Another client still gets in, and takes the last place of four.
+    held.push(connect_from("127.0.0.2", edge.http).await);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            !answered(connect_from("127.0.0.3", edge.http).await).await
+        })
+        .await,
+        "a 5th connection in all was served"
+    );
+    // The node stays observable, and says why it is not ready.
+    assert_eq!(edge.admin_get("/healthz").await.0, 200);
+    let (status, body) = edge.admin_get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("client connection limit reached"), "{body}");
+    assert!(
+        edge.metric("edgepop_connections_refused_total{limit=\"per_client\"}")
+            .await
+            >= 1.0
+    );
+    assert!(
+        edge.metric("edgepop_connections_refused_total{limit=\"total\"}")
+            .await
+            >= 1.0
+    );
+
+    // A place given back is taken again.
+    held.clear();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            answered(connect_from("127.0.0.1", edge.http).await).await
+        })
+        .await,
+        "connections closed, but no new one is served"
+    );
+}

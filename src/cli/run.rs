@@ -4,7 +4,8 @@
 use crate::admin::AdminApp;
 use crate::config::{Config, ProxyConfig, TlsConfig};
 use crate::edge::Edge;
-use crate::failover::Readiness;
+use crate::failover::{Facts, Readiness, Vitals};
+use crate::proxy::gate::{Connections, Gate};
 use crate::proxy::{access_log, EdgeProxy, Scheme};
 use crate::tls::challenge::Challenges;
 use crate::tls::listener::TlsApp;
@@ -64,19 +65,28 @@ pub fn run(config: Config, path: &Path, upgrade: bool, daemon: bool) -> ExitCode
         }
     };
 
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+    let connections = Arc::new(Connections::new(
+        connection_budget(config.server.max_connections),
+        config.server.max_connections_per_client,
+    ));
+    let mut http = pingora_proxy::http_proxy(
         &server.configuration,
         EdgeProxy::new(edge.clone(), Scheme::Http),
-        "edge proxy",
     );
-    if let Some(app) = proxy.app_logic_mut() {
-        app.server_options = Some(server_options(&config.proxy));
-    }
+    http.server_options = Some(server_options(&config.proxy));
+    let gate = Gate {
+        inner: Arc::new(http),
+        connections: connections.clone(),
+    };
+    let mut proxy = Service::new("edge proxy".to_string(), gate);
     for addr in &config.listen.http {
         proxy.add_tcp(&addr.to_string());
     }
 
-    let readiness = Arc::new(Readiness::new(edge.clone()));
+    let readiness = Arc::new(Readiness::new(Arc::new(NodeVitals {
+        edge: edge.clone(),
+        connections: connections.clone(),
+    })));
     let mut admin = Service::new(
         "admin".to_string(),
         AdminApp::new(edge.clone(), readiness.clone()),
@@ -98,7 +108,8 @@ pub fn run(config: Config, path: &Path, upgrade: bool, daemon: bool) -> ExitCode
     );
 
     if let Some(tls) = &config.tls {
-        match https_service(&server.configuration, tls, edge.clone(), node_name(&config)) {
+        let node = node_name(&config);
+        match https_service(&server.configuration, tls, edge.clone(), node, connections) {
             Ok(service) => {
                 server.add_service(service);
             }
@@ -115,6 +126,9 @@ pub fn run(config: Config, path: &Path, upgrade: bool, daemon: bool) -> ExitCode
     server.run_forever()
 }
 
+/// The HTTPS listener's app: the gate, the handshake, then the proxy.
+type HttpsApp = Gate<TlsApp<HttpProxy<EdgeProxy>>>;
+
 /// The HTTPS listeners: a Pingora listening service whose app does the
 /// handshake (waiting for on-demand certificates) and hands the decrypted
 /// stream to a second instance of the proxy.
@@ -123,7 +137,8 @@ fn https_service(
     tls: &TlsConfig,
     edge: Arc<Edge>,
     node: String,
-) -> Result<Service<TlsApp<HttpProxy<EdgeProxy>>>, Box<dyn Error>> {
+    connections: Arc<Connections>,
+) -> Result<Service<HttpsApp>, Box<dyn Error>> {
     // The edge decides which names get a certificate: its active domains.
     let certs = cert_manager(tls, edge.clone(), node)?;
     let mut http = pingora_proxy::http_proxy(conf, EdgeProxy::new(edge.clone(), Scheme::Https));
@@ -131,7 +146,12 @@ fn https_service(
     let http = Arc::new(http);
     let certs = Arc::new(certs);
     edge.set_certs(certs.clone());
-    let mut service = Service::new("edge https".to_string(), TlsApp { certs, http });
+    let tls_app = Arc::new(TlsApp { certs, http });
+    let gate = Gate {
+        inner: tls_app,
+        connections,
+    };
+    let mut service = Service::new("edge https".to_string(), gate);
     for addr in &tls.listen {
         service.add_tcp(&addr.to_string());
     }
@@ -175,6 +195,55 @@ fn server_options(proxy: &ProxyConfig) -> HttpServerOptions {
     options.keepalive_request_limit = Some(proxy.keepalive_requests);
     options.h2_idle_timeout = Some(proxy.keepalive_timeout);
     options
+}
+
+/// The edge's facts, plus what only the listeners know.
+struct NodeVitals {
+    edge: Arc<Edge>,
+    connections: Arc<Connections>,
+}
+
+impl Vitals for NodeVitals {
+    fn facts(&self) -> Facts {
+        Facts {
+            connections_full: self.connections.full(),
+            ..self.edge.facts()
+        }
+    }
+}
+
+/// Raises the soft descriptor limit to the hard one (as nginx's
+/// `worker_rlimit_nofile`) and returns how many client connections fit:
+/// `configured`, but at most half of what is left after a reserve (a
+/// proxied connection may hold an origin connection too).
+fn connection_budget(configured: usize) -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a local struct.
+    let soft = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                ..lim
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+            lim.rlim_cur as usize
+        } else {
+            1024
+        }
+    };
+    let reserve = (soft / 4).min(1024);
+    let budget = configured.min(soft.saturating_sub(reserve) / 2).max(1);
+    info!(
+        nofile = soft,
+        max_connections = budget,
+        "client connection limit"
+    );
+    budget
 }
 
 /// This process as an issuance lock holder: PoP, machine, process.

@@ -19,6 +19,13 @@ pub struct ServerConfig {
     /// Unix socket over which a new binary takes the listening sockets.
     pub upgrade_sock: PathBuf,
     pub pid_file: PathBuf,
+    /// Client connections held at once, HTTP and HTTPS together; never more
+    /// than half the descriptors left after a reserve for the admin
+    /// listener, health checks, origins and stores (the soft `nofile`
+    /// limit is raised to the hard one at start).
+    pub max_connections: usize,
+    /// Client connections from one address (0: no limit).
+    pub max_connections_per_client: usize,
 }
 
 impl Default for ServerConfig {
@@ -29,6 +36,8 @@ impl Default for ServerConfig {
             drain_timeout: Duration::from_secs(30),
             upgrade_sock: PathBuf::from("/tmp/edgepop_upgrade.sock"),
             pid_file: PathBuf::from("/tmp/edgepop.pid"),
+            max_connections: 100_000,
+            max_connections_per_client: 1024,
         }
     }
 }

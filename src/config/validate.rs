@@ -20,6 +20,12 @@ impl Config {
                 "must be at least 1".into(),
             );
         }
+        if self.server.max_connections == 0 {
+            return at(
+                &["server".into(), "max_connections".into()],
+                "must be at least 1".into(),
+            );
+        }
         if self.proxy.keepalive_timeout < std::time::Duration::from_secs(1) {
             return at(
                 &["proxy".into(), "keepalive_timeout".into()],

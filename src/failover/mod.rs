@@ -14,6 +14,8 @@ pub struct Facts {
     pub replica_up: bool,
     /// Set when a change stream feeds the replica.
     pub stream: Option<StreamLag>,
+    /// The client listeners hold as many connections as they may.
+    pub connections_full: bool,
 }
 
 /// How far the replica is behind its change stream, and how far it may be.
@@ -67,6 +69,9 @@ fn judge(draining: bool, facts: &Facts) -> Vec<String> {
     if !facts.replica_up {
         reasons.push("replica unreachable".to_string());
     }
+    if facts.connections_full {
+        reasons.push("client connection limit reached".to_string());
+    }
     if let Some(lag) = facts.stream.filter(|l| l.records_behind > l.max) {
         reasons.push(format!(
             "replica {} records behind the stream (max {})",
@@ -88,6 +93,7 @@ mod tests {
                 records_behind: 10,
                 max: 10,
             }),
+            connections_full: false,
         }
     }
 
@@ -109,13 +115,15 @@ mod tests {
             origins_available: false,
             replica_up: false,
             stream: None,
+            connections_full: true,
         };
         assert_eq!(
             judge(true, &broken),
             [
                 "draining",
                 "no healthy origin server in any pool",
-                "replica unreachable"
+                "replica unreachable",
+                "client connection limit reached"
             ]
         );
     }

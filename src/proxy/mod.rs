@@ -16,6 +16,7 @@
 
 pub mod access_log;
 mod ctx;
+pub mod gate;
 mod headers;
 mod page;
 mod respond;
