@@ -25,6 +25,7 @@ pub struct Metrics {
     pub tls_handshakes: IntCounterVec,
     pub connections_open: IntGauge,
     pub connections_refused: IntCounterVec,
+    pub client_limits: IntCounterVec,
     pub tls_issuance: IntCounterVec,
     pub tls_issuance_failures: IntCounterVec,
     pub tls_issue_seconds: Histogram,
@@ -136,6 +137,14 @@ impl Metrics {
             &["limit"],
         )
         .expect("metric");
+        let client_limits = IntCounterVec::new(
+            Opts::new(
+                "client_limits_total",
+                "Client connections ended by a limit: head_too_large (431, proxy.max_head_bytes), head_timeout (408, proxy.head_timeout)",
+            ),
+            &["limit"],
+        )
+        .expect("metric");
         let tls_handshakes = IntCounterVec::new(
             Opts::new(
                 "tls_handshakes_total",
@@ -181,7 +190,8 @@ impl Metrics {
             &["type"],
         )
         .expect("metric");
-        let collectors: [Box<dyn prometheus::core::Collector>; 21] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 22] = [
+            Box::new(client_limits.clone()),
             Box::new(connections_open.clone()),
             Box::new(connections_refused.clone()),
             Box::new(tls_pending.clone()),
@@ -225,6 +235,7 @@ impl Metrics {
             tls_handshakes,
             connections_open,
             connections_refused,
+            client_limits,
             tls_issuance,
             tls_issuance_failures,
             tls_issue_seconds,

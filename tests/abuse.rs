@@ -288,3 +288,72 @@ async fn beyond_the_connection_limits_new_clients_are_closed_and_admin_still_ans
         "connections closed, but no new one is served"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_head_is_431_and_never_forwarded() {
+    let origin = Origin::start(Duration::from_millis(1)).await;
+    let edge = edge_with(&origin, "").await;
+    let big = "x".repeat(100 * 1024);
+    let req =
+        format!("GET / HTTP/1.1\r\nHost: ok.test\r\nX-Big: {big}\r\nConnection: close\r\n\r\n");
+    let r = raw(edge.http, req.as_bytes(), Duration::from_secs(10)).await;
+    assert!(r.starts_with("HTTP/1.1 431"), "{}", &r[..r.len().min(200)]);
+    // A head just under the default 32 KiB still goes through.
+    let fits = "y".repeat(30 * 1024);
+    let req =
+        format!("GET / HTTP/1.1\r\nHost: ok.test\r\nX-Fits: {fits}\r\nConnection: close\r\n\r\n");
+    let r = raw(edge.http, req.as_bytes(), Duration::from_secs(10)).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{}", &r[..r.len().min(200)]);
+    assert_eq!(
+        origin.hits(),
+        1,
+        "only the head that fits reached the origin"
+    );
+    assert!(
+        edge.metric("edgepop_client_limits_total{limit=\"head_too_large\"}")
+            .await
+            >= 1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slowloris_head_is_cut_at_the_head_deadline() {
+    let origin = Origin::start(Duration::from_millis(1)).await;
+    let edge = edge_with(&origin, "[proxy]\nhead_timeout = \"1s\"").await;
+
+    // A header line every 300 ms restarts Pingora's per-read timer; the
+    // head deadline does not restart.
+    let mut s = TcpStream::connect(edge.http).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: ok.test\r\n")
+        .await
+        .unwrap();
+    let trickle = async {
+        for i in 0..100 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if s.write_all(format!("X-Slow-{i}: 1\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        out
+    };
+    let out = tokio::time::timeout(Duration::from_secs(15), trickle)
+        .await
+        .expect("the trickling connection was still open after 15 s");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+
+    // A connection that sends nothing at all is cut too.
+    let r = raw(edge.http, b"", Duration::from_secs(15)).await;
+    assert!(r.starts_with("HTTP/1.1 408"), "{r}");
+    assert_eq!(origin.hits(), 0);
+    assert!(
+        edge.metric("edgepop_client_limits_total{limit=\"head_timeout\"}")
+            .await
+            >= 2.0
+    );
+}

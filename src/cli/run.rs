@@ -6,12 +6,15 @@ use crate::config::{Config, ProxyConfig, TlsConfig};
 use crate::edge::Edge;
 use crate::failover::{Facts, Readiness, Vitals};
 use crate::proxy::gate::{Connections, Gate};
+use crate::proxy::head::{HeadGuard, HeadLimits};
 use crate::proxy::{access_log, EdgeProxy, Scheme};
 use crate::tls::challenge::Challenges;
+use crate::tls::listener::H1Wrap;
 use crate::tls::listener::TlsApp;
 use crate::tls::{load_static, CertManager, IssuePolicy, TlsSettings};
 use async_trait::async_trait;
 use pingora_core::apps::HttpServerOptions;
+use pingora_core::protocols::Stream;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{ExecutionPhase, Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
@@ -77,6 +80,7 @@ pub fn run(config: Config, path: &Path, upgrade: bool, daemon: bool) -> ExitCode
     let gate = Gate {
         inner: Arc::new(http),
         connections: connections.clone(),
+        head: Some(head_limits(&config.proxy)),
     };
     let mut proxy = Service::new("edge proxy".to_string(), gate);
     for addr in &config.listen.http {
@@ -146,10 +150,18 @@ fn https_service(
     let http = Arc::new(http);
     let certs = Arc::new(certs);
     edge.set_certs(certs.clone());
-    let tls_app = Arc::new(TlsApp { certs, http });
+    let limits = head_limits(&edge.state().config.proxy);
+    let h1_wrap: H1Wrap =
+        Arc::new(move |s: Stream| -> Stream { Box::new(HeadGuard::new(s, limits)) });
+    let tls_app = Arc::new(TlsApp {
+        certs,
+        http,
+        h1_wrap: Some(h1_wrap),
+    });
     let gate = Gate {
         inner: tls_app,
         connections,
+        head: None,
     };
     let mut service = Service::new("edge https".to_string(), gate);
     for addr in &tls.listen {
@@ -195,6 +207,13 @@ fn server_options(proxy: &ProxyConfig) -> HttpServerOptions {
     options.keepalive_request_limit = Some(proxy.keepalive_requests);
     options.h2_idle_timeout = Some(proxy.keepalive_timeout);
     options
+}
+
+fn head_limits(proxy: &ProxyConfig) -> HeadLimits {
+    HeadLimits {
+        max_bytes: proxy.max_head_bytes,
+        timeout: proxy.head_timeout,
+    }
 }
 
 /// The edge's facts, plus what only the listeners know.

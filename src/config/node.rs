@@ -89,6 +89,13 @@ pub struct ProxyConfig {
     /// Requests served on one HTTP/1.1 connection before it is closed, so
     /// per-connection memory is given back (nginx: 1000).
     pub keepalive_requests: u32,
+    /// Largest HTTP/1 request head (request line and headers); larger is
+    /// answered 431 (nginx: 1 KiB buffer + 4 × 8 KiB large buffers).
+    pub max_head_bytes: usize,
+    /// Time from a request head's first byte (a new connection's accept) to
+    /// its end; slower is answered 408 (nginx `client_header_timeout`: 60 s).
+    #[serde(with = "humantime_serde")]
+    pub head_timeout: Duration,
 }
 
 impl Default for ProxyConfig {
@@ -101,6 +108,8 @@ impl Default for ProxyConfig {
             retry_after: 5,
             keepalive_timeout: Duration::from_secs(60),
             keepalive_requests: 1000,
+            max_head_bytes: 32 * 1024,
+            head_timeout: Duration::from_secs(20),
         }
     }
 }

@@ -26,6 +26,18 @@ impl Config {
                 "must be at least 1".into(),
             );
         }
+        if self.proxy.max_head_bytes < 1024 {
+            return at(
+                &["proxy".into(), "max_head_bytes".into()],
+                "must be at least 1024".into(),
+            );
+        }
+        if self.proxy.head_timeout < std::time::Duration::from_secs(1) {
+            return at(
+                &["proxy".into(), "head_timeout".into()],
+                "must be at least 1s".into(),
+            );
+        }
         if self.proxy.keepalive_timeout < std::time::Duration::from_secs(1) {
             return at(
                 &["proxy".into(), "keepalive_timeout".into()],

@@ -3,6 +3,7 @@
 //! at once, so the descriptors left over stay for the admin listener, the
 //! health checks, the origins and the stores.
 
+use super::head::{HeadGuard, HeadLimits};
 use crate::locked;
 use crate::metrics::METRICS;
 use async_trait::async_trait;
@@ -95,6 +96,9 @@ impl Drop for Admitted {
 pub struct Gate<A> {
     pub inner: Arc<A>,
     pub connections: Arc<Connections>,
+    /// For a plain HTTP listener: the request-head limits (HTTPS applies
+    /// them after the handshake, to HTTP/1 only).
+    pub head: Option<HeadLimits>,
 }
 
 #[async_trait]
@@ -117,8 +121,11 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Gate<A> {
                 return None; // closed: the cheapest answer to a flood
             }
         };
+        let mut stream = match self.head {
+            Some(limits) => Box::new(HeadGuard::new(stream, limits)),
+            None => stream,
+        };
         // The connection keeps its place across keep-alive requests.
-        let mut stream = stream;
         loop {
             stream = self.inner.process_new(stream, shutdown).await?;
         }

@@ -17,6 +17,7 @@
 pub mod access_log;
 mod ctx;
 pub mod gate;
+pub mod head;
 mod headers;
 mod page;
 mod respond;

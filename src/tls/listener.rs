@@ -30,7 +30,13 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct TlsApp<A> {
     pub certs: Arc<CertManager>,
     pub http: Arc<A>,
+    /// Wraps a decrypted HTTP/1 stream before the HTTP app reads it (the
+    /// proxy's request-head limits); HTTP/2 streams go on as they are.
+    pub h1_wrap: Option<H1Wrap>,
 }
+
+/// See `TlsApp::h1_wrap`.
+pub type H1Wrap = Arc<dyn Fn(Stream) -> Stream + Send + Sync>;
 
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsApp<A> {
@@ -75,7 +81,14 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsApp<A> {
         // Keep-alive: the HTTP app hands the stream back after each request;
         // it stays inside this TLS session rather than going back to the
         // listener (which would start a new handshake on it).
-        let mut next: Option<Stream> = Some(Box::new(TlsIo::new(tls)));
+        let io = TlsIo::new(tls);
+        let h2 = io.alpn == Some(ALPN::H2);
+        let stream: Stream = Box::new(io);
+        let stream = match &self.h1_wrap {
+            Some(wrap) if !h2 => wrap(stream),
+            _ => stream,
+        };
+        let mut next: Option<Stream> = Some(stream);
         while let Some(stream) = next.take() {
             next = self.http.process_new(stream, shutdown).await;
             if *shutdown.borrow() {

@@ -1,0 +1,305 @@
+//! Limits on an HTTP/1 request head, below Pingora's parser: at most
+//! `max_bytes` (answered 431) and all of it within `timeout` of its first
+//! byte (answered 408). Pingora accepts a head of up to 1 MiB and restarts
+//! its read timer on every byte, so a slowloris client trickling a header
+//! line now and then would hold its connection for ever.
+//!
+//! The guard sees bytes, not requests: a head starts at the connection's
+//! start and after each response the edge writes (an interim `100 Continue`
+//! excepted), and ends at the first empty line. Body bytes come after that
+//! and are not limited here.
+
+use crate::metrics::METRICS;
+use async_trait::async_trait;
+use pingora_core::protocols::raw_connect::ProxyDigest;
+use pingora_core::protocols::Stream;
+use pingora_core::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
+    TimingDigest, UniqueID, UniqueIDType, ALPN,
+};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// The two limits (`proxy.max_head_bytes`, `proxy.head_timeout`).
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits {
+    pub max_bytes: usize,
+    pub timeout: Duration,
+}
+
+/// A short answer that ends the connection.
+fn refusal(status: &str, reason: &str) -> Vec<u8> {
+    let body = format!("{status}: {reason}\n");
+    format!(
+        "HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+enum State {
+    /// Reading a head: bytes so far, the last 3 (for an empty line split
+    /// over reads), and its deadline once its first byte came.
+    Head {
+        bytes: usize,
+        tail: [u8; 3],
+        deadline: Option<Pin<Box<Sleep>>>,
+    },
+    /// Past the head: body bytes, or a pipelined request Pingora buffers.
+    Body,
+    /// Writing the refusal, then the connection ends.
+    Refusing(Vec<u8>, usize),
+}
+
+pub struct HeadGuard {
+    inner: Stream,
+    limits: HeadLimits,
+    state: State,
+}
+
+impl HeadGuard {
+    pub fn new(inner: Stream, limits: HeadLimits) -> Self {
+        HeadGuard {
+            inner,
+            limits,
+            // The first head's clock runs from the accept: a connection that
+            // sends nothing is a slowloris too.
+            state: State::Head {
+                bytes: 0,
+                tail: [0; 3],
+                deadline: Some(Box::pin(tokio::time::sleep(limits.timeout))),
+            },
+        }
+    }
+
+    fn next_head() -> State {
+        State::Head {
+            bytes: 0,
+            tail: [0; 3],
+            deadline: None,
+        }
+    }
+
+    fn refuse(&mut self, response: Vec<u8>, what: &str) {
+        METRICS.client_limits.with_label_values(&[what]).inc();
+        self.state = State::Refusing(response, 0);
+    }
+}
+
+/// Where the head ends in `new` (the index after its empty line), given
+/// the 3 bytes before it.
+fn head_end(tail: [u8; 3], new: &[u8]) -> Option<usize> {
+    let mut window = u32::from_be_bytes([0, tail[0], tail[1], tail[2]]);
+    for (i, b) in new.iter().enumerate() {
+        window = (window << 8) | u32::from(*b);
+        if window == u32::from_be_bytes(*b"\r\n\r\n") || window & 0xffff == 0x0a0a {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+fn last3(tail: [u8; 3], new: &[u8]) -> [u8; 3] {
+    let mut all = tail.to_vec();
+    all.extend_from_slice(&new[new.len().saturating_sub(3)..]);
+    let n = all.len();
+    [all[n - 3], all[n - 2], all[n - 1]]
+}
+
+impl AsyncRead for HeadGuard {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            match &mut this.state {
+                State::Refusing(response, written) => {
+                    while *written < response.len() {
+                        let n = ready!(
+                            Pin::new(&mut this.inner).poll_write(cx, &response[*written..])
+                        )?;
+                        if n == 0 {
+                            break;
+                        }
+                        *written += n;
+                    }
+                    let _ = Pin::new(&mut this.inner).poll_flush(cx);
+                    return Poll::Ready(Err(std::io::ErrorKind::InvalidData.into()));
+                }
+                State::Body => return Pin::new(&mut this.inner).poll_read(cx, buf),
+                State::Head {
+                    bytes,
+                    tail,
+                    deadline,
+                } => {
+                    let before = buf.filled().len();
+                    match Pin::new(&mut this.inner).poll_read(cx, buf) {
+                        Poll::Pending => {
+                            if let Some(d) = deadline {
+                                if d.as_mut().poll(cx).is_ready() {
+                                    this.refuse(
+                                        refusal(
+                                            "408 Request Timeout",
+                                            "the request head came too slowly",
+                                        ),
+                                        "head_timeout",
+                                    );
+                                    continue;
+                                }
+                            }
+                            return Poll::Pending;
+                        }
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Ready(Ok(())) => {}
+                    }
+                    let new = &buf.filled()[before..];
+                    if new.is_empty() {
+                        return Poll::Ready(Ok(())); // EOF
+                    }
+                    if deadline.is_none() {
+                        *deadline = Some(Box::pin(tokio::time::sleep_until(
+                            Instant::now() + this.limits.timeout,
+                        )));
+                    }
+                    match head_end(*tail, new) {
+                        Some(end) if *bytes + end <= this.limits.max_bytes => {
+                            this.state = State::Body;
+                        }
+                        None if *bytes + new.len() <= this.limits.max_bytes => {
+                            *bytes += new.len();
+                            *tail = last3(*tail, new);
+                        }
+                        _ => {
+                            // What was read is dropped: Pingora never sees the head.
+                            buf.set_filled(before);
+                            this.refuse(
+                                refusal(
+                                    "431 Request Header Fields Too Large",
+                                    "the request head is too large",
+                                ),
+                                "head_too_large",
+                            );
+                            continue;
+                        }
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+            }
+        }
+    }
+}
+
+impl AsyncWrite for HeadGuard {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        // A response (not an interim 100 Continue): the next bytes are a head.
+        if matches!(this.state, State::Body) && !buf.starts_with(b"HTTP/1.1 100") {
+            this.state = Self::next_head();
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        let first = bufs.iter().find(|b| !b.is_empty());
+        if matches!(this.state, State::Body)
+            && !first.is_some_and(|b| b.starts_with(b"HTTP/1.1 100"))
+        {
+            this.state = Self::next_head();
+        }
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+impl std::fmt::Debug for HeadGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeadGuard")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+#[async_trait]
+impl Shutdown for HeadGuard {
+    async fn shutdown(&mut self) {
+        let _ = AsyncWriteExt::shutdown(&mut self.inner).await;
+    }
+}
+
+impl UniqueID for HeadGuard {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for HeadGuard {
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for HeadGuard {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+}
+
+impl GetProxyDigest for HeadGuard {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+}
+
+impl GetSocketDigest for HeadGuard {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+}
+
+#[async_trait]
+impl Peek for HeadGuard {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_empty_line_is_found_across_reads() {
+        assert_eq!(
+            head_end([0; 3], b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody"),
+            Some(27)
+        );
+        assert_eq!(head_end(*b"a\r\n", b"\r\nbody"), Some(2));
+        assert_eq!(head_end(*b"\r\n\r", b"\nx"), Some(1));
+        assert_eq!(head_end([0; 3], b"GET / HTTP/1.0\n\n"), Some(16));
+        assert_eq!(head_end([0; 3], b"GET / HTTP/1.1\r\nHost: a\r\n"), None);
+        assert_eq!(last3(*b"abc", b"de"), *b"cde");
+    }
+}
