@@ -129,3 +129,11 @@ fn replica_load_reports_malformed_lines_and_loads_the_rest() {
         "replica file next to the config"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pid_file_is_written_in_the_foreground_too() {
+    let edge = common::Edge::start(&common::idle_pool()).await;
+    let pid = std::fs::read_to_string(edge.dir.path().join("edgepop.pid"))
+        .expect("pid file written by a foreground edgepop run");
+    assert_eq!(pid.trim(), edge.child.id().to_string());
+}

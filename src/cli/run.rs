@@ -59,6 +59,14 @@ pub fn run(config: Config, path: &Path, upgrade: bool, daemon: bool) -> ExitCode
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
+    if !daemon {
+        // Pingora writes the pid file only when it daemonizes; service
+        // managers and scripts look for it either way.
+        let pid_file = &config.server.pid_file;
+        if let Err(e) = std::fs::write(pid_file, format!("{}\n", std::process::id())) {
+            warn!(path = %pid_file.display(), error = %e, "pid file not written");
+        }
+    }
 
     let edge = match Edge::new(config.clone(), path) {
         Ok(e) => Arc::new(e),
