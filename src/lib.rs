@@ -12,6 +12,43 @@
 //! generation of the above), `proxy` (the request path, Pingora phases top
 //! to bottom) and `admin` (metrics, health, status), and `cli` on top.
 
+/// The Pingora `IO` ids and digests of a stream wrapper (`TlsIo`,
+/// `HeadGuard`), taken from the stream it wraps: `|s| <expr on s>`.
+macro_rules! io_digests_from_inner {
+    ($ty:ty, |$s:ident| $inner:expr) => {
+        impl pingora_core::protocols::UniqueID for $ty {
+            fn id(&self) -> pingora_core::protocols::UniqueIDType {
+                let $s = self;
+                $inner.id()
+            }
+        }
+        impl pingora_core::protocols::GetTimingDigest for $ty {
+            fn get_timing_digest(&self) -> Vec<Option<pingora_core::protocols::TimingDigest>> {
+                let $s = self;
+                $inner.get_timing_digest()
+            }
+        }
+        impl pingora_core::protocols::GetProxyDigest for $ty {
+            fn get_proxy_digest(
+                &self,
+            ) -> Option<std::sync::Arc<pingora_core::protocols::raw_connect::ProxyDigest>> {
+                let $s = self;
+                $inner.get_proxy_digest()
+            }
+        }
+        impl pingora_core::protocols::GetSocketDigest for $ty {
+            fn get_socket_digest(
+                &self,
+            ) -> Option<std::sync::Arc<pingora_core::protocols::SocketDigest>> {
+                let $s = self;
+                $inner.get_socket_digest()
+            }
+        }
+        #[async_trait::async_trait]
+        impl pingora_core::protocols::Peek for $ty {}
+    };
+}
+
 pub mod admin;
 pub mod cache;
 pub mod change;

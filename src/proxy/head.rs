@@ -11,15 +11,10 @@
 
 use crate::metrics::METRICS;
 use async_trait::async_trait;
-use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::Stream;
-use pingora_core::protocols::{
-    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
-    TimingDigest, UniqueID, UniqueIDType, ALPN,
-};
+use pingora_core::protocols::{Shutdown, Ssl, ALPN};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -253,38 +248,13 @@ impl Shutdown for HeadGuard {
     }
 }
 
-impl UniqueID for HeadGuard {
-    fn id(&self) -> UniqueIDType {
-        self.inner.id()
-    }
-}
-
 impl Ssl for HeadGuard {
     fn selected_alpn_proto(&self) -> Option<ALPN> {
         self.inner.selected_alpn_proto()
     }
 }
 
-impl GetTimingDigest for HeadGuard {
-    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        self.inner.get_timing_digest()
-    }
-}
-
-impl GetProxyDigest for HeadGuard {
-    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        self.inner.get_proxy_digest()
-    }
-}
-
-impl GetSocketDigest for HeadGuard {
-    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        self.inner.get_socket_digest()
-    }
-}
-
-#[async_trait]
-impl Peek for HeadGuard {}
+io_digests_from_inner!(HeadGuard, |s| s.inner);
 
 #[cfg(test)]
 mod tests {

@@ -9,11 +9,7 @@ use super::manager::CertManager;
 use crate::metrics::METRICS;
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
-use pingora_core::protocols::raw_connect::ProxyDigest;
-use pingora_core::protocols::{
-    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
-    TimingDigest, UniqueID, UniqueIDType, ALPN,
-};
+use pingora_core::protocols::{Shutdown, Ssl, Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -176,35 +172,10 @@ impl Shutdown for TlsIo {
     }
 }
 
-impl UniqueID for TlsIo {
-    fn id(&self) -> UniqueIDType {
-        self.tcp().id()
-    }
-}
-
 impl Ssl for TlsIo {
     fn selected_alpn_proto(&self) -> Option<ALPN> {
         self.alpn.clone()
     }
 }
 
-impl GetTimingDigest for TlsIo {
-    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        self.tcp().get_timing_digest()
-    }
-}
-
-impl GetProxyDigest for TlsIo {
-    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        self.tcp().get_proxy_digest()
-    }
-}
-
-impl GetSocketDigest for TlsIo {
-    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        self.tcp().get_socket_digest()
-    }
-}
-
-#[async_trait]
-impl Peek for TlsIo {}
+io_digests_from_inner!(TlsIo, |s| s.tcp());
