@@ -47,6 +47,9 @@ enum State {
     },
     /// Past the head: body bytes, or a pipelined request Pingora buffers.
     Body,
+    /// After `101 Switching Protocols` the bytes are another protocol's
+    /// (WebSocket): never read as a head again.
+    Tunnel,
     /// Writing the refusal, then the connection ends.
     Refusing(Vec<u8>, usize),
 }
@@ -77,6 +80,19 @@ impl HeadGuard {
             bytes: 0,
             tail: [0; 3],
             deadline: None,
+        }
+    }
+
+    /// The edge writes `bytes` of a response: after a final response the
+    /// next bytes read are a new head; after a 101 they never are.
+    fn responding(&mut self, bytes: &[u8]) {
+        if !matches!(self.state, State::Body) {
+            return;
+        }
+        if bytes.starts_with(b"HTTP/1.1 101") {
+            self.state = State::Tunnel;
+        } else if !bytes.starts_with(b"HTTP/1.1 100") {
+            self.state = Self::next_head();
         }
     }
 
@@ -128,7 +144,7 @@ impl AsyncRead for HeadGuard {
                     let _ = Pin::new(&mut this.inner).poll_flush(cx);
                     return Poll::Ready(Err(std::io::ErrorKind::InvalidData.into()));
                 }
-                State::Body => return Pin::new(&mut this.inner).poll_read(cx, buf),
+                State::Body | State::Tunnel => return Pin::new(&mut this.inner).poll_read(cx, buf),
                 State::Head {
                     bytes,
                     tail,
@@ -198,10 +214,7 @@ impl AsyncWrite for HeadGuard {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
-        // A response (not an interim 100 Continue): the next bytes are a head.
-        if matches!(this.state, State::Body) && !buf.starts_with(b"HTTP/1.1 100") {
-            this.state = Self::next_head();
-        }
+        this.responding(buf);
         Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
@@ -219,11 +232,8 @@ impl AsyncWrite for HeadGuard {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
-        let first = bufs.iter().find(|b| !b.is_empty());
-        if matches!(this.state, State::Body)
-            && !first.is_some_and(|b| b.starts_with(b"HTTP/1.1 100"))
-        {
-            this.state = Self::next_head();
+        if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
+            this.responding(first);
         }
         Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
