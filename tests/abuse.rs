@@ -245,6 +245,18 @@ async fn beyond_the_connection_limits_new_clients_are_closed_and_admin_still_ans
     for _ in 0..3 {
         held.push(connect_from("127.0.0.1", edge.http).await);
     }
+    // Admission happens in each connection's task, not in accept order:
+    // wait until the three hold their places before trying a fourth.
+    let holding = |n: f64| {
+        let edge = &edge;
+        async move {
+            eventually(Duration::from_secs(10), || async {
+                edge.metric("edgepop_connections_open").await == n
+            })
+            .await
+        }
+    };
+    assert!(holding(3.0).await, "three idle connections not admitted");
     let full_for_one = eventually(Duration::from_secs(5), || async {
         !answered(connect_from("127.0.0.1", edge.http).await).await
     })
@@ -255,6 +267,10 @@ async fn beyond_the_connection_limits_new_clients_are_closed_and_admin_still_ans
     );
     // Another client still gets in, and takes the last place of four.
     held.push(connect_from("127.0.0.2", edge.http).await);
+    assert!(
+        holding(4.0).await,
+        "the other client's connection not admitted"
+    );
     assert!(
         eventually(Duration::from_secs(5), || async {
             !answered(connect_from("127.0.0.3", edge.http).await).await
