@@ -39,11 +39,11 @@ fn refusal(status: &str, reason: &str) -> Vec<u8> {
 
 enum State {
     /// Reading a head: bytes so far, the last 3 (for an empty line split
-    /// over reads), and its deadline once its first byte came.
+    /// over reads), and whether its deadline runs (from its first byte).
     Head {
         bytes: usize,
         tail: [u8; 3],
-        deadline: Option<Pin<Box<Sleep>>>,
+        armed: bool,
     },
     /// Past the head: body bytes, or a pipelined request Pingora buffers.
     Body,
@@ -58,6 +58,9 @@ pub struct HeadGuard {
     inner: Stream,
     limits: HeadLimits,
     state: State,
+    /// One timer per connection, reset for each head (no allocation and no
+    /// new timer per request on a keep-alive connection).
+    deadline: Pin<Box<Sleep>>,
 }
 
 impl HeadGuard {
@@ -70,8 +73,9 @@ impl HeadGuard {
             state: State::Head {
                 bytes: 0,
                 tail: [0; 3],
-                deadline: Some(Box::pin(tokio::time::sleep(limits.timeout))),
+                armed: true,
             },
+            deadline: Box::pin(tokio::time::sleep(limits.timeout)),
         }
     }
 
@@ -79,7 +83,7 @@ impl HeadGuard {
         State::Head {
             bytes: 0,
             tail: [0; 3],
-            deadline: None,
+            armed: false,
         }
     }
 
@@ -116,10 +120,12 @@ fn head_end(tail: [u8; 3], new: &[u8]) -> Option<usize> {
 }
 
 fn last3(tail: [u8; 3], new: &[u8]) -> [u8; 3] {
-    let mut all = tail.to_vec();
-    all.extend_from_slice(&new[new.len().saturating_sub(3)..]);
-    let n = all.len();
-    [all[n - 3], all[n - 2], all[n - 1]]
+    match *new {
+        [] => tail,
+        [x] => [tail[1], tail[2], x],
+        [x, y] => [tail[2], x, y],
+        [.., x, y, z] => [x, y, z],
+    }
 }
 
 impl AsyncRead for HeadGuard {
@@ -145,16 +151,12 @@ impl AsyncRead for HeadGuard {
                     return Poll::Ready(Err(std::io::ErrorKind::InvalidData.into()));
                 }
                 State::Body | State::Tunnel => return Pin::new(&mut this.inner).poll_read(cx, buf),
-                State::Head {
-                    bytes,
-                    tail,
-                    deadline,
-                } => {
+                State::Head { bytes, tail, armed } => {
                     let before = buf.filled().len();
                     match Pin::new(&mut this.inner).poll_read(cx, buf) {
                         Poll::Pending => {
-                            if let Some(d) = deadline {
-                                if d.as_mut().poll(cx).is_ready() {
+                            if *armed {
+                                if this.deadline.as_mut().poll(cx).is_ready() {
                                     this.refuse(
                                         refusal(
                                             "408 Request Timeout",
@@ -174,10 +176,10 @@ impl AsyncRead for HeadGuard {
                     if new.is_empty() {
                         return Poll::Ready(Ok(())); // EOF
                     }
-                    if deadline.is_none() {
-                        *deadline = Some(Box::pin(tokio::time::sleep_until(
-                            Instant::now() + this.limits.timeout,
-                        )));
+                    if !*armed {
+                        let at = Instant::now() + this.limits.timeout;
+                        this.deadline.as_mut().reset(at);
+                        *armed = true;
                     }
                     match head_end(*tail, new) {
                         Some(end) if *bytes + end <= this.limits.max_bytes => {
@@ -281,5 +283,8 @@ mod tests {
         assert_eq!(head_end([0; 3], b"GET / HTTP/1.0\n\n"), Some(16));
         assert_eq!(head_end([0; 3], b"GET / HTTP/1.1\r\nHost: a\r\n"), None);
         assert_eq!(last3(*b"abc", b"de"), *b"cde");
+        assert_eq!(last3(*b"abc", b"d"), *b"bcd");
+        assert_eq!(last3(*b"abc", b""), *b"abc");
+        assert_eq!(last3(*b"abc", b"defg"), *b"efg");
     }
 }

@@ -96,16 +96,13 @@ impl EdgeProxy {
                 .await?;
             return Ok(true);
         }
-        let lengths: Vec<_> = req
-            .headers
-            .get_all(http::header::CONTENT_LENGTH)
-            .iter()
-            .collect();
         let plain = |v: &http::HeaderValue| {
             let v = v.as_bytes();
             !v.is_empty() && v.len() <= 19 && v.iter().all(u8::is_ascii_digit)
         };
-        if lengths.len() > 1 || lengths.first().is_some_and(|v| !plain(v)) {
+        let mut lengths = req.headers.get_all(http::header::CONTENT_LENGTH).iter();
+        let (first, second) = (lengths.next(), lengths.next());
+        if second.is_some() || first.is_some_and(|v| !plain(v)) {
             let reason = "Content-Length must be one number, sent once".to_string();
             respond::error(session, ctx, StatusCode::BAD_REQUEST, reason, None).await?;
             return Ok(true);
