@@ -155,17 +155,15 @@ impl AsyncRead for HeadGuard {
                     let before = buf.filled().len();
                     match Pin::new(&mut this.inner).poll_read(cx, buf) {
                         Poll::Pending => {
-                            if *armed {
-                                if this.deadline.as_mut().poll(cx).is_ready() {
-                                    this.refuse(
-                                        refusal(
-                                            "408 Request Timeout",
-                                            "the request head came too slowly",
-                                        ),
-                                        "head_timeout",
-                                    );
-                                    continue;
-                                }
+                            if *armed && this.deadline.as_mut().poll(cx).is_ready() {
+                                this.refuse(
+                                    refusal(
+                                        "408 Request Timeout",
+                                        "the request head came too slowly",
+                                    ),
+                                    "head_timeout",
+                                );
+                                continue;
                             }
                             return Poll::Pending;
                         }
