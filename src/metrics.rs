@@ -26,6 +26,7 @@ pub struct Metrics {
     pub connections_open: IntGauge,
     pub connections_refused: IntCounterVec,
     pub client_limits: IntCounterVec,
+    pub client_cancelled: IntCounterVec,
     pub tls_issuance: IntCounterVec,
     pub tls_issuance_failures: IntCounterVec,
     pub tls_issue_seconds: Histogram,
@@ -140,9 +141,17 @@ impl Metrics {
         let client_limits = IntCounterVec::new(
             Opts::new(
                 "client_limits_total",
-                "Client connections ended by a limit: head_too_large (431, proxy.max_head_bytes), head_timeout (408, proxy.head_timeout)",
+                "Requests ended by a client limit: head_too_large (431, proxy.max_head_bytes), head_timeout (408, proxy.head_timeout), body_timeout (408, proxy.body_timeout)",
             ),
             &["limit"],
+        )
+        .expect("metric");
+        let client_cancelled = IntCounterVec::new(
+            Opts::new(
+                "client_cancelled_total",
+                "Requests the client gave up on (HTTP/2 stream reset, connection closed), by when: before_origin (no origin saw it), in_flight",
+            ),
+            &["when"],
         )
         .expect("metric");
         let tls_handshakes = IntCounterVec::new(
@@ -190,8 +199,9 @@ impl Metrics {
             &["type"],
         )
         .expect("metric");
-        let collectors: [Box<dyn prometheus::core::Collector>; 22] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 23] = [
             Box::new(client_limits.clone()),
+            Box::new(client_cancelled.clone()),
             Box::new(connections_open.clone()),
             Box::new(connections_refused.clone()),
             Box::new(tls_pending.clone()),
@@ -236,6 +246,7 @@ impl Metrics {
             connections_open,
             connections_refused,
             client_limits,
+            client_cancelled,
             tls_issuance,
             tls_issuance_failures,
             tls_issue_seconds,

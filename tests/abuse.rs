@@ -373,3 +373,64 @@ async fn a_slowloris_head_is_cut_at_the_head_deadline() {
             >= 2.0
     );
 }
+
+/// Sends a POST head promising 100 bytes, then the body in `pieces` of one
+/// byte `every` apart, and reads what the edge answers.
+async fn slow_body(edge: &Edge, pieces: usize, every: Duration) -> String {
+    let mut s = TcpStream::connect(edge.http).await.unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: ok.test\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let trickle = async move {
+        for _ in 0..pieces {
+            tokio::time::sleep(every).await;
+            if wr.write_all(b"x").await.is_err() {
+                break;
+            }
+        }
+        // Held open, silent, until the edge answers.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    };
+    let mut out = Vec::new();
+    tokio::select! {
+        _ = trickle => {}
+        _ = tokio::time::timeout(Duration::from_secs(20), rd.read_to_end(&mut out)) => {}
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_request_body_is_408_and_not_held_against_the_origin() {
+    let origin = Origin::start(Duration::from_millis(1)).await;
+    let edge = edge_with(
+        &origin,
+        "[proxy]\nbody_timeout = \"1s\"\nread_timeout = \"2s\"",
+    )
+    .await;
+    let server = |status: &serde_json::Value| status["pools"][0]["servers"][0].clone();
+
+    // A body that stops (10 of 100 bytes, then silence): the pause between
+    // two reads passes body_timeout. A body trickled one byte every 300 ms:
+    // each pause is short, but it falls behind body_min_rate (due 1 s after
+    // the head plus 1 s per 500 bytes).
+    for (pieces, every) in [(0, Duration::ZERO), (90, Duration::from_millis(300))] {
+        let r = slow_body(&edge, pieces, every).await;
+        assert!(r.starts_with("HTTP/1.1 408"), "{pieces} pieces: {r}");
+        assert!(r.contains("request body was not received in time"), "{r}");
+        let s = server(&edge.status().await);
+        assert_eq!(s["inflight"], 0, "{pieces} pieces: {s}");
+        assert_eq!(
+            s["ejected"], false,
+            "the client's slowness ejected the origin: {s}"
+        );
+    }
+    assert_eq!(
+        edge.metric("edgepop_client_limits_total{limit=\"body_timeout\"}")
+            .await,
+        2.0
+    );
+    // The origin was never blamed: max_fails = 1 would have ejected it.
+    let r = edge.get("ok.test", "/").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}

@@ -113,13 +113,16 @@ async fn unknown_and_suspended_names_are_refused_without_issuance() {
     for host in ["nope.test", "gone.test"] {
         let err = t.client(host, false).get(t.url(host)).send().await;
         assert!(err.is_err(), "{host} must not get a handshake");
+        // A refused handshake ends with a TLS alert, not a bare close.
+        let said = s_client_stderr(t.https, host);
+        assert!(said.contains("alert access denied"), "{host}: {said}");
     }
     assert_eq!(t.issued().await, 0.0);
     assert_eq!(
         t.edge
             .metric("edgepop_tls_handshakes_total{result=\"refused\"}")
             .await,
-        2.0
+        4.0
     );
     assert!(!t
         .edge
@@ -172,6 +175,22 @@ async fn restart_keeps_certificates() {
         0.0,
         "the stored certificate was reused, not reissued"
     );
+}
+
+/// What `openssl s_client` says on stderr about a handshake with `name`.
+fn s_client_stderr(addr: SocketAddr, name: &str) -> String {
+    let out = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &addr.to_string(),
+            "-servername",
+            name,
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn s_client(addr: SocketAddr, name: &str, version: &str) -> bool {
@@ -332,4 +351,117 @@ async fn a_revoked_certificate_is_dropped_and_replaced() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no stored certificate for nothing.test"));
+}
+
+/// An HTTP/2 connection over TLS to `addr` for `host`, trusting `root`.
+async fn h2_connect(
+    addr: SocketAddr,
+    host: &str,
+    root: &std::path::Path,
+) -> h2::client::SendRequest<bytes::Bytes> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_file_iter(root).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from(host.to_string()).unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    let (send, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reset_streams_are_cancelled_and_logged_once_per_connection() {
+    // An origin that takes its time: a stream it sees is still in flight
+    // when the client resets it.
+    let slow = Origin::start(Duration::from_secs(3)).await;
+    let t = tls_edge(&format!(
+        "{}{}",
+        pool("enterprise", &[(slow.addr, 1)]),
+        site("slow.test", "enterprise", "active")
+    ))
+    .await;
+    // The certificate first, so the h2 connection is not the first handshake.
+    assert_eq!(t.get("slow.test", false).await.unwrap().status(), 200);
+
+    let mut send = h2_connect(t.https, "slow.test", &t.root()).await;
+    let streams = 10;
+    for i in 0..streams {
+        send = send.ready().await.unwrap();
+        let req = http::Request::get(format!("https://slow.test:{}/r{i}", t.https.port()))
+            .body(())
+            .unwrap();
+        let (_response, mut stream) = send.send_request(req, true).unwrap();
+        // Half of them at once (before the edge can act), half a moment later.
+        if i % 2 == 1 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        stream.send_reset(h2::Reason::CANCEL);
+    }
+    // Every reset stream ends cancelled: before the origin, or in flight.
+    let metric = |when: &'static str| {
+        let edge = &t.edge;
+        async move {
+            edge.metric(&format!(
+                "edgepop_client_cancelled_total{{when=\"{when}\"}}"
+            ))
+            .await
+        }
+    };
+    let all = eventually(Duration::from_secs(15), || async {
+        metric("before_origin").await + metric("in_flight").await == streams as f64
+    })
+    .await;
+    let (before, during) = (metric("before_origin").await, metric("in_flight").await);
+    assert!(
+        all,
+        "cancelled: {before} before the origin, {during} in flight"
+    );
+    assert!(
+        before >= 1.0,
+        "no stream reset at once was kept from the origin"
+    );
+    assert!(
+        slow.hits() < streams,
+        "all {streams} reset streams reached the origin"
+    );
+    // The log has one line for the connection, not one per stream.
+    let log = t.edge.stderr();
+    assert_eq!(
+        log.matches("client cancelled a request").count(),
+        1,
+        "{log}"
+    );
+    assert!(!log.contains("Fail to proxy"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_for_another_site_than_the_sni_is_421_unless_the_site_allows_it() {
+    let t = tls_edge(&format!(
+        "{}{}allow_fronting = true\n",
+        site("other.test", "public", "active"),
+        site("open.test", "public", "active"),
+    ))
+    .await;
+    let client = t.client("shop.test", true);
+    let ask = |host: &'static str| client.get(t.url("shop.test")).header("host", host).send();
+    // The connection's own name, then another seller's name on it.
+    assert_eq!(ask("shop.test").await.unwrap().status(), 200);
+    let r = ask("other.test").await.unwrap();
+    assert_eq!(r.status(), 421);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("opened for shop.test"), "{body}");
+    // A site that allows it is served on any connection.
+    assert_eq!(ask("open.test").await.unwrap().status(), 200);
+    assert_eq!(t.origin.hits(), 2, "the fronted request reached the origin");
 }

@@ -11,6 +11,7 @@ use crate::proxy::{access_log, EdgeProxy, Scheme};
 use crate::tls::challenge::Challenges;
 use crate::tls::listener::H1Wrap;
 use crate::tls::listener::TlsApp;
+use crate::tls::sni::SniBook;
 use crate::tls::{load_static, CertManager, IssuePolicy, TlsSettings};
 use async_trait::async_trait;
 use pingora_core::apps::HttpServerOptions;
@@ -153,7 +154,9 @@ fn https_service(
 ) -> Result<Service<HttpsApp>, Box<dyn Error>> {
     // The edge decides which names get a certificate: its active domains.
     let certs = cert_manager(tls, edge.clone(), node)?;
-    let mut http = pingora_proxy::http_proxy(conf, EdgeProxy::new(edge.clone(), Scheme::Https));
+    let sni = Arc::new(SniBook::default());
+    let proxy = EdgeProxy::new(edge.clone(), Scheme::Https).with_sni(sni.clone());
+    let mut http = pingora_proxy::http_proxy(conf, proxy);
     http.server_options = Some(server_options(&edge.state().config.proxy));
     let http = Arc::new(http);
     let certs = Arc::new(certs);
@@ -165,6 +168,7 @@ fn https_service(
         certs,
         http,
         h1_wrap: Some(h1_wrap),
+        sni,
     });
     let gate = Gate {
         inner: tls_app,

@@ -69,6 +69,8 @@ pub struct SiteConfig {
     pub https_redirect: Option<bool>,
     /// Overrides `tls.hsts` for this site ("" turns it off).
     pub hsts: Option<String>,
+    /// Overrides `tls.allow_fronting` for this site.
+    pub allow_fronting: Option<bool>,
 }
 
 /// A configuration error that names the file, the key and the line.

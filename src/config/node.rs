@@ -96,6 +96,17 @@ pub struct ProxyConfig {
     /// its end; slower is answered 408 (nginx `client_header_timeout`: 60 s).
     #[serde(with = "humantime_serde")]
     pub head_timeout: Duration,
+    /// Longest wait for the next piece of a request body (HTTP/1; nginx
+    /// `client_body_timeout`: 60 s). A body still unfinished when the
+    /// origin's `read_timeout` runs out is late too: either way 408, the
+    /// client's fault, never counted against the origin.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// A body trickled in small pieces must keep this average: it is due
+    /// `body_timeout` after the head plus one second per this many bytes
+    /// received (Apache `mod_reqtimeout`: body=20, MinRate=500). 0: no
+    /// rate, only the pause limit.
+    pub body_min_rate: u64,
 }
 
 impl Default for ProxyConfig {
@@ -110,6 +121,8 @@ impl Default for ProxyConfig {
             keepalive_requests: 1000,
             max_head_bytes: 32 * 1024,
             head_timeout: Duration::from_secs(20),
+            body_timeout: Duration::from_secs(20),
+            body_min_rate: 500,
         }
     }
 }

@@ -44,6 +44,11 @@ pub struct TlsConfig {
     pub redirect_http: bool,
     /// `strict-transport-security` value on HTTPS responses, e.g. "max-age=31536000".
     pub hsts: Option<String>,
+    /// Serve an HTTPS request whose Host is another name than the one its
+    /// connection was opened for (SNI). Off: 421, so one seller's name
+    /// cannot front for another's site (per site: `allow_fronting`).
+    #[serde(default)]
+    pub allow_fronting: bool,
     /// Certificates from an ACME CA; without this table the local CA issues.
     pub acme: Option<AcmeConfig>,
     /// Where certificates, the ACME account, challenges and locks are kept.

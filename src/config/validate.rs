@@ -32,17 +32,15 @@ impl Config {
                 "must be at least 1024".into(),
             );
         }
-        if self.proxy.head_timeout < std::time::Duration::from_secs(1) {
-            return at(
-                &["proxy".into(), "head_timeout".into()],
-                "must be at least 1s".into(),
-            );
-        }
-        if self.proxy.keepalive_timeout < std::time::Duration::from_secs(1) {
-            return at(
-                &["proxy".into(), "keepalive_timeout".into()],
-                "must be at least 1s".into(),
-            );
+        let second = std::time::Duration::from_secs(1);
+        for (key, value) in [
+            ("head_timeout", self.proxy.head_timeout),
+            ("keepalive_timeout", self.proxy.keepalive_timeout),
+            ("body_timeout", self.proxy.body_timeout),
+        ] {
+            if value < second {
+                return at(&["proxy".into(), key.into()], "must be at least 1s".into());
+            }
         }
         if self.proxy.max_tries == 0 {
             return at(

@@ -93,6 +93,8 @@ pub struct RequestCtx {
     pub hsts: Option<String>,
     /// What went wrong, in full (logged; clients get a short reason).
     pub error_reason: Option<String>,
+    /// Request body bytes read from the client so far.
+    pub body_received: u64,
     /// Counts this request as in flight for draining until dropped.
     _active: ActiveRequest,
 }
@@ -116,6 +118,7 @@ impl RequestCtx {
             origin_elapsed: None,
             error_reason: None,
             hsts: None,
+            body_received: 0,
             _active: active,
         }
     }

@@ -15,6 +15,7 @@
 //! 7. `logging`: metrics and the JSON access log.
 
 pub mod access_log;
+mod cancel;
 mod ctx;
 pub mod gate;
 pub mod head;
@@ -26,9 +27,13 @@ pub mod route;
 pub use ctx::{CacheStatus, RequestCtx, Scheme};
 
 use crate::cache::Lookup;
-use crate::domain::{Authority, DomainRecord, DomainStatus};
+use crate::domain::{Authority, DomainRecord, DomainStatus, Hostname};
 use crate::edge::Edge;
+use crate::metrics::METRICS;
 use crate::tls::challenge::ChallengeKey;
+use crate::tls::policy::HttpsPolicy;
+use crate::tls::sni::SniBook;
+use crate::tls::CertManager;
 use async_trait::async_trait;
 use http::StatusCode;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -36,12 +41,16 @@ use pingora_core::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::sync::Arc;
+use std::time::Duration;
 use tracing::warn;
 
 pub struct EdgeProxy {
     edge: Arc<Edge>,
     /// The listener this proxy serves.
     scheme: Scheme,
+    cancellations: cancel::Cancellations,
+    /// HTTPS: the name each connection was opened for.
+    sni: Option<Arc<SniBook>>,
 }
 
 impl EdgeProxy {
@@ -53,7 +62,38 @@ impl EdgeProxy {
     }
 
     pub fn new(edge: Arc<Edge>, scheme: Scheme) -> Self {
-        EdgeProxy { edge, scheme }
+        EdgeProxy {
+            edge,
+            scheme,
+            cancellations: cancel::Cancellations::default(),
+            sni: None,
+        }
+    }
+
+    /// For HTTPS: requests are held against their connection's SNI.
+    pub fn with_sni(mut self, book: Arc<SniBook>) -> Self {
+        self.sni = Some(book);
+        self
+    }
+
+    /// The name an HTTPS connection was opened for, when a request on it
+    /// asks for a site that may not be reached that way (domain fronting).
+    fn fronted(
+        &self,
+        session: &Session,
+        host: &Hostname,
+        policy: &HttpsPolicy,
+    ) -> Option<Hostname> {
+        let connection = session.client_addr()?.as_inet()?;
+        let sni = self.sni.as_ref()?.name(connection)?;
+        let coalesced = |c: &Arc<CertManager>| c.one_certificate(&sni, host);
+        if &sni == host
+            || policy.fronting_allowed(host)
+            || self.edge.certs.get().is_some_and(coalesced)
+        {
+            return None;
+        }
+        Some(sni)
     }
 
     /// The Host of the request: the URI authority (HTTP/2 `:authority`,
@@ -84,6 +124,8 @@ impl EdgeProxy {
         // Pipelined requests are read from what the client already sent
         // and answered in order instead of being dropped with the buffer.
         session.set_pipelining_enabled(true);
+        // Each read of the request body (HTTP/1) waits this long at most.
+        session.set_read_timeout(Some(proxy.body_timeout));
 
         let req = session.req_header();
         if req.method == http::Method::TRACE || req.method.as_str() == "TRACK" {
@@ -156,6 +198,18 @@ impl EdgeProxy {
         session.req_header().method.is_idempotent()
             && ctx.tried.len() < ctx.state.config.proxy.max_tries
             && ctx.tried.len() < pool_size
+    }
+
+    /// A read timed out because the client's body is late: its own read
+    /// (downstream), or the origin's while the body is still unfinished.
+    fn body_late(session: &mut Session, e: &Error) -> bool {
+        use pingora_core::ErrorSource;
+        matches!(e.etype(), ErrorType::ReadTimedout)
+            && match e.esource() {
+                ErrorSource::Downstream => true,
+                ErrorSource::Upstream => !session.is_body_done(),
+                _ => false,
+            }
     }
 
     fn record_origin_failure(ctx: &mut RequestCtx) {
@@ -238,6 +292,15 @@ impl ProxyHttp for EdgeProxy {
         }
         if let Some(policy) = &ctx.state.https {
             if ctx.scheme == Scheme::Https {
+                if let Some(sni) = self.fronted(session, &domain.hostname, policy) {
+                    let reason = format!(
+                        "this connection was opened for {sni}: open one for {}",
+                        domain.hostname
+                    );
+                    respond::error(session, ctx, StatusCode::MISDIRECTED_REQUEST, reason, None)
+                        .await?;
+                    return Ok(true);
+                }
                 ctx.hsts = policy.hsts(&domain.hostname).map(str::to_string);
             } else {
                 let target = session
@@ -259,6 +322,16 @@ impl ProxyHttp for EdgeProxy {
             let reason = format!("no origin pool for tier {}", domain.tier.as_str());
             let retry = Some(ctx.state.config.proxy.retry_after);
             respond::error(session, ctx, StatusCode::SERVICE_UNAVAILABLE, reason, retry).await?;
+            return Ok(true);
+        }
+        // A stream the client reset already (a rapid-reset burst) costs the
+        // origin nothing: no answer, no connection, no slot.
+        if let Some(why) = cancel::stream_gone(session.as_downstream_mut()) {
+            METRICS
+                .client_cancelled
+                .with_label_values(&["before_origin"])
+                .inc();
+            ctx.error_reason = Some(why);
             return Ok(true);
         }
         Ok(false)
@@ -320,6 +393,17 @@ impl ProxyHttp for EdgeProxy {
         _client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
+        if Self::body_late(session, &e) {
+            // The origin waits for a body the client is slow to send: 408,
+            // the origin's slot given back now, no failure held against it.
+            ctx.inflight = None;
+            METRICS
+                .client_limits
+                .with_label_values(&["body_timeout"])
+                .inc();
+            let why = "the request body was not received in time";
+            return Error::because(ErrorType::HTTPStatus(408), why, e);
+        }
         // A slow origin is answered 504 at once: retrying would double the wait.
         let timed_out = matches!(
             e.etype(),
@@ -334,6 +418,36 @@ impl ProxyHttp for EdgeProxy {
             && Self::retry_allowed(session, ctx);
         e.set_retry(retry);
         e
+    }
+
+    /// A body trickled in small pieces (each within `body_timeout` of the
+    /// last) still has a due time: `body_timeout` after the head, plus a
+    /// second per `body_min_rate` bytes received.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.body_received += body.as_ref().map_or(0, |b| b.len() as u64);
+        let proxy = &ctx.state.config.proxy;
+        if end_of_stream || proxy.body_min_rate == 0 {
+            return Ok(());
+        }
+        let earned = Duration::from_secs_f64(ctx.body_received as f64 / proxy.body_min_rate as f64);
+        if ctx.started.elapsed() > proxy.body_timeout + earned {
+            let why = format!(
+                "request body slower than {} bytes/s ({} bytes in {:?})",
+                proxy.body_min_rate,
+                ctx.body_received,
+                ctx.started.elapsed()
+            );
+            let mut e = Error::explain(ErrorType::ReadTimedout, why);
+            e.as_down();
+            return Err(e);
+        }
+        Ok(())
     }
 
     async fn upstream_request_filter(
@@ -393,10 +507,8 @@ impl ProxyHttp for EdgeProxy {
             }
             _ => match e.esource() {
                 ErrorSource::Upstream => 502,
-                ErrorSource::Downstream => match e.etype() {
-                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
-                    _ => 400,
-                },
+                ErrorSource::Downstream if cancel::by_client(e) => 0,
+                ErrorSource::Downstream => 400,
                 ErrorSource::Internal | ErrorSource::Unset => 500,
             },
         };
@@ -426,8 +538,26 @@ impl ProxyHttp for EdgeProxy {
         }
     }
 
+    /// A client's cancellations are counted, and logged once per connection.
+    fn suppress_error_log(&self, session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
+        if !cancel::by_client(e) {
+            return false;
+        }
+        let connection = session.client_addr().and_then(|a| a.as_inet()).copied();
+        if let Some(connection) = connection.filter(|c| self.cancellations.first_on(*c)) {
+            warn!(client = %connection, "client cancelled a request (later ones on this connection are counted, not logged): {e}");
+        }
+        true
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         ctx.inflight = None;
+        if e.is_some_and(cancel::by_client) {
+            METRICS
+                .client_cancelled
+                .with_label_values(&["in_flight"])
+                .inc();
+        }
         access_log::record(session, e, ctx);
     }
 }

@@ -6,13 +6,18 @@
 
 use super::challenge::ACME_TLS_ALPN;
 use super::manager::CertManager;
+use super::sni::SniBook;
+use crate::domain::Hostname;
 use crate::metrics::METRICS;
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::{Shutdown, Ssl, Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -23,12 +28,40 @@ use tracing::debug;
 /// Bounds a client that opens a connection and never finishes its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A config with no certificate for any name: a refused hello handed to
+/// it ends in rustls's fatal alert (access_denied) before any key exchange.
+fn refusal() -> Arc<ServerConfig> {
+    static REFUSAL: OnceLock<Arc<ServerConfig>> = OnceLock::new();
+    REFUSAL
+        .get_or_init(|| {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default versions")
+                .with_no_client_auth()
+                .with_cert_resolver(Arc::new(NoCertificate));
+            Arc::new(config)
+        })
+        .clone()
+}
+
+#[derive(Debug)]
+struct NoCertificate;
+
+impl ResolvesServerCert for NoCertificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        None
+    }
+}
+
 pub struct TlsApp<A> {
     pub certs: Arc<CertManager>,
     pub http: Arc<A>,
     /// Wraps a decrypted HTTP/1 stream before the HTTP app reads it (the
     /// proxy's request-head limits); HTTP/2 streams go on as they are.
     pub h1_wrap: Option<H1Wrap>,
+    /// Each live connection's SNI, for the request path's fronting check.
+    pub sni: Arc<SniBook>,
 }
 
 /// See `TlsApp::h1_wrap`.
@@ -63,6 +96,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsApp<A> {
             Err(why) => {
                 debug!(sni = ?sni, %why, "handshake refused");
                 METRICS.tls_handshakes.with_label_values(&["refused"]).inc();
+                // The client is told with an alert, not a bare close.
+                let _ = tokio::time::timeout(HELLO_TIMEOUT, start.into_stream(refusal())).await;
                 return None;
             }
         };
@@ -74,6 +109,13 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsApp<A> {
             }
         };
         METRICS.tls_handshakes.with_label_values(&["ok"]).inc();
+        let client = tls
+            .get_ref()
+            .0
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied());
+        let named = sni.as_deref().and_then(|n| Hostname::parse(n).ok());
+        let _sni = client.zip(named).map(|(c, n)| self.sni.enter(c, n));
         // Keep-alive: the HTTP app hands the stream back after each request;
         // it stays inside this TLS session rather than going back to the
         // listener (which would start a new handshake on it).

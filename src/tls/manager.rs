@@ -119,6 +119,15 @@ impl CertManager {
         self.served.entry_count() + self.statics.len() as u64
     }
 
+    /// `a` and `b` are served by one static certificate (a client may send
+    /// requests for both on one connection: HTTP/2 coalescing).
+    pub fn one_certificate(&self, a: &Hostname, b: &Hostname) -> bool {
+        match (self.statics.get(a), self.statics.get(b)) {
+            (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+            _ => false,
+        }
+    }
+
     pub async fn stored(&self) -> Result<usize, StoreError> {
         self.store.count().await
     }

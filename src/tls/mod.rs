@@ -16,6 +16,7 @@ mod limits;
 pub mod listener;
 mod manager;
 pub mod policy;
+pub mod sni;
 pub mod store;
 
 pub use cert::{load_static, server_config, validity, IssuedCert};

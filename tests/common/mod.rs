@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{HeaderMap, Request, Response};
@@ -85,6 +85,8 @@ impl Origin {
                             if !health {
                                 hits.fetch_add(1, Ordering::Relaxed);
                                 *last.lock().unwrap() = Some(req.headers().clone());
+                                // As an application does: the whole body, then the answer.
+                                let _ = req.into_body().collect().await;
                                 tokio::time::sleep(delay).await;
                             }
                             Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!(
