@@ -434,3 +434,115 @@ async fn a_slow_request_body_is_408_and_not_held_against_the_origin() {
     let r = edge.get("ok.test", "/").send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
+/// Raises this process's descriptor limit (the edge inherits it) towards
+/// `want`, as far as the machine allows; returns the limit now in force.
+fn raise_nofile(want: u64) -> u64 {
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+        let raised = libc::rlimit {
+            rlim_cur: want.max(r.rlim_cur),
+            rlim_max: want.max(r.rlim_max),
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+            // Only root may raise the hard limit: take all of it.
+            let soft = libc::rlimit {
+                rlim_cur: r.rlim_max,
+                rlim_max: r.rlim_max,
+            };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &soft);
+        }
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+        r.rlim_cur
+    }
+}
+
+/// Resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// A keep-alive connection from `ip` that has had one answer and now idles.
+async fn idle_after_one_request(ip: String, to: SocketAddr) -> Option<TcpStream> {
+    let mut s = connect_from(&ip, to).await;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: ok.test\r\n\r\n")
+        .await
+        .ok()?;
+    let mut buf = [0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    buf[..n].starts_with(b"HTTP/1.1 200").then_some(s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_thousand_idle_connections_leave_room_for_clients_and_health_checks() {
+    // Each idle connection costs a descriptor here and one in the edge,
+    // which holds at most half of its own limit (after a reserve). Root
+    // may raise the limits; where the machine's hard limit is lower (20,000
+    // here, not raisable in this sandbox), as many as the edge may hold.
+    let nofile = raise_nofile(65_536) as usize;
+    let origin = Origin::start(Duration::from_millis(1)).await;
+    let edge = edge_with(&origin, "").await;
+    let budget = edge
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("client connection limit"))
+        .find_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            v["fields"]["max_connections"].as_u64()
+        })
+        .expect("the edge logs its connection limit") as usize;
+    let wanted = 20_000.min(budget - 100).min(nofile - 1_000);
+    let pid = edge.child.id();
+    let before = rss_kib(pid);
+
+    // From 25 client addresses, under the per-client limit of 1024.
+    let mut held = Vec::with_capacity(wanted);
+    let mut batch = tokio::task::JoinSet::new();
+    for i in 0..wanted {
+        let ip = format!("127.0.1.{}", 1 + i % 25);
+        batch.spawn(idle_after_one_request(ip, edge.http));
+        if batch.len() == 250 || i + 1 == wanted {
+            while let Some(r) = batch.join_next().await {
+                held.extend(r.unwrap());
+            }
+        }
+    }
+    assert_eq!(held.len(), wanted, "not every connection was answered");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            edge.metric("edgepop_connections_open").await == wanted as f64
+        })
+        .await,
+        "the edge does not hold {wanted} connections"
+    );
+
+    // A new client and the health checks are still served.
+    assert!(answered(connect_from("127.0.2.1", edge.http).await).await);
+    assert_eq!(edge.admin_get("/healthz").await.0, 200);
+    assert_eq!(edge.admin_get("/readyz").await.0, 200);
+
+    let after = rss_kib(pid);
+    let per_connection = (after.saturating_sub(before)) as f64 * 1024.0 / wanted as f64;
+    eprintln!(
+        "{wanted} idle connections: RSS {before} KiB -> {after} KiB, {per_connection:.0} bytes each"
+    );
+    // Measured about 8 KiB each (docs/BENCHMARKS.md, benches/abuse.sh);
+    // waiting inside Pingora's request future cost about 30 KiB.
+    assert!(
+        per_connection < 16.0 * 1024.0,
+        "{per_connection:.0} bytes per idle connection"
+    );
+    drop(held);
+}

@@ -7,6 +7,7 @@ use crate::edge::Edge;
 use crate::failover::{Facts, Readiness, Vitals};
 use crate::proxy::gate::{Connections, Gate};
 use crate::proxy::head::{HeadGuard, HeadLimits};
+use crate::proxy::idle::H1Server;
 use crate::proxy::{access_log, EdgeProxy, Scheme};
 use crate::tls::challenge::Challenges;
 use crate::tls::listener::H1Wrap;
@@ -15,6 +16,7 @@ use crate::tls::sni::SniBook;
 use crate::tls::{load_static, CertManager, IssuePolicy, TlsSettings};
 use async_trait::async_trait;
 use pingora_core::apps::HttpServerOptions;
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::protocols::Stream;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{ExecutionPhase, Server, ShutdownWatch};
@@ -87,13 +89,23 @@ pub fn run(config: Config, path: &Path, upgrade: bool, daemon: bool) -> ExitCode
     );
     http.server_options = Some(server_options(&config.proxy));
     let gate = Gate {
-        inner: Arc::new(http),
+        inner: Arc::new(H1Server {
+            app: Arc::new(http),
+            edge: edge.clone(),
+        }),
         connections: connections.clone(),
         head: Some(head_limits(&config.proxy)),
     };
     let mut proxy = Service::new("edge proxy".to_string(), gate);
     for addr in &config.listen.http {
-        proxy.add_tcp(&addr.to_string());
+        // No L4 read buffer: Pingora's head and body buffers take the
+        // bytes straight from the socket; a 64 KiB buffer per connection
+        // would cost up to 64 KiB per idle keep-alive connection.
+        let unbuffered = L4BufferSettings {
+            read: Some(0),
+            write: None,
+        };
+        proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(unbuffered));
     }
 
     let readiness = Arc::new(Readiness::new(Arc::new(NodeVitals {
@@ -140,7 +152,7 @@ pub fn run(config: Config, path: &Path, upgrade: bool, daemon: bool) -> ExitCode
 }
 
 /// The HTTPS listener's app: the gate, the handshake, then the proxy.
-type HttpsApp = Gate<TlsApp<HttpProxy<EdgeProxy>>>;
+type HttpsApp = Gate<TlsApp<H1Server<HttpProxy<EdgeProxy>>>>;
 
 /// The HTTPS listeners: a Pingora listening service whose app does the
 /// handshake (waiting for on-demand certificates) and hands the decrypted
@@ -158,7 +170,10 @@ fn https_service(
     let proxy = EdgeProxy::new(edge.clone(), Scheme::Https).with_sni(sni.clone());
     let mut http = pingora_proxy::http_proxy(conf, proxy);
     http.server_options = Some(server_options(&edge.state().config.proxy));
-    let http = Arc::new(http);
+    let http = Arc::new(H1Server {
+        app: Arc::new(http),
+        edge: edge.clone(),
+    });
     let certs = Arc::new(certs);
     edge.set_certs(certs.clone());
     let limits = head_limits(&edge.state().config.proxy);

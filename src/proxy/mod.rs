@@ -20,6 +20,7 @@ mod ctx;
 pub mod gate;
 pub mod head;
 mod headers;
+pub mod idle;
 mod page;
 mod respond;
 pub mod route;
