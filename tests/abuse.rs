@@ -119,6 +119,30 @@ async fn pipelined_requests_are_answered_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_pipelined_after_an_idle_wait_and_behind_a_body_are_answered() {
+    let origin = Origin::start(Duration::from_millis(1)).await;
+    let edge = edge_with(&origin, "").await;
+    let mut s = TcpStream::connect(edge.http).await.unwrap();
+    // One request, its answer, a pause on the idle connection...
+    s.write_all(b"GET /one HTTP/1.1\r\nHost: ok.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ...then a POST with its body and a GET behind it in one write.
+    s.write_all(b"POST /two HTTP/1.1\r\nHost: ok.test\r\nContent-Length: 2\r\n\r\nabGET /three HTTP/1.1\r\nHost: ok.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{text}");
+    assert_eq!(origin.hits(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_pages_name_a_request_id_not_internals() {
     let mut dead = Origin::start(Duration::from_millis(1)).await;
     dead.kill();

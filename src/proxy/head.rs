@@ -61,6 +61,8 @@ pub struct HeadGuard {
     /// One timer per connection, reset for each head (no allocation and no
     /// new timer per request on a keep-alive connection).
     deadline: Pin<Box<Sleep>>,
+    /// Reads that returned bytes, in all (the keep-alive loop asks).
+    reads: u64,
 }
 
 impl HeadGuard {
@@ -76,7 +78,13 @@ impl HeadGuard {
                 armed: true,
             },
             deadline: Box::pin(tokio::time::sleep(limits.timeout)),
+            reads: 0,
         }
+    }
+
+    /// How many reads from the connection returned bytes so far.
+    pub fn reads(&self) -> u64 {
+        self.reads
     }
 
     fn next_head() -> State {
@@ -150,7 +158,12 @@ impl AsyncRead for HeadGuard {
                     let _ = Pin::new(&mut this.inner).poll_flush(cx);
                     return Poll::Ready(Err(std::io::ErrorKind::InvalidData.into()));
                 }
-                State::Body | State::Tunnel => return Pin::new(&mut this.inner).poll_read(cx, buf),
+                State::Body | State::Tunnel => {
+                    let before = buf.filled().len();
+                    let read = Pin::new(&mut this.inner).poll_read(cx, buf);
+                    this.reads += u64::from(buf.filled().len() > before);
+                    return read;
+                }
                 State::Head { bytes, tail, armed } => {
                     let before = buf.filled().len();
                     match Pin::new(&mut this.inner).poll_read(cx, buf) {
@@ -174,6 +187,7 @@ impl AsyncRead for HeadGuard {
                     if new.is_empty() {
                         return Poll::Ready(Ok(())); // EOF
                     }
+                    this.reads += 1;
                     if !*armed {
                         let at = Instant::now() + this.limits.timeout;
                         this.deadline.as_mut().reset(at);
