@@ -177,9 +177,9 @@ async fn restart_keeps_certificates() {
     );
 }
 
-/// What `openssl s_client` says on stderr about a handshake with `name`.
-fn s_client_stderr(addr: SocketAddr, name: &str) -> String {
-    let out = Command::new("openssl")
+/// `openssl s_client` to `addr` for `name`, with `extra` flags.
+fn s_client_run(addr: SocketAddr, name: &str, extra: &[&str]) -> std::process::Output {
+    Command::new("openssl")
         .args([
             "s_client",
             "-connect",
@@ -187,26 +187,21 @@ fn s_client_stderr(addr: SocketAddr, name: &str) -> String {
             "-servername",
             name,
         ])
+        .args(extra)
         .stdin(std::process::Stdio::null())
         .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stderr).into_owned()
+        .unwrap()
 }
 
+/// What `openssl s_client` says on stderr about a handshake with `name`.
+fn s_client_stderr(addr: SocketAddr, name: &str) -> String {
+    String::from_utf8_lossy(&s_client_run(addr, name, &[]).stderr).into_owned()
+}
+
+/// Whether a handshake with `name` at TLS `version` gets a certificate.
 fn s_client(addr: SocketAddr, name: &str, version: &str) -> bool {
-    let out = Command::new("openssl")
-        .args([
-            "s_client",
-            "-connect",
-            &addr.to_string(),
-            "-servername",
-            name,
-            version,
-        ])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).contains("BEGIN CERTIFICATE")
+    String::from_utf8_lossy(&s_client_run(addr, name, &[version]).stdout)
+        .contains("BEGIN CERTIFICATE")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -359,19 +354,7 @@ async fn h2_connect(
     host: &str,
     root: &std::path::Path,
 ) -> h2::client::SendRequest<bytes::Bytes> {
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pki_types::CertificateDer::pem_file_iter(root).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let connector = tls_connector(root, &[b"h2"]);
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = rustls_pki_types::ServerName::try_from(host.to_string()).unwrap();
     let tls = connector.connect(name, tcp).await.unwrap();

@@ -86,12 +86,9 @@ impl EdgeProxy {
         policy: &HttpsPolicy,
     ) -> Option<Hostname> {
         let connection = session.client_addr()?.as_inet()?;
-        let sni = self.sni.as_ref()?.name(connection)?;
+        let sni = self.sni.as_ref()?.other_than(connection, host)?;
         let coalesced = |c: &Arc<CertManager>| c.one_certificate(&sni, host);
-        if &sni == host
-            || policy.fronting_allowed(host)
-            || self.edge.certs.get().is_some_and(coalesced)
-        {
+        if policy.fronting_allowed(host) || self.edge.certs.get().is_some_and(coalesced) {
             return None;
         }
         Some(sni)

@@ -23,9 +23,11 @@ impl SniBook {
         }
     }
 
-    /// The name `connection` was opened for.
-    pub fn name(&self, connection: &SocketAddr) -> Option<Hostname> {
-        locked(&self.by_connection).get(connection).cloned()
+    /// The name `connection` was opened for, when it is not `host` (a copy
+    /// is made only then).
+    pub fn other_than(&self, connection: &SocketAddr, host: &Hostname) -> Option<Hostname> {
+        let book = locked(&self.by_connection);
+        book.get(connection).filter(|sni| *sni != host).cloned()
     }
 }
 
@@ -49,9 +51,14 @@ mod tests {
     fn a_name_is_known_while_its_connection_lives() {
         let book = Arc::new(SniBook::default());
         let conn: SocketAddr = "10.0.0.1:40000".parse().unwrap();
-        let entry = book.enter(conn, Hostname::parse("shop.test").unwrap());
-        assert_eq!(book.name(&conn).unwrap().as_str(), "shop.test");
+        let (shop, other) = (
+            Hostname::parse("shop.test").unwrap(),
+            Hostname::parse("other.test").unwrap(),
+        );
+        let entry = book.enter(conn, shop.clone());
+        assert!(book.other_than(&conn, &shop).is_none());
+        assert_eq!(book.other_than(&conn, &other), Some(shop));
         drop(entry);
-        assert!(book.name(&conn).is_none());
+        assert!(book.other_than(&conn, &other).is_none());
     }
 }
