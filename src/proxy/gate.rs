@@ -121,14 +121,13 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Gate<A> {
                 return None; // closed: the cheapest answer to a flood
             }
         };
-        let mut stream = match self.head {
+        let stream = match self.head {
             Some(limits) => Box::new(HeadGuard::new(stream, limits)),
             None => stream,
         };
-        // The connection keeps its place across keep-alive requests.
-        loop {
-            stream = self.inner.process_new(stream, shutdown).await?;
-        }
+        // The keep-alive loop runs inside (proxy/idle.rs), so the
+        // connection keeps its place until its last request is done.
+        self.inner.process_new(stream, shutdown).await
     }
 
     async fn cleanup(&self) {

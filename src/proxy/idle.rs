@@ -4,7 +4,8 @@
 //! Pingora's own loop waits for the next request inside
 //! `process_new_http`: an idle connection holds that whole boxed future
 //! (the request path, about 8 KiB), the boxed future of the loop around it
-//! and a 4 KiB head buffer, about 22 KiB in all with the socket buffers.
+//! and a 4 KiB head buffer: about 30 KiB of RSS in all with the socket
+//! buffers (docs/BENCHMARKS.md, "Under abuse").
 //! Here an idle connection holds only this loop and 1 KiB for the first
 //! bytes of its next head (nginx's `client_header_buffer_size`); the
 //! request future and its buffers exist while a request is being served.
@@ -146,35 +147,12 @@ fn socket_reads(stream: &Stream) -> Option<u64> {
         .map(HeadGuard::reads)
 }
 
-/// Whether Pingora read bytes of a pipelined request past the last one
-/// (the slow way: about 5% of a cached page's cost, measured).
-/// Pingora 0.9 has no accessor for it; its `Debug` names the field.
+/// Whether Pingora read bytes of a pipelined request past the last one.
+/// Pingora 0.9 has no accessor; its `Debug` names the field. Slow (asked
+/// after every request it cost 6-10% of a cached page), so asked only
+/// when the cheap test above cannot rule a prefix out.
 fn has_pipelined_prefix(settings: &HttpPersistentSettings) -> bool {
-    use std::fmt::Write;
-    /// Matches the field's text as the output streams by; stops writing
-    /// (an error ends the formatting) once it is decided.
-    struct Scan(&'static [u8], usize, Option<bool>);
-    impl Write for Scan {
-        fn write_str(&mut self, s: &str) -> std::fmt::Result {
-            for &b in s.as_bytes() {
-                // The needle's first byte ('_') appears nowhere else in
-                // it, so a mismatch restarts the match at this byte.
-                self.1 = if b == self.0[self.1] {
-                    self.1 + 1
-                } else {
-                    usize::from(b == self.0[0])
-                };
-                if self.1 == self.0.len() {
-                    self.2 = Some(true);
-                    return Err(std::fmt::Error);
-                }
-            }
-            Ok(())
-        }
-    }
-    let mut scan = Scan(b"_prefix: Some", 0, None);
-    let _ = write!(scan, "{settings:?}");
-    scan.2.unwrap_or(false)
+    format!("{settings:?}").contains("pipelined_prefix: Some")
 }
 
 #[cfg(test)]

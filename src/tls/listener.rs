@@ -116,9 +116,6 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsApp<A> {
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied());
         let named = sni.as_deref().and_then(|n| Hostname::parse(n).ok());
         let _sni = client.zip(named).map(|(c, n)| self.sni.enter(c, n));
-        // Keep-alive: the HTTP app hands the stream back after each request;
-        // it stays inside this TLS session rather than going back to the
-        // listener (which would start a new handshake on it).
         let io = TlsIo::new(tls);
         let h2 = io.alpn == Some(ALPN::H2);
         let stream: Stream = Box::new(io);
@@ -126,13 +123,9 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsApp<A> {
             Some(wrap) if !h2 => wrap(stream),
             _ => stream,
         };
-        let mut next: Option<Stream> = Some(stream);
-        while let Some(stream) = next.take() {
-            next = self.http.process_new(stream, shutdown).await;
-            if *shutdown.borrow() {
-                break;
-            }
-        }
+        // Keep-alive happens inside the HTTP app; a decrypted stream is
+        // never handed back to the listener (that would handshake again).
+        let _ = self.http.process_new(stream, shutdown).await;
         None
     }
 }
