@@ -6,10 +6,12 @@ use crate::cache::{domain_cache, page_cache, Storefront};
 use crate::config::{Config, ConfigError, ReplicaKind};
 use crate::directory::{Directory, Layered, StaticDirectory};
 use crate::domain::{DomainRecord, DomainStatus, Hostname, PopId};
+use crate::failover::peers::{self, Peers};
 use crate::failover::{Facts, StreamLag, Vitals};
 use crate::lb::{health, Pools};
 use crate::replica::{embedded::EmbeddedReplica, postgres::PostgresReplica, Replica};
 use crate::sync::{ChangeStream, SyncStats};
+use crate::tls::peering::PeerTls;
 use crate::tls::{CertManager, IssuePolicy};
 use arc_swap::ArcSwap;
 use std::path::{Path, PathBuf};
@@ -25,6 +27,8 @@ pub struct EdgeState {
     pub pop: PopId,
     pub directory: Arc<dyn Directory>,
     pub pools: Pools,
+    /// Peer PoPs to relay to, in order of preference.
+    pub peers: Arc<Peers>,
     pub generation: u64,
     pub loaded_at: SystemTime,
 }
@@ -87,7 +91,12 @@ pub fn open_replica(config: &Config) -> Result<Arc<dyn Replica>, String> {
 }
 
 impl EdgeState {
-    fn build(config: Config, generation: u64, data: &DataPlane) -> Self {
+    fn build(
+        config: Config,
+        generation: u64,
+        data: &DataPlane,
+        peer_tls: Option<&PeerTls>,
+    ) -> Self {
         let sites = config.sites.iter().map(|s| DomainRecord {
             hostname: s.hostname.clone(),
             store_id: s.store_id,
@@ -101,6 +110,15 @@ impl EdgeState {
                 replica: Some(data.storefront.clone() as Arc<dyn Directory>),
             }),
             pools: Pools::new(&config.pools),
+            peers: Arc::new(Peers::new(
+                &config.peers,
+                &config
+                    .peering
+                    .as_ref()
+                    .map(|p| p.check.clone())
+                    .unwrap_or_default(),
+                peer_tls,
+            )),
             https: crate::tls::policy::HttpsPolicy::from_config(&config),
             generation,
             loaded_at: SystemTime::now(),
@@ -114,6 +132,7 @@ impl EdgeState {
         for pool in self.pools.iter() {
             tokio::spawn(health::run(Arc::downgrade(pool)));
         }
+        tokio::spawn(peers::run_checks(Arc::downgrade(&self.peers)));
     }
 }
 
@@ -122,6 +141,9 @@ pub struct Edge {
     pub data: DataPlane,
     /// Set once when HTTPS is configured (for /status).
     pub certs: std::sync::OnceLock<Arc<CertManager>>,
+    /// This PoP's identity on the peer channel (read once at start, like
+    /// the listeners).
+    pub peer_tls: Option<Arc<PeerTls>>,
     config_path: PathBuf,
     active: Arc<AtomicUsize>,
     generations: AtomicU64,
@@ -140,10 +162,18 @@ impl Drop for ActiveRequest {
 impl Edge {
     pub fn new(config: Config, config_path: &Path) -> Result<Self, String> {
         let data = DataPlane::open(&config)?;
+        let peer_tls = match &config.peering {
+            Some(p) => Some(Arc::new(
+                PeerTls::load(p, &config.pop.id).map_err(|e| format!("peering: {e}"))?,
+            )),
+            None => None,
+        };
+        let state = EdgeState::build(config, 1, &data, peer_tls.as_deref());
         Ok(Edge {
-            current: ArcSwap::from_pointee(EdgeState::build(config, 1, &data)),
+            current: ArcSwap::from_pointee(state),
             data,
             certs: std::sync::OnceLock::new(),
+            peer_tls,
             config_path: config_path.to_path_buf(),
             active: Arc::new(AtomicUsize::new(0)),
             generations: AtomicU64::new(1),
@@ -194,11 +224,19 @@ impl Edge {
         {
             warn!("replica, cache and sync settings take effect on the next graceful upgrade");
         }
+        if config.peering != old.config.peering {
+            warn!("[peering] (listener, certificates) takes effect on the next graceful upgrade");
+        }
         if config.pop.id != old.pop {
             warn!(old = %old.pop, new = %config.pop.id, "PoP id changed by reload");
         }
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
-        let state = Arc::new(EdgeState::build(config, generation, &self.data));
+        let state = Arc::new(EdgeState::build(
+            config,
+            generation,
+            &self.data,
+            self.peer_tls.as_deref(),
+        ));
         self.current.store(state.clone());
         crate::metrics::METRICS
             .reloads
@@ -215,6 +253,7 @@ impl Vitals for Edge {
         let state = self.state();
         Facts {
             origins_available: state.pools.any_available(),
+            peers_ready: state.peers.any_ready(),
             replica_up: self.data.storefront.replica_up(),
             stream: self.data.sync.as_ref().map(|_| StreamLag {
                 records_behind: self.data.sync_stats.total_lag(),

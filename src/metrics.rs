@@ -32,6 +32,11 @@ pub struct Metrics {
     pub tls_issue_seconds: Histogram,
     pub tls_pending: IntGauge,
     pub tls_challenges: IntCounterVec,
+    pub peer_handshakes: IntCounterVec,
+    pub relays: IntCounterVec,
+    pub relays_refused: IntCounterVec,
+    pub peer_up: IntGaugeVec,
+    pub overflow: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -199,7 +204,52 @@ impl Metrics {
             &["type"],
         )
         .expect("metric");
-        let collectors: [Box<dyn prometheus::core::Collector>; 23] = [
+        let peer_handshakes = IntCounterVec::new(
+            Opts::new(
+                "peer_handshakes_total",
+                "Mutual-TLS handshakes on the peer listener by result: ok, refused (no certificate from the PoP CA, or none naming a PoP)",
+            ),
+            &["result"],
+        )
+        .expect("metric");
+        let relays = IntCounterVec::new(
+            Opts::new(
+                "relays_total",
+                "Requests relayed to a peer PoP, by peer and reason: no_origin, replica_down, overflow",
+            ),
+            &["peer", "reason"],
+        )
+        .expect("metric");
+        let relays_refused = IntCounterVec::new(
+            Opts::new(
+                "relays_refused_total",
+                "Relayed requests this PoP refused, by reason: loop, route (the chain does not end with the peer that sent it)",
+            ),
+            &["reason"],
+        )
+        .expect("metric");
+        let peer_up = IntGaugeVec::new(
+            Opts::new(
+                "peer_up",
+                "1 while a peer PoP answers its readiness check as ready",
+            ),
+            &["peer"],
+        )
+        .expect("metric");
+        let overflow = IntCounterVec::new(
+            Opts::new(
+                "overflow_total",
+                "Requests that found every origin server of their pool at its hard limit, by outcome: relayed, waited (got a slot), refused (503)",
+            ),
+            &["outcome"],
+        )
+        .expect("metric");
+        let collectors: [Box<dyn prometheus::core::Collector>; 28] = [
+            Box::new(peer_handshakes.clone()),
+            Box::new(relays.clone()),
+            Box::new(relays_refused.clone()),
+            Box::new(peer_up.clone()),
+            Box::new(overflow.clone()),
             Box::new(client_limits.clone()),
             Box::new(client_cancelled.clone()),
             Box::new(connections_open.clone()),
@@ -252,6 +302,11 @@ impl Metrics {
             tls_issue_seconds,
             tls_pending,
             tls_challenges,
+            peer_handshakes,
+            relays,
+            relays_refused,
+            peer_up,
+            overflow,
         }
     }
 

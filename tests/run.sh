@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # openssl: test certificates; socat: TLS in front of the broker;
-# pebble (+ pebble-challtestsrv): the ACME CA of the certificate tests.
-bash conf/build-deps.sh openssl socat pebble
+# pebble (+ pebble-challtestsrv): the ACME CA of the certificate tests;
+# bird2 + iproute2: the anycast tests (BGP between network namespaces).
+bash conf/build-deps.sh openssl socat pebble bird2 iproute2
 
 # Kafka: the tansu broker (about 8 minutes to build once per machine).
 if ! command -v tansu >/dev/null; then

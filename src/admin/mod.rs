@@ -3,7 +3,7 @@
 //! HTTP code of its own.
 
 use crate::edge::Edge;
-use crate::failover::Readiness;
+use crate::failover::{Readiness, RelayReason};
 use crate::metrics::METRICS;
 use async_trait::async_trait;
 use http::{Response, StatusCode};
@@ -125,6 +125,29 @@ impl AdminApp {
                 json!({ "tier": pool.tier.as_str(), "available": pool.available(), "servers": servers })
             })
             .collect();
+        let peers: Vec<_> = state
+            .peers
+            .iter()
+            .map(|p| {
+                let relayed: serde_json::Map<String, serde_json::Value> = RelayReason::ALL
+                    .iter()
+                    .map(|r| {
+                        let n = METRICS
+                            .relays
+                            .with_label_values(&[p.pop.as_str(), r.as_str()])
+                            .get();
+                        (r.as_str().to_string(), n.into())
+                    })
+                    .collect();
+                json!({
+                    "pop": p.pop,
+                    "addr": p.state.addr.to_string(),
+                    "ready": p.state.is_available(),
+                    "relays_in_flight": p.state.inflight(),
+                    "relayed": relayed,
+                })
+            })
+            .collect();
         let loaded_at = state
             .loaded_at
             .duration_since(std::time::UNIX_EPOCH)
@@ -141,6 +164,7 @@ impl AdminApp {
             "config": { "generation": state.generation, "loaded_at_unix": loaded_at },
             "directory": { "config_sites": state.directory.len_hint(), "replica": true },
             "pools": pools,
+            "peers": peers,
         })
     }
 }

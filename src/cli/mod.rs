@@ -1,5 +1,6 @@
-//! The command line: `edgepop run`, `check`, `replica …` and `tls …`.
+//! The command line: `edgepop run`, `check`, `anycast`, `replica …` and `tls …`.
 
+mod anycast;
 mod replica;
 mod run;
 mod tls;
@@ -30,6 +31,13 @@ enum Command {
         /// Fork into the background (for systemd Type=forking).
         #[arg(short, long)]
         daemon: bool,
+    },
+    /// Announce the PoP's anycast prefix through its BGP daemon while the
+    /// node on this config is ready; withdraw it when it is not, or dead
+    /// (a companion process with its own service).
+    Anycast {
+        #[arg(short, long)]
+        config: PathBuf,
     },
     /// Validate a config file; errors name the key and the line.
     Check {
@@ -116,6 +124,7 @@ pub fn main() -> ExitCode {
             upgrade,
             daemon,
         } => with_config(&config, |c| run::run(c, &config, upgrade, daemon)),
+        Command::Anycast { config } => with_config(&config, |c| anycast::run(&runtime(), &c)),
         Command::Replica {
             command: ReplicaCommand::Init { config },
         } => with_config(&config, |c| replica::init(&runtime(), &c)),

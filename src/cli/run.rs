@@ -8,18 +8,22 @@ use crate::failover::{Facts, Readiness, Vitals};
 use crate::proxy::gate::{Connections, Gate};
 use crate::proxy::head::{HeadGuard, HeadLimits};
 use crate::proxy::idle::H1Server;
+use crate::proxy::relay::PeerListener;
 use crate::proxy::{access_log, EdgeProxy, Scheme};
+use crate::tls::book::{PeerBook, SniBook};
 use crate::tls::challenge::Challenges;
 use crate::tls::listener::H1Wrap;
 use crate::tls::listener::TlsApp;
-use crate::tls::sni::SniBook;
+use crate::tls::peering::{PeerApp, PeerTls};
 use crate::tls::{load_static, CertManager, IssuePolicy, TlsSettings};
 use async_trait::async_trait;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::protocols::Stream;
 use pingora_core::server::configuration::{Opt, ServerConf};
-use pingora_core::server::{ExecutionPhase, Server, ShutdownWatch};
+use pingora_core::server::{
+    ExecutionPhase, RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch,
+};
 use pingora_core::services::background::{background_service, BackgroundService};
 use pingora_core::services::listening::Service;
 use pingora_proxy::HttpProxy;
@@ -112,6 +116,16 @@ pub fn run(config: Config, path: &Path, upgrade: bool, daemon: bool) -> ExitCode
         edge: edge.clone(),
         connections: connections.clone(),
     })));
+    let peer_listener = match (&config.peering, &edge.peer_tls) {
+        (Some(peering), Some(tls)) => Some(peer_service(
+            &server.configuration,
+            &peering.listen,
+            tls.clone(),
+            edge.clone(),
+            readiness.clone(),
+        )),
+        _ => None,
+    };
     let mut admin = Service::new(
         "admin".to_string(),
         AdminApp::new(edge.clone(), readiness.clone()),
@@ -119,6 +133,13 @@ pub fn run(config: Config, path: &Path, upgrade: bool, daemon: bool) -> ExitCode
     admin.add_tcp(&config.admin.listen.to_string());
     admin.threads = Some(1);
 
+    let shutdown_signal = Box::new(WithdrawFirst {
+        readiness: readiness.clone(),
+        grace: config
+            .anycast
+            .as_ref()
+            .map_or(Duration::ZERO, |a| a.withdraw_grace),
+    });
     let ping_every = config.replica.ping_interval;
     let phases = Mutex::new(Some(server.watch_execution_phase()));
     let control = background_service(
@@ -145,10 +166,44 @@ pub fn run(config: Config, path: &Path, upgrade: bool, daemon: bool) -> ExitCode
         }
     }
     server.add_service(proxy);
+    if let Some(peers) = peer_listener {
+        server.add_service(peers);
+    }
     server.add_service(admin);
     server.add_service(control);
     info!(pop = %config.pop.id, listen = ?config.listen.http, admin = %config.admin.listen, "edgepop starting");
-    server.run_forever()
+    server.run(RunArgs { shutdown_signal });
+    ExitCode::SUCCESS
+}
+
+/// Pingora's signals, except that SIGTERM first makes the node not ready
+/// (so `edgepop anycast` withdraws the prefix) and waits `grace` for
+/// routers to converge while the listeners still serve; then Pingora
+/// closes them and the drain begins.
+struct WithdrawFirst {
+    readiness: Arc<Readiness>,
+    grace: Duration,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for WithdrawFirst {
+    async fn recv(&self) -> ShutdownSignal {
+        let mut quit = signal(SignalKind::quit()).expect("SIGQUIT handler");
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        tokio::select! {
+            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
+            _ = int.recv() => ShutdownSignal::FastShutdown,
+            _ = term.recv() => {
+                if !self.grace.is_zero() {
+                    self.readiness.start_draining();
+                    info!(grace = ?self.grace, "SIGTERM: not ready, so the anycast prefix is withdrawn; serving on until routers converge");
+                    tokio::time::sleep(self.grace).await;
+                }
+                ShutdownSignal::GracefulTerminate
+            }
+        }
+    }
 }
 
 /// The HTTPS listener's app: the gate, the handshake, then the proxy.
@@ -195,6 +250,45 @@ fn https_service(
         service.add_tcp(&addr.to_string());
     }
     Ok(service)
+}
+
+/// The peer listener's app: the gate, the mutual-TLS handshake, then a
+/// third instance of the proxy, which admits relayed requests.
+type PeerListenerApp = Gate<PeerApp<H1Server<HttpProxy<EdgeProxy>>>>;
+
+/// Peer connections a PoP holds at most: a few per peer in normal use; the
+/// limit bounds a flood on the port (which only peers should reach).
+const MAX_PEER_CONNECTIONS: usize = 1024;
+
+fn peer_service(
+    conf: &Arc<ServerConf>,
+    listen: &[std::net::SocketAddr],
+    tls: Arc<PeerTls>,
+    edge: Arc<Edge>,
+    readiness: Arc<Readiness>,
+) -> Service<PeerListenerApp> {
+    let book = Arc::new(PeerBook::default());
+    let listener = PeerListener {
+        book: book.clone(),
+        readiness,
+    };
+    let proxy = EdgeProxy::new(edge.clone(), Scheme::Http).with_peering(listener);
+    let mut http = pingora_proxy::http_proxy(conf, proxy);
+    http.server_options = Some(server_options(&edge.state().config.proxy));
+    let http = Arc::new(H1Server {
+        app: Arc::new(http),
+        edge,
+    });
+    let gate = Gate {
+        inner: Arc::new(PeerApp { tls, http, book }),
+        connections: Arc::new(Connections::new(MAX_PEER_CONNECTIONS, 0)),
+        head: None,
+    };
+    let mut service = Service::new("peer listener".to_string(), gate);
+    for addr in listen {
+        service.add_tcp(&addr.to_string());
+    }
+    service
 }
 
 /// Store (file or postgres), issuer (ACME or the local CA) and settings.
@@ -298,7 +392,7 @@ fn node_name(config: &Config) -> String {
     format!("{}/{}/{}", config.pop.id, host.trim(), std::process::id())
 }
 
-fn init_logging(level: &str) {
+pub(super) fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let _ = tracing_subscriber::fmt()

@@ -3,6 +3,7 @@
 //! a validated `Config` and never sees TOML.
 
 mod data;
+mod failover;
 mod locate;
 mod node;
 mod pools;
@@ -10,6 +11,7 @@ mod tls;
 mod validate;
 
 pub use data::*;
+pub use failover::*;
 pub use locate::Seg;
 use locate::{render, Locator};
 pub use node::*;
@@ -49,6 +51,13 @@ pub struct Config {
     /// replica is configured; static sites stay legitimate afterwards).
     #[serde(default)]
     pub sites: Vec<SiteConfig>,
+    /// This PoP's end of the peer channel (mutual TLS).
+    pub peering: Option<PeeringConfig>,
+    /// Peer PoPs to relay to, in order of preference.
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+    /// The anycast prefix's announcement (`edgepop anycast`).
+    pub anycast: Option<AnycastConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -140,6 +149,13 @@ impl Config {
                 )
                 .chain(tls.acme.iter_mut().filter_map(|a| a.ca_root.as_mut()))
             {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
+        }
+        if let Some(peering) = &mut config.peering {
+            for p in [&mut peering.ca, &mut peering.cert, &mut peering.key] {
                 if p.is_relative() {
                     *p = base.join(&*p);
                 }
@@ -248,5 +264,46 @@ tier = "public"
             tls.replace("ca_root", "challenge = \"dns-01\"\nca_root")
         ));
         assert_eq!(e.key, "tls.acme.challenge");
+    }
+
+    #[test]
+    fn peers_and_overflow_limits_are_checked() {
+        let peering = "\n[peering]\nlisten = [\"127.0.0.1:8444\"]\nca = \"pki/ca.pem\"\ncert = \"pki/fra1.pem\"\nkey = \"pki/fra1.key\"\n[[peers]]\npop = \"ams1\"\naddr = \"10.0.0.2:8444\"\n";
+        let c = Config::parse(
+            &format!("{GOOD}{peering}"),
+            Path::new("/etc/edgepop/t.toml"),
+        )
+        .unwrap();
+        let p = c.peering.unwrap();
+        assert_eq!(p.ca, Path::new("/etc/edgepop/pki/ca.pem"));
+        assert_eq!(p.check.fall, 1);
+        assert_eq!(c.peers[0].pop.as_str(), "ams1");
+
+        let e = err(&format!(
+            "{GOOD}{}",
+            peering.replace("\"ams1\"", "\"fra1\"")
+        ));
+        assert_eq!(e.key, "peers[0].pop");
+        assert!(e.message.contains("own id"), "{e}");
+        let e = err(&format!(
+            "{GOOD}[[peers]]\npop = \"ams1\"\naddr = \"10.0.0.2:8444\"\n"
+        ));
+        assert_eq!(e.key, "peers");
+        assert!(e.message.contains("[peering]"), "{e}");
+
+        let limits = GOOD.replace(
+            "weight = 3 }]",
+            "weight = 3, soft_limit = 9 }]\nlimits = { soft = 2, hard = 4 }",
+        );
+        let e = err(&limits);
+        assert_eq!(e.key, "pools.public.servers[1].soft_limit");
+        let c = Config::parse(
+            &limits.replace("soft_limit = 9", "hard_limit = 8"),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let pool = &c.pools[&Tier::Public];
+        assert_eq!(pool.limits_of(0), InflightLimits { soft: 2, hard: 4 });
+        assert_eq!(pool.limits_of(1), InflightLimits { soft: 2, hard: 8 });
     }
 }

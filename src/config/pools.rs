@@ -12,6 +12,14 @@ pub struct PoolConfig {
     pub health: HealthConfig,
     #[serde(default)]
     pub passive: PassiveConfig,
+    /// The overflow valve: in-flight limits of each server of the pool
+    /// (a server's own `soft_limit` / `hard_limit` override them).
+    #[serde(default)]
+    pub limits: InflightLimits,
+    /// Every server at its hard limit and no peer PoP to take the request:
+    /// how long it may wait for a free slot before a 503 with `retry-after`.
+    #[serde(default = "default_overflow_wait", with = "humantime_serde")]
+    pub overflow_wait: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -20,6 +28,35 @@ pub struct ServerEntry {
     pub addr: SocketAddr,
     #[serde(default = "one")]
     pub weight: u32,
+    /// Overrides the pool's `limits.soft` for this server.
+    pub soft_limit: Option<u32>,
+    /// Overrides the pool's `limits.hard` for this server.
+    pub hard_limit: Option<u32>,
+}
+
+/// In-flight request limits of one server, as Fly.io's proxy has them:
+/// above `soft` a server is chosen only when every other one is above its
+/// own too; at `hard` it is given nothing more. 0: no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InflightLimits {
+    pub soft: u32,
+    pub hard: u32,
+}
+
+impl PoolConfig {
+    /// The limits of the pool's `i`th server.
+    pub fn limits_of(&self, i: usize) -> InflightLimits {
+        let s = &self.servers[i];
+        InflightLimits {
+            soft: s.soft_limit.unwrap_or(self.limits.soft),
+            hard: s.hard_limit.unwrap_or(self.limits.hard),
+        }
+    }
+}
+
+fn default_overflow_wait() -> Duration {
+    Duration::from_millis(500)
 }
 
 fn one() -> u32 {

@@ -71,6 +71,19 @@ impl Config {
                         format!("{} is listed twice in this pool", s.addr),
                     );
                 }
+                let limits = pool.limits_of(i);
+                if limits.soft > 0 && limits.hard > 0 && limits.soft > limits.hard {
+                    let field = if s.soft_limit.is_some() {
+                        key(&["servers".into(), i.into(), "soft_limit".into()])
+                    } else {
+                        key(&["limits".into(), "soft".into()])
+                    };
+                    let why = format!(
+                        "soft limit {} is above the hard limit {}",
+                        limits.soft, limits.hard
+                    );
+                    return at(&field, why);
+                }
             }
             let h = &pool.health;
             if h.rise == 0 || h.fall == 0 {
@@ -175,12 +188,78 @@ impl Config {
                 }
             }
         }
+        self.validate_peers()?;
         let level = &self.log.level;
         if tracing_subscriber::EnvFilter::try_new(level).is_err() {
             return at(
                 &["log".into(), "level".into()],
                 format!("invalid filter {level:?}"),
             );
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_peers(&self) -> Result<(), (Vec<Seg>, String)> {
+        let at = |segs: &[Seg], msg: String| Err((segs.to_vec(), msg));
+        if !self.peers.is_empty() && self.peering.is_none() {
+            return at(
+                &["peers".into()],
+                "peers need a [peering] section (this PoP's certificate and the PoP CA)".into(),
+            );
+        }
+        let mut seen = HashSet::new();
+        for (i, peer) in self.peers.iter().enumerate() {
+            if peer.pop == self.pop.id {
+                return at(
+                    &["peers".into(), i.into(), "pop".into()],
+                    format!("{} is this PoP's own id", peer.pop),
+                );
+            }
+            if !seen.insert(&peer.pop) {
+                return at(
+                    &["peers".into(), i.into(), "pop".into()],
+                    format!("{} is listed twice", peer.pop),
+                );
+            }
+        }
+        if let Some(a) = &self.anycast {
+            let key = |k: &str| -> Vec<Seg> { vec!["anycast".into(), k.into()] };
+            if a.rise == 0 || a.fall == 0 {
+                let k = if a.rise == 0 { "rise" } else { "fall" };
+                return at(&key(k), "must be at least 1".into());
+            }
+            if a.check_interval.is_zero() {
+                return at(&key("check_interval"), "must be more than 0".into());
+            }
+            if a.protocol.is_empty()
+                || !a
+                    .protocol
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            {
+                return at(
+                    &key("protocol"),
+                    "must be a BIRD protocol name (letters, digits, _)".into(),
+                );
+            }
+        }
+        if let Some(p) = &self.peering {
+            let check = &p.check;
+            if check.rise == 0 || check.fall == 0 {
+                let k = if check.rise == 0 { "rise" } else { "fall" };
+                return at(
+                    &["peering".into(), "check".into(), k.into()],
+                    "must be at least 1".into(),
+                );
+            }
+            if check.interval.is_zero() {
+                return at(
+                    &["peering".into(), "check".into(), "interval".into()],
+                    "must be more than 0".into(),
+                );
+            }
         }
         Ok(())
     }

@@ -1,16 +1,49 @@
-//! Whether this node should receive traffic. `/readyz` reports it; the
-//! PoP's BGP daemon announces the anycast prefix only while it is true.
-//! Readiness is judged from plain facts handed in (`Vitals`), so this
-//! module knows nothing of how the node is assembled.
+//! Whether this node should receive traffic, and where it sends what it
+//! cannot serve. `/readyz` reports readiness; the PoP's BGP daemon
+//! announces the anycast prefix only while it is true. Readiness is judged
+//! from plain facts handed in (`Vitals`), so this module knows nothing of
+//! how the node is assembled. `peers`: the PoPs a request is relayed to.
+
+pub mod anycast;
+pub mod peers;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+/// Why a request was relayed to a peer PoP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayReason {
+    /// The tier's pool has no healthy origin server left to try.
+    NoOrigin,
+    /// A storefront page with the replica down and no cached copy.
+    ReplicaDown,
+    /// Every origin server of the pool is at its hard limit.
+    Overflow,
+}
+
+impl RelayReason {
+    pub const ALL: [RelayReason; 3] = [
+        RelayReason::NoOrigin,
+        RelayReason::ReplicaDown,
+        RelayReason::Overflow,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RelayReason::NoOrigin => "no_origin",
+            RelayReason::ReplicaDown => "replica_down",
+            RelayReason::Overflow => "overflow",
+        }
+    }
+}
 
 /// What readiness is judged from, read fresh on each question.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Facts {
     /// Some server in some origin pool can take a request.
     pub origins_available: bool,
+    /// Some peer PoP is ready to take relayed requests.
+    pub peers_ready: bool,
     pub replica_up: bool,
     /// Set when a change stream feeds the replica.
     pub stream: Option<StreamLag>,
@@ -56,6 +89,16 @@ impl Readiness {
     pub fn reasons(&self) -> Vec<String> {
         judge(self.is_draining(), &self.vitals.facts())
     }
+
+    /// Reasons this node cannot serve a relayed request itself (which it
+    /// may not relay again): readiness without counting on peers.
+    pub fn reasons_without_peers(&self) -> Vec<String> {
+        let facts = Facts {
+            peers_ready: false,
+            ..self.vitals.facts()
+        };
+        judge(self.is_draining(), &facts)
+    }
 }
 
 fn judge(draining: bool, facts: &Facts) -> Vec<String> {
@@ -63,8 +106,8 @@ fn judge(draining: bool, facts: &Facts) -> Vec<String> {
     if draining {
         reasons.push("draining".to_string());
     }
-    if !facts.origins_available {
-        reasons.push("no healthy origin server in any pool".to_string());
+    if !facts.origins_available && !facts.peers_ready {
+        reasons.push("no healthy origin server in any pool and no ready peer PoP".to_string());
     }
     if !facts.replica_up {
         reasons.push("replica unreachable".to_string());
@@ -88,6 +131,7 @@ mod tests {
     fn healthy() -> Facts {
         Facts {
             origins_available: true,
+            peers_ready: false,
             replica_up: true,
             stream: Some(StreamLag {
                 records_behind: 10,
@@ -111,8 +155,15 @@ mod tests {
             judge(false, &lagging),
             ["replica 11 records behind the stream (max 10)"]
         );
+        let relaying = Facts {
+            origins_available: false,
+            peers_ready: true,
+            ..healthy()
+        };
+        assert!(judge(false, &relaying).is_empty(), "a peer takes over");
         let broken = Facts {
             origins_available: false,
+            peers_ready: false,
             replica_up: false,
             stream: None,
             connections_full: true,
@@ -121,7 +172,7 @@ mod tests {
             judge(true, &broken),
             [
                 "draining",
-                "no healthy origin server in any pool",
+                "no healthy origin server in any pool and no ready peer PoP",
                 "replica unreachable",
                 "client connection limit reached"
             ]

@@ -99,6 +99,18 @@ impl BackendState {
         self.inflight.fetch_add(1, Ordering::Relaxed);
         InflightGuard(self.clone())
     }
+
+    /// As `begin`, unless `hard` requests are in flight already (0: no
+    /// limit). Checked and counted in one step, so concurrent requests
+    /// cannot push a server past its limit.
+    pub fn try_begin(self: &Arc<Self>, hard: u32) -> Option<InflightGuard> {
+        self.inflight
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (hard == 0 || n < hard as usize).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| InflightGuard(self.clone()))
+    }
 }
 
 /// Held in the request context while a request occupies a server. Dropping

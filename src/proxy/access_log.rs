@@ -66,8 +66,20 @@ struct Line<'a> {
     origin_ms: Option<f64>,
     client: Option<String>,
     request_id: String,
+    /// The PoP route (`x-edge-route` as sent to the client).
+    route: &'a str,
+    /// Relayed to a peer: which and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    relay: Option<RelayLine<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct RelayLine<'a> {
+    peer: Option<&'a str>,
+    reason: &'static str,
+    ms: Option<f64>,
 }
 
 pub fn record(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
@@ -92,6 +104,16 @@ pub fn record(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
         origin_ms: ctx.origin_time().map(|d| d.as_secs_f64() * 1000.0),
         client: session.client_addr().map(|a| a.to_string()),
         request_id: ctx.id.to_string(),
+        route: ctx
+            .relay
+            .as_ref()
+            .and_then(|r| r.route.as_deref())
+            .unwrap_or(ctx.route.render()),
+        relay: ctx.relay.as_ref().map(|r| RelayLine {
+            peer: r.peer.as_ref().map(|p| p.as_str()),
+            reason: r.reason.as_str(),
+            ms: r.elapsed.map(|d| d.as_secs_f64() * 1000.0),
+        }),
         error: ctx
             .error_reason
             .clone()

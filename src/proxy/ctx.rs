@@ -1,8 +1,9 @@
 //! What one request carries from phase to phase.
 
 use super::route::EdgeRoute;
-use crate::domain::{Authority, Hostname};
+use crate::domain::{Authority, Hostname, PopId};
 use crate::edge::{ActiveRequest, EdgeState};
+use crate::failover::RelayReason;
 use crate::lb::{InflightGuard, Pool};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +19,17 @@ pub enum CacheStatus {
 }
 
 impl CacheStatus {
+    /// A peer's `x-edge-cache` value.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "HIT" => CacheStatus::Hit,
+            "MISS" => CacheStatus::Miss,
+            "STALE" => CacheStatus::Stale,
+            "BYPASS" => CacheStatus::Bypass,
+            _ => return None,
+        })
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             CacheStatus::Hit => "HIT",
@@ -51,6 +63,15 @@ pub struct RequestId(u64);
 impl RequestId {
     pub fn new() -> Self {
         RequestId(rand::random())
+    }
+
+    /// The id a peer PoP gave a request it relayed (16 hex digits), kept
+    /// so both PoPs' log lines share it.
+    pub fn parse(s: &str) -> Option<Self> {
+        (s.len() == 16)
+            .then(|| u64::from_str_radix(s, 16).ok())
+            .flatten()
+            .map(RequestId)
     }
 }
 
@@ -95,8 +116,44 @@ pub struct RequestCtx {
     pub error_reason: Option<String>,
     /// Request body bytes read from the client so far.
     pub body_received: u64,
+    /// Something of this request may have reached a local origin.
+    pub sent_to_origin: bool,
+    /// The peer PoP that relayed this request here (never relayed again).
+    pub relayed_from: Option<PopId>,
+    /// Relaying to a peer: why, and the peer of the current attempt.
+    pub relay: Option<Relay>,
+    /// Peers that failed this request (not asked again).
+    pub peers_tried: Vec<PopId>,
     /// Counts this request as in flight for draining until dropped.
     _active: ActiveRequest,
+}
+
+/// A request on its way to a peer PoP.
+#[derive(Debug)]
+pub struct Relay {
+    pub reason: RelayReason,
+    /// The peer of the current attempt (None: none picked yet).
+    pub peer: Option<PopId>,
+    pub started: Option<Instant>,
+    /// Until the peer's response header.
+    pub elapsed: Option<Duration>,
+    /// The peer's `x-edge-route` (the whole chain), `x-edge-cache`, and
+    /// its `server-timing` parts other than its own `edge`.
+    pub route: Option<String>,
+    pub timing: Option<String>,
+}
+
+impl Relay {
+    pub fn new(reason: RelayReason) -> Self {
+        Relay {
+            reason,
+            peer: None,
+            started: None,
+            elapsed: None,
+            route: None,
+            timing: None,
+        }
+    }
 }
 
 impl RequestCtx {
@@ -119,13 +176,18 @@ impl RequestCtx {
             error_reason: None,
             hsts: None,
             body_received: 0,
+            sent_to_origin: false,
+            relayed_from: None,
+            relay: None,
+            peers_tried: Vec::new(),
             _active: active,
         }
     }
 
-    /// The origin's response header arrived (nothing can be retried then).
+    /// The upstream's (origin's or peer's) response header arrived
+    /// (nothing can be retried then).
     pub fn upstream_responded(&self) -> bool {
-        self.origin_elapsed.is_some()
+        self.origin_elapsed.is_some() || self.relay.as_ref().is_some_and(|r| r.elapsed.is_some())
     }
 
     /// Time spent waiting on the origin (to its response header, or so far).

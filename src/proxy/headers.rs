@@ -73,10 +73,16 @@ pub fn add_forwarded(req: &mut RequestHeader, ctx: &RequestCtx, client_ip: Optio
 }
 
 /// `x-edge-route`, `x-edge-cache` and `server-timing`, on every response.
+/// A relayed response shows the whole chain the peer reported.
 pub fn decorate(resp: &mut ResponseHeader, ctx: &RequestCtx) {
-    let _ = resp.insert_header(route::HEADER, ctx.route.render());
+    let relayed_route = ctx.relay.as_ref().and_then(|r| r.route.as_deref());
+    let _ = resp.insert_header(route::HEADER, relayed_route.unwrap_or(ctx.route.render()));
     let _ = resp.insert_header("x-edge-cache", ctx.cache.as_str());
     let _ = resp.insert_header("x-request-id", ctx.id.to_string());
+    if ctx.relay.as_ref().is_some_and(|r| r.elapsed.is_some()) {
+        // The peer's parts are in ours (`Relay::timing`), less its `edge`.
+        resp.remove_header("server-timing");
+    }
     let _ = resp.append_header("server-timing", server_timing(ctx));
     if let Some(hsts) = &ctx.hsts {
         let _ = resp.insert_header("strict-transport-security", hsts.as_str());
@@ -92,7 +98,32 @@ fn server_timing(ctx: &RequestCtx) -> String {
     if let Some(origin) = ctx.origin_time() {
         let _ = write!(out, ", origin;dur={:.3}", ms(origin));
     }
+    if let Some(relay) = &ctx.relay {
+        let spent = relay.elapsed.or_else(|| relay.started.map(|s| s.elapsed()));
+        if let Some(spent) = spent {
+            let _ = write!(out, ", relay;dur={:.3}", ms(spent));
+        }
+        if let Some(parts) = &relay.timing {
+            let _ = write!(out, ", {parts}");
+        }
+    }
     out
+}
+
+/// What a relayed response says of the peer's work: its `server-timing`
+/// parts other than its own `edge` (this PoP's `edge` and `relay` cover
+/// that time), e.g. `replica;dur=0.4, origin;dur=2.1`.
+pub fn peer_timing(resp: &ResponseHeader) -> Option<String> {
+    let parts: Vec<&str> = resp
+        .headers
+        .get_all("server-timing")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty() && p.split(';').next() != Some("edge"))
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
 }
 
 #[cfg(test)]

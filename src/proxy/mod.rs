@@ -22,18 +22,22 @@ pub mod head;
 mod headers;
 pub mod idle;
 mod page;
+pub mod relay;
 mod respond;
 pub mod route;
+mod upstream;
 
 pub use ctx::{CacheStatus, RequestCtx, Scheme};
 
 use crate::cache::Lookup;
 use crate::domain::{Authority, DomainRecord, DomainStatus, Hostname};
 use crate::edge::Edge;
+use crate::failover::RelayReason;
+use crate::lb::Pick;
 use crate::metrics::METRICS;
+use crate::tls::book::SniBook;
 use crate::tls::challenge::ChallengeKey;
 use crate::tls::policy::HttpsPolicy;
-use crate::tls::sni::SniBook;
 use crate::tls::CertManager;
 use async_trait::async_trait;
 use http::StatusCode;
@@ -41,6 +45,7 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use relay::{Inbound, PeerListener};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::warn;
@@ -52,6 +57,8 @@ pub struct EdgeProxy {
     cancellations: cancel::Cancellations,
     /// HTTPS: the name each connection was opened for.
     sni: Option<Arc<SniBook>>,
+    /// Set on the peer listener's proxy.
+    peering: Option<PeerListener>,
 }
 
 impl EdgeProxy {
@@ -68,7 +75,14 @@ impl EdgeProxy {
             scheme,
             cancellations: cancel::Cancellations::default(),
             sni: None,
+            peering: None,
         }
+    }
+
+    /// For the peer listener: requests come from authenticated peer PoPs.
+    pub fn with_peering(mut self, listener: PeerListener) -> Self {
+        self.peering = Some(listener);
+        self
     }
 
     /// For HTTPS: requests are held against their connection's SNI.
@@ -182,42 +196,15 @@ impl EdgeProxy {
             }
             Lookup::NotFound => return Ok(false),
             Lookup::Unavailable(why) => {
-                // No copy anywhere here: the origin may still have it.
+                // No copy anywhere here: a peer PoP with its replica up
+                // serves it (upstream_peer), else the origin may have it.
                 ctx.error_reason = Some(why);
+                ctx.relay = Some(ctx::Relay::new(RelayReason::ReplicaDown));
                 return Ok(false);
             }
         };
         page::serve(session, ctx, &page).await?;
         Ok(true)
-    }
-
-    fn retry_allowed(session: &Session, ctx: &RequestCtx) -> bool {
-        let pool_size = ctx.pool.as_ref().map_or(0, |p| p.members.len());
-        session.req_header().method.is_idempotent()
-            && ctx.tried.len() < ctx.state.config.proxy.max_tries
-            && ctx.tried.len() < pool_size
-    }
-
-    /// A read timed out because the client's body is late: its own read
-    /// (downstream), or the origin's while the body is still unfinished.
-    fn body_late(session: &mut Session, e: &Error) -> bool {
-        use pingora_core::ErrorSource;
-        matches!(e.etype(), ErrorType::ReadTimedout)
-            && match e.esource() {
-                ErrorSource::Downstream => true,
-                ErrorSource::Upstream => !session.is_body_done(),
-                _ => false,
-            }
-    }
-
-    fn record_origin_failure(ctx: &mut RequestCtx) {
-        let (Some(guard), Some(pool)) = (ctx.inflight.take(), ctx.pool.as_ref()) else {
-            return;
-        };
-        let backend = guard.backend();
-        if backend.record_failure(pool.passive.max_fails, pool.passive.eject_for) {
-            warn!(pool = pool.tier.as_str(), backend = %backend.addr, "backend ejected after consecutive failures");
-        }
     }
 }
 
@@ -232,8 +219,23 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        // A client's x-edge-route never travels on.
-        session.req_header_mut().remove_header(route::HEADER);
+        match &self.peering {
+            Some(listener) => match relay::inbound(session, ctx, listener) {
+                Inbound::Admitted => {}
+                Inbound::Ready(reasons) => {
+                    respond::readiness(session, ctx, reasons).await?;
+                    return Ok(true);
+                }
+                Inbound::Refused(code, reason) => {
+                    respond::error(session, ctx, code, reason, None).await?;
+                    return Ok(true);
+                }
+            },
+            // A client's x-edge-route never travels on.
+            None => {
+                session.req_header_mut().remove_header(route::HEADER);
+            }
+        }
         if self.refused(session, ctx).await? {
             return Ok(true);
         }
@@ -337,31 +339,47 @@ impl ProxyHttp for EdgeProxy {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        // A retry releases the previous server before picking the next.
+        // A retry releases the previous server (or peer) before the next.
         ctx.inflight = None;
-        let pool = ctx.pool.as_ref().expect("request_filter set the pool");
-        let Some(backend) = pool.select(&ctx.tried) else {
-            // Either way the client sees "no healthy server": 503, retry later.
-            let why = if ctx.tried.is_empty() {
-                "no healthy origin server"
-            } else {
-                "no origin server reachable"
-            };
-            return Error::e_explain(ErrorType::HTTPStatus(503), why);
+        if let Some(reason) = ctx.relay.as_ref().map(|r| r.reason) {
+            if let Some(peer) = relay::target(session, ctx, reason) {
+                return Ok(peer);
+            }
+            if reason != RelayReason::ReplicaDown {
+                let why = "no peer PoP could take the request";
+                return Error::e_explain(ErrorType::HTTPStatus(503), why);
+            }
+            // The replica is down and no peer can take it: the origin may
+            // have the page.
+            ctx.relay = None;
+        }
+        let pool = ctx.pool.clone().expect("request_filter set the pool");
+        let guard = match pool.acquire(&ctx.tried) {
+            Pick::Server(guard) => guard,
+            Pick::NoneAvailable => {
+                if let Some(peer) = relay::target(session, ctx, RelayReason::NoOrigin) {
+                    return Ok(peer);
+                }
+                // Either way the client sees "no healthy server": 503, retry later.
+                let why = if ctx.tried.is_empty() {
+                    "no healthy origin server"
+                } else {
+                    "no origin server reachable"
+                };
+                return Error::e_explain(ErrorType::HTTPStatus(503), why);
+            }
+            Pick::Full => {
+                if let Some(peer) = relay::target(session, ctx, RelayReason::Overflow) {
+                    METRICS.overflow.with_label_values(&["relayed"]).inc();
+                    return Ok(peer);
+                }
+                upstream::wait_for_slot(&pool, ctx).await?
+            }
         };
-        ctx.tried.push(backend.addr);
-        ctx.inflight = Some(backend.begin());
-        ctx.origin_started = Some(std::time::Instant::now());
-
-        let proxy = &ctx.state.config.proxy;
-        let mut peer = HttpPeer::new(backend.addr, false, String::new());
-        peer.options.connection_timeout = Some(proxy.connect_timeout);
-        peer.options.read_timeout = Some(proxy.read_timeout);
-        peer.options.write_timeout = Some(proxy.write_timeout);
-        Ok(Box::new(peer))
+        Ok(upstream::origin(ctx, guard))
     }
 
     fn fail_to_connect(
@@ -371,8 +389,20 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        Self::record_origin_failure(ctx);
-        if Self::retry_allowed(session, ctx) {
+        if let Some(pop) = ctx.relay.as_ref().and_then(|r| r.peer.clone()) {
+            // Nothing reached the peer: another one may take the request.
+            ctx.inflight = None;
+            ctx.state.peers.failed(&pop);
+            if relay::possible(session, ctx) {
+                e.set_retry(true);
+                return e;
+            }
+            let why = "no peer PoP reachable";
+            return Error::because(ErrorType::HTTPStatus(503), why, e);
+        }
+        upstream::record_origin_failure(ctx);
+        // Nothing reached the origin: another server, else a peer PoP.
+        if upstream::retry_allowed(session, ctx) || relay::possible(session, ctx) {
             e.set_retry(true);
             return e;
         }
@@ -388,10 +418,10 @@ impl ProxyHttp for EdgeProxy {
         session: &mut Session,
         e: Box<Error>,
         ctx: &mut RequestCtx,
-        _client_reused: bool,
+        client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
-        if Self::body_late(session, &e) {
+        if upstream::body_late(session, &e) {
             // The origin waits for a body the client is slow to send: 408,
             // the origin's slot given back now, no failure held against it.
             ctx.inflight = None;
@@ -407,13 +437,27 @@ impl ProxyHttp for EdgeProxy {
             e.etype(),
             ErrorType::ReadTimedout | ErrorType::WriteTimedout
         );
+        if ctx.relay.as_ref().is_some_and(|r| r.peer.is_some()) {
+            // A peer's failure is not held against an origin. Retried only
+            // where Pingora's default would: a stale pooled connection.
+            let safe = !timed_out
+                && !ctx.upstream_responded()
+                && !session.as_ref().retry_buffer_truncated()
+                && session.req_header().method.is_idempotent();
+            if safe {
+                e.retry.decide_reuse(client_reused);
+            } else {
+                e.set_retry(false);
+            }
+            return e;
+        }
         if e.esource() == &pingora_core::ErrorSource::Upstream && !timed_out {
-            Self::record_origin_failure(ctx);
+            upstream::record_origin_failure(ctx);
         }
         let retry = !timed_out
             && !ctx.upstream_responded()
             && !session.as_ref().retry_buffer_truncated()
-            && Self::retry_allowed(session, ctx);
+            && upstream::retry_allowed(session, ctx);
         e.set_retry(retry);
         e
     }
@@ -455,11 +499,19 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         headers::strip_hop_by_hop_request(upstream);
+        // A relayed request keeps the forwarding headers of the PoP the
+        // client landed on: the peer's address is not the client's.
         let client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
+            .filter(|_| ctx.relayed_from.is_none())
             .map(|a| a.ip().to_string());
         headers::add_forwarded(upstream, ctx, client_ip);
+        if ctx.relay.as_ref().is_some_and(|r| r.peer.is_some()) {
+            relay::upstream_request(upstream, ctx);
+        } else {
+            ctx.sent_to_origin = true;
+        }
         Ok(())
     }
 
@@ -469,9 +521,13 @@ impl ProxyHttp for EdgeProxy {
         upstream: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        ctx.origin_elapsed = ctx.origin_started.map(|s| s.elapsed());
-        if let Some(guard) = &ctx.inflight {
-            guard.backend().record_success();
+        if ctx.relay.as_ref().is_some_and(|r| r.peer.is_some()) {
+            relay::response(upstream, ctx);
+        } else {
+            ctx.origin_elapsed = ctx.origin_started.map(|s| s.elapsed());
+            if let Some(guard) = &ctx.inflight {
+                guard.backend().record_success();
+            }
         }
         headers::strip_hop_by_hop_response(upstream);
         // Speak HTTP/1.1 to clients even when an origin answers in 1.0.
@@ -512,13 +568,20 @@ impl ProxyHttp for EdgeProxy {
         };
         // Nothing can be said once the response has started or the client is gone.
         if code > 0 && session.response_written().is_none() {
+            // The connection ends after this page (can_reuse_downstream is
+            // false): say so, or a client may send its next request on it.
+            session.set_keepalive(None);
             // Our own 503s say why in words fit for a client; anything else
             // gets its status's short reason. The full error is logged.
+            let upstream = match ctx.relay.as_ref().and_then(|r| r.peer.as_ref()) {
+                Some(_) => "the peer PoP",
+                None => "the origin server",
+            };
             let reason = match (e.etype(), &e.context) {
                 (ErrorType::HTTPStatus(_), Some(why)) => why.as_str().to_string(),
                 _ => match code {
-                    502 => "the origin server failed to answer".to_string(),
-                    504 => "the origin server did not answer in time".to_string(),
+                    502 => format!("{upstream} failed to answer"),
+                    504 => format!("{upstream} did not answer in time"),
                     400 => "malformed request".to_string(),
                     _ => "internal error".to_string(),
                 },
@@ -550,6 +613,7 @@ impl ProxyHttp for EdgeProxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         ctx.inflight = None;
+        relay::count(ctx);
         if e.is_some_and(cancel::by_client) {
             METRICS
                 .client_cancelled

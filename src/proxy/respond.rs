@@ -72,12 +72,37 @@ pub async fn challenge(
     ctx: &mut RequestCtx,
     key_authorization: String,
 ) -> Result<()> {
-    let mut resp = ResponseHeader::build(StatusCode::OK, Some(4))?;
-    resp.insert_header("content-type", "application/octet-stream")?;
-    resp.insert_header("content-length", key_authorization.len())?;
+    let kind = "application/octet-stream";
+    content(session, ctx, StatusCode::OK, kind, key_authorization).await
+}
+
+/// A peer's readiness check (peer listener): 200, or 503 with the reasons.
+pub async fn readiness(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    reasons: Vec<String>,
+) -> Result<()> {
+    if !reasons.is_empty() {
+        let code = StatusCode::SERVICE_UNAVAILABLE;
+        return error(session, ctx, code, reasons.join("; "), None).await;
+    }
+    let kind = "text/plain; charset=utf-8";
+    content(session, ctx, StatusCode::OK, kind, "ready\n".to_string()).await
+}
+
+async fn content(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    code: StatusCode,
+    content_type: &str,
+    body: String,
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(code, Some(4))?;
+    resp.insert_header("content-type", content_type)?;
+    resp.insert_header("content-length", body.len())?;
     decorate(&mut resp, ctx);
     session.write_response_header(Box::new(resp), false).await?;
     session
-        .write_response_body(Some(Bytes::from(key_authorization)), true)
+        .write_response_body(Some(Bytes::from(body)), true)
         .await
 }

@@ -64,6 +64,9 @@ pub enum CertError {
     Lifetime(#[from] time::error::ConversionRange),
     #[error(transparent)]
     File(#[from] FileError),
+    /// The peer channel's certificates do not fit together.
+    #[error("{0}")]
+    Peering(String),
     /// One of the above, about the file at `path`.
     #[error("{}: {err}", path.display())]
     In { path: PathBuf, err: Box<CertError> },

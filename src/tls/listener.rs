@@ -4,9 +4,9 @@
 //! certificate for its SNI may be obtained while the handshake waits, and
 //! the decrypted stream is handed to the HTTP proxy (HTTP/2 or 1.1 by ALPN).
 
+use super::book::SniBook;
 use super::challenge::ACME_TLS_ALPN;
 use super::manager::CertManager;
-use super::sni::SniBook;
 use crate::domain::Hostname;
 use crate::metrics::METRICS;
 use async_trait::async_trait;
@@ -26,7 +26,7 @@ use tokio_rustls::LazyConfigAcceptor;
 use tracing::debug;
 
 /// Bounds a client that opens a connection and never finishes its hello.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A config with no certificate for any name: a refused hello handed to
 /// it ends in rustls's fatal alert (access_denied) before any key exchange.
@@ -137,7 +137,7 @@ pub struct TlsIo {
 }
 
 impl TlsIo {
-    fn new(inner: TlsStream<Stream>) -> Self {
+    pub(super) fn new(inner: TlsStream<Stream>) -> Self {
         let alpn = match inner.get_ref().1.alpn_protocol() {
             Some(b"h2") => Some(ALPN::H2),
             Some(b"http/1.1") => Some(ALPN::H1),

@@ -8,6 +8,7 @@
 //! shared store, a per-name lease lock makes one order for the whole network.
 
 pub mod acme;
+pub mod book;
 mod cert;
 pub mod challenge;
 pub mod error;
@@ -15,8 +16,8 @@ pub mod issuer;
 mod limits;
 pub mod listener;
 mod manager;
+pub mod peering;
 pub mod policy;
-pub mod sni;
 pub mod store;
 
 pub use cert::{load_static, server_config, validity, IssuedCert};

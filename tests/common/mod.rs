@@ -9,6 +9,7 @@ use hyper::{HeaderMap, Request, Response};
 use hyper_util::rt::TokioIo;
 pub mod cdc;
 pub mod pebble;
+pub mod peering;
 pub mod scenario;
 pub mod stream;
 
@@ -35,6 +36,8 @@ pub fn free_port() -> u16 {
 pub struct Origin {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
+    /// Requests being answered now, and the most there ever were at once.
+    pub busy: Arc<(AtomicUsize, AtomicUsize)>,
     pub last_headers: Arc<Mutex<Option<HeaderMap>>>,
     delay: Duration,
     task: Option<JoinHandle<()>>,
@@ -48,6 +51,7 @@ impl Origin {
         let mut origin = Origin {
             addr: listener.local_addr().unwrap(),
             hits: Arc::new(AtomicUsize::new(0)),
+            busy: Arc::default(),
             last_headers: Arc::new(Mutex::new(None)),
             delay,
             task: None,
@@ -69,6 +73,7 @@ impl Origin {
             self.delay,
             self.addr.port(),
         );
+        let busy = self.busy.clone();
         self.task = Some(tokio::spawn(async move {
             // Connections live in the set: aborting the server closes them all.
             let mut conns = tokio::task::JoinSet::new();
@@ -76,18 +81,21 @@ impl Origin {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let (hits, last) = (hits.clone(), last.clone());
+                let (hits, last, busy) = (hits.clone(), last.clone(), busy.clone());
                 conns.spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
-                        let (hits, last) = (hits.clone(), last.clone());
+                        let (hits, last, busy) = (hits.clone(), last.clone(), busy.clone());
                         async move {
                             let health = req.uri().path() == "/health";
                             if !health {
                                 hits.fetch_add(1, Ordering::Relaxed);
+                                let now = busy.0.fetch_add(1, Ordering::SeqCst) + 1;
+                                busy.1.fetch_max(now, Ordering::SeqCst);
                                 *last.lock().unwrap() = Some(req.headers().clone());
                                 // As an application does: the whole body, then the answer.
                                 let _ = req.into_body().collect().await;
                                 tokio::time::sleep(delay).await;
+                                busy.0.fetch_sub(1, Ordering::SeqCst);
                             }
                             Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!(
                                 "origin {port}"
@@ -117,6 +125,11 @@ impl Origin {
 
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::Relaxed)
+    }
+
+    /// The most requests this origin was answering at once.
+    pub fn max_busy(&self) -> usize {
+        self.busy.1.load(Ordering::SeqCst)
     }
 }
 

@@ -65,14 +65,14 @@ async fn management_get(listener_ca: &std::path::Path, url: String) -> String {
         .unwrap()
 }
 
-async fn wait_listening(addr: SocketAddr) {
+async fn listening(addr: SocketAddr) -> bool {
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return;
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("nothing listening on {addr}");
+    false
 }
 
 impl Pebble {
@@ -86,6 +86,23 @@ impl Pebble {
         tls_port: u16,
         validity: Option<Duration>,
     ) -> Pebble {
+        // Its ports are picked free, then bound by pebble: another test can
+        // take one in between (pebble then exits). Try again on new ports.
+        for attempt in 1..=3 {
+            match Pebble::try_start(http_port, tls_port, validity).await {
+                Ok(pebble) => return pebble,
+                Err(why) if attempt < 3 => eprintln!("pebble did not start ({why}); again"),
+                Err(why) => panic!("pebble did not start: {why}"),
+            }
+        }
+        unreachable!()
+    }
+
+    async fn try_start(
+        http_port: u16,
+        tls_port: u16,
+        validity: Option<Duration>,
+    ) -> Result<Pebble, String> {
         let dir = tempfile::tempdir().unwrap();
         let (listener_ca, cert, key) = listener_certs(dir.path());
         let dns = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -132,21 +149,30 @@ impl Pebble {
             .stderr(Stdio::null())
             .spawn()
             .expect("pebble (apt-get install pebble)");
-        wait_listening(dns_admin).await;
-        wait_listening(acme).await;
-        wait_listening(mgmt).await;
+        let mut children = vec![pebble, challtestsrv];
+        for addr in [dns_admin, acme, mgmt] {
+            if !listening(addr).await {
+                for child in &mut children {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                let log =
+                    std::fs::read_to_string(dir.path().join("pebble.log")).unwrap_or_default();
+                return Err(format!("nothing listening on {addr}; pebble.log:\n{log}"));
+            }
+        }
         let root_pem = management_get(&listener_ca, format!("https://{mgmt}/roots/0")).await;
         let root = dir.path().join("root.pem");
         std::fs::write(&root, root_pem).unwrap();
-        Pebble {
+        Ok(Pebble {
             dir,
-            children: vec![pebble, challtestsrv],
+            children,
             directory: format!("https://{acme}/dir"),
             listener_ca,
             root,
             dns_admin,
             mgmt,
-        }
+        })
     }
 
     /// The `[tls.acme]` table for an edge using this CA.
