@@ -65,6 +65,7 @@ pub mod proxy;
 pub mod replica;
 pub mod sync;
 pub mod tls;
+pub mod ttfb;
 
 /// A mutex's guard even if a panicking holder poisoned it: the data behind
 /// our mutexes (maps, counters) stays consistent across a panic.

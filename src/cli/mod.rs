@@ -1,9 +1,11 @@
-//! The command line: `edgepop run`, `check`, `anycast`, `replica …` and `tls …`.
+//! The command line: `edgepop run`, `check`, `anycast`, `replica …`, `tls …`
+//! and `ttfb` (the load testers' tool).
 
 mod anycast;
 mod replica;
 mod run;
 mod tls;
+mod ttfb;
 
 use crate::config::Config;
 use clap::{Parser, Subcommand};
@@ -54,6 +56,8 @@ enum Command {
         #[command(subcommand)]
         command: TlsCommand,
     },
+    /// Load targets and report TTFB per PoP, cache status and phase.
+    Ttfb(ttfb::Args),
 }
 
 #[derive(Subcommand, Debug)]
@@ -134,5 +138,6 @@ pub fn main() -> ExitCode {
         Command::Tls {
             command: TlsCommand::Revoke { hostname, config },
         } => with_config(&config, |c| tls::revoke(&runtime(), &c, &hostname)),
+        Command::Ttfb(args) => ttfb::run(args),
     }
 }

@@ -1,0 +1,310 @@
+//! The workers: per target, `connections` of them, each with its own
+//! connection. Closed model: the next request when the last is done. Open
+//! model: worker `w` of `n` owns the slots `start + (w + k·n) / rate`; a
+//! request sent late counts from its slot (wrk2's correction for
+//! coordinated omission), so a stall shows in every request it held up.
+
+use super::conn::{Conn, Dialer};
+use super::plan::{Model, Plan, Stop, Target};
+use super::sample::{route, Answer, ErrorKind, Phases, Sample, ServerTiming};
+use super::summary::{Aggregator, Report};
+use http::header::CONNECTION;
+use http_body_util::BodyExt;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+struct Shared {
+    plan: Plan,
+    dialer: Dialer,
+    start: Instant,
+    /// Requests claimed per target (`Stop::Requests`).
+    claimed: Vec<AtomicU64>,
+    /// The next fresh name's number (first-handshake mode).
+    next_name: AtomicU64,
+}
+
+/// Runs `plan` to its end and returns what was measured.
+pub async fn run(plan: Plan) -> Result<Report, String> {
+    if plan.targets.is_empty() || plan.connections == 0 {
+        return Err("nothing to load: give a URL and at least one connection".into());
+    }
+    let dialer = Dialer::new(&plan)?;
+    let mut csv = match &plan.csv {
+        Some(path) => {
+            Some(csv::Writer::from_path(path).map_err(|e| format!("{}: {e}", path.display()))?)
+        }
+        None => None,
+    };
+    let shared = Arc::new(Shared {
+        claimed: plan.targets.iter().map(|_| AtomicU64::new(0)).collect(),
+        next_name: AtomicU64::new(1),
+        dialer,
+        start: Instant::now(),
+        plan,
+    });
+    let (tx, mut rx) = mpsc::channel::<Sample>(8192);
+    let (targets, connections) = (shared.plan.targets.len(), shared.plan.connections);
+    let mut slots: Vec<Vec<_>> = Vec::new();
+    for t in 0..targets {
+        let mut senders = Vec::new();
+        for _ in 0..connections {
+            let pace = match shared.plan.model {
+                Model::Closed => Pace::Closed,
+                Model::Open { .. } => {
+                    let (send, receive) = mpsc::unbounded_channel();
+                    senders.push(send);
+                    Pace::Open(receive)
+                }
+            };
+            tokio::spawn(worker(shared.clone(), t, pace, tx.clone()));
+        }
+        slots.push(senders);
+    }
+    if let Model::Open { rate } = shared.plan.model {
+        let (start, stop) = (shared.start, shared.plan.stop);
+        std::thread::Builder::new()
+            .name("ttfb-pacer".into())
+            .spawn(move || pace(start, rate, stop, slots))
+            .map_err(|e| format!("pacer thread: {e}"))?;
+    }
+    drop(tx);
+
+    let progress = progress_bar(&shared.plan);
+    let mut agg = Aggregator::new(&shared.plan);
+    if let Some(w) = &mut csv {
+        w.write_record(super::render::CSV_HEADER)
+            .map_err(|e| e.to_string())?;
+    }
+    let mut ticker = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            sample = rx.recv() => {
+                let Some(sample) = sample else { break };
+                if let Some(w) = &mut csv {
+                    w.write_record(super::render::csv_row(&shared.plan, &sample))
+                        .map_err(|e| e.to_string())?;
+                }
+                agg.add(&sample);
+            }
+            _ = ticker.tick() => progress.update(&agg, shared.start.elapsed()),
+        }
+    }
+    progress.bar.finish_and_clear();
+    if let Some(w) = &mut csv {
+        w.flush().map_err(|e| e.to_string())?;
+    }
+    Ok(agg.report(shared.start.elapsed()))
+}
+
+/// How a worker learns when to send: as soon as it can (closed model),
+/// or at the slots the pacer hands it (open model).
+enum Pace {
+    Closed,
+    Open(mpsc::UnboundedReceiver<Instant>),
+}
+
+/// The open model's clock, on a thread of its own: tokio's timer wheel
+/// rounds sleeps up to the next millisecond, which would show as queueing
+/// in every request; a thread's sleep is good to a few microseconds. Slot
+/// `i` goes to worker `i mod connections` of every target. A worker still
+/// busy finds its slots waiting when it is done, already late: that
+/// lateness is the coordinated-omission correction.
+fn pace(start: Instant, rate: f64, stop: Stop, slots: Vec<Vec<mpsc::UnboundedSender<Instant>>>) {
+    let workers = slots.first().map_or(0, Vec::len) as u64;
+    if workers == 0 {
+        return;
+    }
+    // The default 50 µs of timer slack would be lateness in every slot.
+    // SAFETY: prctl with an integer argument touches no memory.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
+    }
+    for i in 0u64.. {
+        let slot = start + Duration::from_secs_f64(i as f64 / rate);
+        match stop {
+            Stop::After(d) if slot >= start + d => break,
+            Stop::Requests(n) if i >= n => break,
+            _ => {}
+        }
+        let now = Instant::now();
+        if slot > now {
+            std::thread::sleep(slot - now);
+        }
+        let mut listening = false;
+        for target in &slots {
+            listening |= target[(i % workers) as usize].send(slot).is_ok();
+        }
+        if !listening {
+            break;
+        }
+    }
+}
+
+async fn worker(sh: Arc<Shared>, t: usize, mut pace: Pace, tx: mpsc::Sender<Sample>) {
+    let plan = &sh.plan;
+    let target = &plan.targets[t];
+    let mut conn: Option<Conn> = None;
+    loop {
+        let slot = match &mut pace {
+            Pace::Open(slots) => match slots.recv().await {
+                Some(slot) => Some(slot),
+                None => break,
+            },
+            Pace::Closed => {
+                let done = match plan.stop {
+                    Stop::After(d) => sh.start.elapsed() >= d,
+                    Stop::Requests(n) => sh.claimed[t].fetch_add(1, Ordering::Relaxed) >= n,
+                };
+                if done {
+                    break;
+                }
+                None
+            }
+        };
+        let began = Instant::now();
+        let host = match &plan.names {
+            Some(pattern) => {
+                Plan::fresh_name(pattern, sh.next_name.fetch_add(1, Ordering::Relaxed))
+            }
+            None => target.host().to_string(),
+        };
+        let mut phases = Phases {
+            queue: slot
+                .map(|s| began.saturating_duration_since(s))
+                .unwrap_or_default(),
+            ..Phases::default()
+        };
+        let mut reused = false;
+        let outcome = tokio::time::timeout(
+            plan.timeout,
+            one(&sh, target, &host, &mut conn, &mut phases, &mut reused),
+        )
+        .await
+        .unwrap_or(Err(ErrorKind::Timeout));
+        let total = phases.queue + began.elapsed();
+        if outcome.is_err() {
+            conn = None;
+        }
+        let sample = Sample {
+            target: t,
+            sent_at: began - sh.start,
+            host,
+            reused,
+            phases,
+            total,
+            outcome,
+        };
+        if tx.send(sample).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// One request on `conn` (opened, or opened again, as needed).
+async fn one(
+    sh: &Shared,
+    target: &Target,
+    host: &str,
+    conn: &mut Option<Conn>,
+    phases: &mut Phases,
+    reused: &mut bool,
+) -> Result<Answer, ErrorKind> {
+    let fresh = sh.plan.new_connections || sh.plan.names.is_some();
+    *reused = false;
+    if let (false, Some(c)) = (fresh, conn.as_mut()) {
+        // A keep-alive connection the server has closed is opened again,
+        // as a browser would: not an error.
+        *reused = c.ready().await;
+    }
+    if !*reused {
+        *conn = None;
+        let mut c = sh.dialer.open(target, host, phases).await?;
+        if !c.ready().await {
+            return Err(ErrorKind::Http);
+        }
+        *conn = Some(c);
+    }
+    let c = conn.as_mut().expect("opened above");
+    let protocol = c.protocol();
+    let req = c.request(&sh.plan, target, host);
+    let t = Instant::now();
+    let resp = c.send(req).await?;
+    phases.ttfb = t.elapsed();
+    let t = Instant::now();
+    let headers = resp.headers();
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let timing = ServerTiming::parse(
+        headers
+            .get_all("server-timing")
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    );
+    let route = route(text("x-edge-route"));
+    let cache = text("x-edge-cache").unwrap_or("-").to_string();
+    let close = text(CONNECTION.as_str()).is_some_and(|v| v.eq_ignore_ascii_case("close"));
+    let status = resp.status().as_u16();
+    let mut body = resp.into_body();
+    let mut bytes = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| ErrorKind::Body)?;
+        bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
+    }
+    phases.transfer = t.elapsed();
+    if close {
+        *conn = None;
+    }
+    Ok(Answer {
+        status,
+        bytes,
+        protocol,
+        route,
+        cache,
+        timing,
+    })
+}
+
+/// A bar on a terminal's stderr, nothing otherwise.
+struct Progress {
+    bar: ProgressBar,
+    by_time: bool,
+}
+
+fn progress_bar(plan: &Plan) -> Progress {
+    use std::io::IsTerminal;
+    let (len, by_time) = match plan.stop {
+        Stop::After(d) => (d.as_millis() as u64, true),
+        Stop::Requests(n) => (n * plan.targets.len() as u64, false),
+    };
+    let bar = ProgressBar::with_draw_target(
+        Some(len),
+        if plan.progress && std::io::stderr().is_terminal() {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
+    );
+    if let Ok(style) = ProgressStyle::with_template("{bar:30} {percent:>3}% {msg}") {
+        bar.set_style(style);
+    }
+    Progress { bar, by_time }
+}
+
+impl Progress {
+    fn update(&self, agg: &Aggregator, elapsed: Duration) {
+        if self.bar.is_hidden() {
+            return;
+        }
+        let (requests, errors, p99) = agg.so_far();
+        self.bar.set_position(if self.by_time {
+            elapsed.as_millis() as u64
+        } else {
+            requests
+        });
+        self.bar.set_message(format!(
+            "{requests} requests, {errors} errors, p99 {p99:.2} ms"
+        ));
+    }
+}

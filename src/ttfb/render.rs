@@ -1,0 +1,222 @@
+//! The report for people: a table on the terminal, one CSV line per
+//! request, and a self-contained HTML page around the SVG.
+
+use super::plan::Plan;
+use super::sample::{pop_label, Phases, Sample, ServerTiming};
+use super::summary::{Dist, GroupReport, Report};
+use std::fmt::Write;
+
+pub const CSV_HEADER: [&str; 19] = [
+    "target",
+    "sent_at_ms",
+    "host",
+    "reused",
+    "protocol",
+    "status",
+    "error",
+    "pop",
+    "cache",
+    "bytes",
+    "queue_ms",
+    "dns_ms",
+    "connect_ms",
+    "tls_ms",
+    "ttfb_ms",
+    "transfer_ms",
+    "total_ms",
+    "server_timing_edge_ms",
+    "server_timing_origin_ms",
+];
+
+fn ms(d: std::time::Duration) -> String {
+    format!("{:.3}", d.as_secs_f64() * 1000.0)
+}
+
+pub fn csv_row(plan: &Plan, s: &Sample) -> Vec<String> {
+    let p: &Phases = &s.phases;
+    let (protocol, status, error, pop, cache, bytes, edge, origin) = match &s.outcome {
+        Ok(a) => {
+            let part = |name: &str| {
+                let i = ServerTiming::NAMES.iter().position(|n| *n == name);
+                i.and_then(|i| a.timing.parts[i])
+                    .map(|v| format!("{v:.3}"))
+                    .unwrap_or_default()
+            };
+            (
+                a.protocol.to_string(),
+                a.status.to_string(),
+                String::new(),
+                pop_label(&a.route),
+                a.cache.clone(),
+                a.bytes.to_string(),
+                part("edge"),
+                part("origin"),
+            )
+        }
+        Err(kind) => (
+            String::new(),
+            String::new(),
+            kind.as_str().to_string(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+        ),
+    };
+    vec![
+        plan.targets[s.target].name(),
+        ms(s.sent_at),
+        s.host.clone(),
+        s.reused.to_string(),
+        protocol,
+        status,
+        error,
+        pop,
+        cache,
+        bytes,
+        ms(p.queue),
+        ms(p.dns),
+        ms(p.connect),
+        ms(p.tls),
+        ms(p.ttfb),
+        ms(p.transfer),
+        ms(s.total),
+        edge,
+        origin,
+    ]
+}
+
+fn dist_cells(d: &Dist) -> String {
+    format!(
+        "{:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+        d.p50_ms, d.p90_ms, d.p99_ms, d.p999_ms, d.max_ms
+    )
+}
+
+/// "edge 0.05, origin 1.20": the p50 of each `server-timing` part.
+fn timing_cell(g: &GroupReport) -> String {
+    g.server_timing
+        .iter()
+        .map(|(name, d)| format!("{name} {:.2}", d.p50_ms))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The terminal table: per target, then per group.
+pub fn table(r: &Report) -> String {
+    let mut out = String::new();
+    let corrected = if r.model.kind == "open" {
+        " (corrected for coordinated omission)"
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        out,
+        "{} model, {} connection(s) per target, {:.1} s; latency in ms{corrected}",
+        r.model.kind, r.model.connections, r.elapsed_s
+    );
+    for (i, t) in r.targets.iter().enumerate() {
+        let _ = writeln!(out, "\n[{i}] {}", t.name);
+        let errors = if t.errors.is_empty() {
+            "no errors".to_string()
+        } else {
+            t.errors
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "    {} requests, {} responses, {:.1} req/s, {errors}",
+            t.requests, t.responses, t.rate_rps
+        );
+        if let Some(u) = &t.uncorrected_latency {
+            let _ = writeln!(
+                out,
+                "    uncorrected p99 {:.3} ms (what a tool without correction reports)",
+                u.p99_ms
+            );
+        }
+        let _ = writeln!(
+            out,
+            "    {:<16} {:<8} {:>6} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>5} {:>9}  server-timing p50",
+            "pop", "cache", "status", "count", "p50", "p90", "p99", "p99.9", "max", "ttfb p99", "new", "tls p50"
+        );
+        for g in r.groups.iter().filter(|g| g.target == i) {
+            let _ = writeln!(
+                out,
+                "    {:<16} {:<8} {:>6} {:>7} {} {:>9.3} {:>5} {:>9}  {}",
+                g.pop,
+                g.cache,
+                g.status,
+                g.requests,
+                dist_cells(&g.latency),
+                g.phases["ttfb"].p99_ms,
+                g.new_connections,
+                g.handshakes
+                    .as_ref()
+                    .map_or("-".to_string(), |d| format!("{:.3}", d.p50_ms)),
+                timing_cell(g),
+            );
+        }
+    }
+    if r.server_timing_malformed > 0 {
+        let _ = writeln!(
+            out,
+            "\n{} response(s) carried a server-timing part that could not be read",
+            r.server_timing_malformed
+        );
+    }
+    out
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// One page, nothing fetched: the groups as a table, the SVG inline.
+pub fn html(r: &Report, svg: &str) -> String {
+    let mut rows = String::new();
+    for g in &r.groups {
+        let target = r.targets.get(g.target).map_or("", |t| t.name.as_str());
+        let _ = write!(
+            rows,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{}</td></tr>\n",
+            escape(target),
+            escape(&g.pop),
+            escape(&g.cache),
+            g.status,
+            g.requests,
+            g.latency.p50_ms,
+            g.latency.p90_ms,
+            g.latency.p99_ms,
+            g.latency.p999_ms,
+            g.latency.max_ms,
+            escape(&timing_cell(g)),
+        );
+    }
+    format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>edgepop ttfb</title>\n\
+         <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}\
+         td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}\
+         td:nth-child(-n+3){{text-align:left}}</style></head><body>\n\
+         <h1>edgepop ttfb</h1>\n<p>{} model, {} connection(s) per target, {:.1} s. Latency in ms{}.</p>\n\
+         <table><tr><th>target</th><th>pop</th><th>cache</th><th>status</th><th>requests</th>\
+         <th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th><th>server-timing p50</th></tr>\n\
+         {rows}</table>\n{svg}\n</body></html>\n",
+        r.model.kind,
+        r.model.connections,
+        r.elapsed_s,
+        if r.model.kind == "open" {
+            ", corrected for coordinated omission"
+        } else {
+            ""
+        },
+    )
+}
