@@ -254,13 +254,16 @@ async fn two_pops_and_a_relay_are_grouped_exactly() {
         .filter_map(|n| n.text())
         .map(|t| t.trim().to_string())
         .collect();
+    for (i, name) in names.iter().enumerate() {
+        let pop = ["fra1", "ams1", "fra1 > ams1", "ams1"][i];
+        let curve = format!("[{i}] {pop}  {name}");
+        assert!(texts.contains(&curve), "{curve} in {texts:?}");
+    }
     for label in [
-        "[0] fra1",
-        "[1] ams1",
-        "[2] fra1 > ams1",
-        "[3] ams1",
         "ttfb",
         "tls",
+        "[2] fra1 > ams1 BYPASS 200",
+        "[1] ams1 MISS 200",
     ] {
         assert!(texts.iter().any(|t| t == label), "{label} in {texts:?}");
     }

@@ -18,6 +18,10 @@ pub struct Args {
     /// (repeat for several: e.g. each PoP's unicast address).
     #[arg(long = "connect", value_name = "ADDR")]
     connect: Vec<SocketAddr>,
+    /// As curl's: requests for HOST:PORT go to ADDR (an IP address; the
+    /// port stays), for URLs with no --connect.
+    #[arg(long = "resolve", value_name = "HOST:PORT:ADDR")]
+    resolve: Vec<String>,
     /// Connections per target (closed model: requests in flight).
     #[arg(short, long, default_value_t = 16)]
     connections: usize,
@@ -77,6 +81,20 @@ pub struct Args {
 
 impl Args {
     fn plan(self) -> Result<(Plan, Outputs), String> {
+        let mut resolve = Vec::new();
+        for r in &self.resolve {
+            let mut parts = r.splitn(3, ':');
+            let (host, port, ip) = (parts.next(), parts.next(), parts.next());
+            let parsed = match (host, port.map(str::parse::<u16>), ip) {
+                (Some(h), Some(Ok(p)), Some(ip)) => ip
+                    .trim_matches(|c| c == '[' || c == ']')
+                    .parse::<std::net::IpAddr>()
+                    .ok()
+                    .map(|ip| (h.to_ascii_lowercase(), p, SocketAddr::new(ip, p))),
+                _ => None,
+            };
+            resolve.push(parsed.ok_or_else(|| format!("--resolve {r}: expected HOST:PORT:ADDR"))?);
+        }
         let mut targets = Vec::new();
         for url in &self.urls {
             let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
@@ -84,10 +102,16 @@ impl Args {
                 return Err(format!("{url}: not an http:// or https:// URL with a host"));
             }
             if self.connect.is_empty() {
-                targets.push(Target {
+                let mut target = Target {
                     url: uri.clone(),
                     addr: None,
-                });
+                };
+                let (host, port) = (target.host().to_ascii_lowercase(), target.port());
+                target.addr = resolve
+                    .iter()
+                    .find(|(h, p, _)| *h == host && *p == port)
+                    .map(|(_, _, a)| *a);
+                targets.push(target);
             }
             for addr in &self.connect {
                 targets.push(Target {

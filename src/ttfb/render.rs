@@ -94,11 +94,11 @@ fn dist_cells(d: &Dist) -> String {
     )
 }
 
-/// "edge 0.05, origin 1.20": the p50 of each `server-timing` part.
+/// "edge 0.050, origin 1.200": the p50 of each `server-timing` part.
 fn timing_cell(g: &GroupReport) -> String {
     g.server_timing
         .iter()
-        .map(|(name, d)| format!("{name} {:.2}", d.p50_ms))
+        .map(|(name, d)| format!("{name} {:.3}", d.p50_ms))
         .collect::<Vec<_>>()
         .join(", ")
 }

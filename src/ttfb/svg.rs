@@ -56,11 +56,20 @@ pub fn render(r: &Report) -> Result<String, String> {
     Ok(out)
 }
 
+/// `[1] ams1`: the target's index (as in the table) and the route.
 fn series_name(r: &Report, target: usize, pop: &str) -> String {
     if r.targets.len() > 1 {
         format!("[{target}] {pop}")
     } else {
         pop.to_string()
+    }
+}
+
+/// In the legend of the curves, with the target's URL as the key.
+fn curve_name(r: &Report, target: usize, pop: &str) -> String {
+    match r.targets.get(target) {
+        Some(t) if r.targets.len() > 1 => format!("{}  {}", series_name(r, target, pop), t.name),
+        _ => series_name(r, target, pop),
     }
 }
 
@@ -96,14 +105,14 @@ fn curves(r: &Report, area: &Area) -> Drawn {
         let points = c.points.iter().map(|p| (nines(p[0]), p[1].max(floor)));
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(2)))?
-            .label(series_name(r, c.target, &c.pop))
+            .label(curve_name(r, c.target, &c.pop))
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
             });
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(SeriesLabelPosition::LowerRight)
         .label_font(("sans-serif", 14))
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
@@ -139,7 +148,7 @@ fn phases(r: &Report, area: &Area) -> Drawn {
         .margin(15)
         .x_label_area_size(35)
         .y_label_area_size(230)
-        .build_cartesian_2d(0f64..longest, (0..n).into_segmented())?;
+        .build_cartesian_2d(0f64..longest, (0..n.max(2) - 1).into_segmented())?;
     chart
         .configure_mesh()
         .disable_y_mesh()
