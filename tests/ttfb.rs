@@ -374,8 +374,11 @@ async fn malformed_server_timing_is_counted_not_fatal() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("r.json");
+    // Named as a load tester would, pointed at the stub as with curl.
     ttfb(&[
-        &format!("http://{addr}/"),
+        &format!("http://stub.test:{}/", addr.port()),
+        "--resolve",
+        &format!("stub.test:{}:127.0.0.1", addr.port()),
         "-n",
         "10",
         "-c",
@@ -563,6 +566,10 @@ async fn bad_arguments_are_refused_with_the_reason() {
         (
             vec!["http://x/", "-H", "nocolon"],
             "expected \"Name: value\"",
+        ),
+        (
+            vec!["http://x/", "--resolve", "x:80"],
+            "expected HOST:PORT:ADDR",
         ),
     ] {
         let out = tokio::process::Command::new(bin())
