@@ -57,7 +57,7 @@ enum Command {
         command: TlsCommand,
     },
     /// Load targets and report TTFB per PoP, cache status and phase.
-    Ttfb(ttfb::Args),
+    Ttfb(Box<ttfb::Args>),
 }
 
 #[derive(Subcommand, Debug)]
@@ -138,6 +138,6 @@ pub fn main() -> ExitCode {
         Command::Tls {
             command: TlsCommand::Revoke { hostname, config },
         } => with_config(&config, |c| tls::revoke(&runtime(), &c, &hostname)),
-        Command::Ttfb(args) => ttfb::run(args),
+        Command::Ttfb(args) => ttfb::run(*args),
     }
 }

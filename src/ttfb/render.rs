@@ -184,10 +184,10 @@ pub fn html(r: &Report, svg: &str) -> String {
     let mut rows = String::new();
     for g in &r.groups {
         let target = r.targets.get(g.target).map_or("", |t| t.name.as_str());
-        let _ = write!(
+        let _ = writeln!(
             rows,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{}</td></tr>\n",
+             <td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{}</td></tr>",
             escape(target),
             escape(&g.pop),
             escape(&g.cache),
