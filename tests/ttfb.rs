@@ -583,3 +583,18 @@ async fn bad_arguments_are_refused_with_the_reason() {
         assert!(stderr.contains(reason), "{args:?}: {stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_progress_bar_is_drawn_on_a_terminal_only() {
+    let addr = stub(&[], 0, Duration::ZERO).await;
+    // `script` gives the run a pseudo-terminal as its stderr.
+    let run = format!("{} ttfb http://{addr}/ -c 1 -d 1s > /dev/null", bin());
+    let out = tokio::process::Command::new("script")
+        .args(["-qec", &run, "/dev/null"])
+        .output()
+        .await
+        .unwrap();
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{tty}");
+    assert!(tty.contains(" requests, 0 errors, p99 "), "{tty}");
+}
