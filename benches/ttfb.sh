@@ -30,12 +30,12 @@ curl -s -o /dev/null -H 'Host: shop.bench' $URL
 
 # Each prints "req/s p50_ms p99_ms"; $1: extra arguments (a rate).
 run_oha() {
-  oha -z "${SECS}s" -c "$CONNS" --no-tui --output-format json -H 'Host: shop.bench' $1 "$URL" |
+  oha -z "${SECS}s" -c "$CONNS" --no-tui --output-format json -H 'Host: shop.bench' ${1:-} "$URL" |
     python3 -c 'import json,sys; r=json.load(sys.stdin); s=r["summary"]; p=r["latencyPercentiles"]
 print(round(s["requestsPerSec"],1), round(p["p50"]*1000,3), round(p["p99"]*1000,3))'
 }
 run_ttfb() {
-  ./target/release/edgepop ttfb "$URL" -H 'Host: shop.bench' -d "${SECS}s" -c "$CONNS" -q --json - $1 |
+  ./target/release/edgepop ttfb "$URL" -H 'Host: shop.bench' -d "${SECS}s" -c "$CONNS" -q --json - ${1:-} |
     python3 -c 'import json,sys; t=json.load(sys.stdin)["targets"][0]; l=t["latency"]
 print(t["rate_rps"], l["p50_ms"], l["p99_ms"])'
 }

@@ -278,8 +278,10 @@ async fn two_pops_and_a_relay_are_grouped_exactly() {
     assert!(html.contains("<svg") && html.contains("fra1 &gt; ams1"));
 }
 
-/// An HTTP/1.1 server on port 0 answering `body` with `headers`; the
-/// `stall_at`th request (1-based) waits `stall` first.
+/// An HTTP/1.1 server on port 0 answering `ok` with `headers`. When the
+/// `stall_at`th request (1-based) comes, the whole server stalls for
+/// `stall` (an origin's pause): it and every request that comes meanwhile
+/// are answered when the stall ends.
 async fn stub(
     headers: &'static [(&'static str, &'static str)],
     stall_at: usize,
@@ -288,18 +290,26 @@ async fn stub(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let count = Arc::new(AtomicUsize::new(0));
+    let until = Arc::new(std::sync::Mutex::new(None::<tokio::time::Instant>));
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let count = count.clone();
+            let (count, until) = (count.clone(), until.clone());
             tokio::spawn(async move {
                 let svc = service_fn(move |_req: Request<Incoming>| {
                     let n = count.fetch_add(1, Ordering::SeqCst) + 1;
-                    async move {
+                    let wait = {
+                        let mut until = until.lock().unwrap();
                         if n == stall_at {
-                            tokio::time::sleep(stall).await;
+                            *until = Some(tokio::time::Instant::now() + stall);
+                        }
+                        *until
+                    };
+                    async move {
+                        if let Some(t) = wait {
+                            tokio::time::sleep_until(t).await;
                         }
                         let mut resp = Response::new(Full::new(Bytes::from_static(b"ok")));
                         for (k, v) in headers {
@@ -319,9 +329,10 @@ async fn stub(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stall_shows_in_the_corrected_p99_of_the_open_model() {
-    // Request 100 of 800 stalls for a second. Its connection's next slots
-    // (one every 10 ms) pass meanwhile: about a hundred requests were held
-    // up, which the open model counts from their slots.
+    // At request 100 of 800 the server stalls for a second. Both
+    // connections wait; the slots (one every 5 ms) pile up meanwhile: about
+    // two hundred requests were held up, which the open model counts from
+    // their slots.
     let addr = stub(&[], 100, SEC(1)).await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("r.json");
@@ -348,10 +359,11 @@ async fn a_stall_shows_in_the_corrected_p99_of_the_open_model() {
     let p99 = corrected["p99_ms"].as_f64().unwrap();
     assert!(
         p99 >= 500.0,
-        "the stall held ~100 of 800 requests up: {corrected:#}"
+        "the stall held ~200 of 800 requests up: {corrected:#}"
     );
     assert!(corrected["max_ms"].as_f64().unwrap() >= 1000.0);
-    // Without the correction the stall is one request in 800: past p99.
+    // Without the correction the stall is the two requests it caught in
+    // flight, of 800: past p99.
     assert!(uncorrected["max_ms"].as_f64().unwrap() >= 1000.0);
     assert!(
         uncorrected["p99_ms"].as_f64().unwrap() < 100.0,

@@ -1,8 +1,9 @@
 //! The workers: per target, `connections` of them, each with its own
 //! connection. Closed model: the next request when the last is done. Open
-//! model: worker `w` of `n` owns the slots `start + (w + k·n) / rate`; a
-//! request sent late counts from its slot (wrk2's correction for
-//! coordinated omission), so a stall shows in every request it held up.
+//! model: a pacer thread puts slot `i` (`start + i / rate`) in the
+//! target's queue and the first free connection takes it; a request sent
+//! late counts from its slot (wrk2's and oha's correction for coordinated
+//! omission), so a stall shows in every request it held up.
 
 use super::conn::{Conn, Dialer};
 use super::plan::{Model, Plan, Stop, Target};
@@ -47,21 +48,18 @@ pub async fn run(plan: Plan) -> Result<Report, String> {
     });
     let (tx, mut rx) = mpsc::channel::<Sample>(8192);
     let (targets, connections) = (shared.plan.targets.len(), shared.plan.connections);
-    let mut slots: Vec<Vec<_>> = Vec::new();
+    let mut slots = Vec::new();
     for t in 0..targets {
-        let mut senders = Vec::new();
+        let (send, receive) = mpsc::unbounded_channel();
+        let queue = Arc::new(tokio::sync::Mutex::new(receive));
+        slots.push(send);
         for _ in 0..connections {
             let pace = match shared.plan.model {
                 Model::Closed => Pace::Closed,
-                Model::Open { .. } => {
-                    let (send, receive) = mpsc::unbounded_channel();
-                    senders.push(send);
-                    Pace::Open(receive)
-                }
+                Model::Open { .. } => Pace::Open(queue.clone()),
             };
             tokio::spawn(worker(shared.clone(), t, pace, tx.clone()));
         }
-        slots.push(senders);
     }
     if let Model::Open { rate } = shared.plan.model {
         let (start, stop) = (shared.start, shared.plan.stop);
@@ -100,23 +98,19 @@ pub async fn run(plan: Plan) -> Result<Report, String> {
 }
 
 /// How a worker learns when to send: as soon as it can (closed model),
-/// or at the slots the pacer hands it (open model).
+/// or at the next slot of its target's queue (open model).
 enum Pace {
     Closed,
-    Open(mpsc::UnboundedReceiver<Instant>),
+    Open(Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Instant>>>),
 }
 
 /// The open model's clock, on a thread of its own: tokio's timer wheel
 /// rounds sleeps up to the next millisecond, which would show as queueing
-/// in every request; a thread's sleep is good to a few microseconds. Slot
-/// `i` goes to worker `i mod connections` of every target. A worker still
-/// busy finds its slots waiting when it is done, already late: that
+/// in every request; a thread's sleep is good to a few microseconds. Each
+/// slot goes to every target's queue. When every connection is busy the
+/// slots wait there, already late when a connection takes them: that
 /// lateness is the coordinated-omission correction.
-fn pace(start: Instant, rate: f64, stop: Stop, slots: Vec<Vec<mpsc::UnboundedSender<Instant>>>) {
-    let workers = slots.first().map_or(0, Vec::len) as u64;
-    if workers == 0 {
-        return;
-    }
+fn pace(start: Instant, rate: f64, stop: Stop, queues: Vec<mpsc::UnboundedSender<Instant>>) {
     // The default 50 µs of timer slack would be lateness in every slot.
     // SAFETY: prctl with an integer argument touches no memory.
     unsafe {
@@ -134,8 +128,8 @@ fn pace(start: Instant, rate: f64, stop: Stop, slots: Vec<Vec<mpsc::UnboundedSen
             std::thread::sleep(slot - now);
         }
         let mut listening = false;
-        for target in &slots {
-            listening |= target[(i % workers) as usize].send(slot).is_ok();
+        for queue in &queues {
+            listening |= queue.send(slot).is_ok();
         }
         if !listening {
             break;
@@ -149,7 +143,7 @@ async fn worker(sh: Arc<Shared>, t: usize, mut pace: Pace, tx: mpsc::Sender<Samp
     let mut conn: Option<Conn> = None;
     loop {
         let slot = match &mut pace {
-            Pace::Open(slots) => match slots.recv().await {
+            Pace::Open(queue) => match queue.lock().await.recv().await {
                 Some(slot) => Some(slot),
                 None => break,
             },
