@@ -355,6 +355,10 @@ async fn a_stall_shows_in_the_corrected_p99_of_the_open_model() {
     assert_eq!(r["model"]["kind"], "open");
     let t = &r["targets"][0];
     assert_eq!(t["responses"], 800, "{t:#}");
+    assert_eq!(
+        t["schedule_lag"]["count"], 800,
+        "the pacer's own lag, apart"
+    );
     let (corrected, uncorrected) = (&t["latency"], &t["uncorrected_latency"]);
     let p99 = corrected["p99_ms"].as_f64().unwrap();
     assert!(

@@ -25,6 +25,9 @@ pub struct Args {
     /// Connections per target (closed model: requests in flight).
     #[arg(short, long, default_value_t = 16)]
     connections: usize,
+    /// Worker threads (default: one per CPU).
+    #[arg(long)]
+    threads: Option<usize>,
     /// How long to run (default 10s unless --requests is given).
     #[arg(short, long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
@@ -165,6 +168,9 @@ impl Args {
             targets,
             model,
             connections: self.connections,
+            threads: self
+                .threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
             stop,
             protocol: match (self.http1, self.http2) {
                 (true, _) => Protocol::Http1,
@@ -236,7 +242,8 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // The collector's: the workers run on threads of their own.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -1,9 +1,12 @@
 //! The workers: per target, `connections` of them, each with its own
 //! connection. Closed model: the next request when the last is done. Open
-//! model: a pacer thread puts slot `i` (`start + i / rate`) in the
-//! target's queue and the first free connection takes it; a request sent
-//! late counts from its slot (wrk2's and oha's correction for coordinated
-//! omission), so a stall shows in every request it held up.
+//! model: a pacer thread releases slot `i` (`start + i / rate`) into the
+//! target's queue and the first free connection takes it; a request that
+//! waited there for a connection counts from its release (the correction
+//! for coordinated omission, as oha's), so a stall shows in every request
+//! it held up. How far the pacer itself fell behind its slots is the
+//! tool's own lag: measured apart (`schedule_lag`), not charged to the
+//! server.
 
 use super::conn::{Conn, Dialer};
 use super::plan::{Model, Plan, Stop, Target};
@@ -48,18 +51,42 @@ pub async fn run(plan: Plan) -> Result<Report, String> {
     });
     let (tx, mut rx) = mpsc::channel::<Sample>(8192);
     let (targets, connections) = (shared.plan.targets.len(), shared.plan.connections);
+    // Workers are dealt round-robin to threads of their own, each with a
+    // single-threaded runtime (as oha and nginx's workers): a worker and
+    // its connection's task never wake each other across threads.
+    let threads = shared.plan.threads.clamp(1, targets * connections);
+    let mut dealt: Vec<Vec<(usize, Pace)>> = (0..threads).map(|_| Vec::new()).collect();
     let mut slots = Vec::new();
     for t in 0..targets {
         let (send, receive) = mpsc::unbounded_channel();
         let queue = Arc::new(tokio::sync::Mutex::new(receive));
         slots.push(send);
-        for _ in 0..connections {
+        for w in 0..connections {
             let pace = match shared.plan.model {
                 Model::Closed => Pace::Closed,
                 Model::Open { .. } => Pace::Open(queue.clone()),
             };
-            tokio::spawn(worker(shared.clone(), t, pace, tx.clone()));
+            dealt[(t * connections + w) % threads].push((t, pace));
         }
+    }
+    for (i, workers) in dealt.into_iter().enumerate() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("worker runtime: {e}"))?;
+        let (shared, tx) = (shared.clone(), tx.clone());
+        std::thread::Builder::new()
+            .name(format!("ttfb-worker-{i}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let mut set = tokio::task::JoinSet::new();
+                    for (t, pace) in workers {
+                        set.spawn(worker(shared.clone(), t, pace, tx.clone()));
+                    }
+                    while set.join_next().await.is_some() {}
+                })
+            })
+            .map_err(|e| format!("worker thread: {e}"))?;
     }
     if let Model::Open { rate } = shared.plan.model {
         let (start, stop) = (shared.start, shared.plan.stop);
@@ -101,7 +128,14 @@ pub async fn run(plan: Plan) -> Result<Report, String> {
 /// or at the next slot of its target's queue (open model).
 enum Pace {
     Closed,
-    Open(Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Instant>>>),
+    Open(Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Release>>>),
+}
+
+/// A slot of the open model, and when the pacer got to release it.
+#[derive(Clone, Copy)]
+struct Release {
+    slot: Instant,
+    at: Instant,
 }
 
 /// The open model's clock, on a thread of its own: tokio's timer wheel
@@ -110,7 +144,7 @@ enum Pace {
 /// slot goes to every target's queue. When every connection is busy the
 /// slots wait there, already late when a connection takes them: that
 /// lateness is the coordinated-omission correction.
-fn pace(start: Instant, rate: f64, stop: Stop, queues: Vec<mpsc::UnboundedSender<Instant>>) {
+fn pace(start: Instant, rate: f64, stop: Stop, queues: Vec<mpsc::UnboundedSender<Release>>) {
     // The default 50 µs of timer slack would be lateness in every slot.
     // SAFETY: prctl with an integer argument touches no memory.
     unsafe {
@@ -127,9 +161,13 @@ fn pace(start: Instant, rate: f64, stop: Stop, queues: Vec<mpsc::UnboundedSender
         if slot > now {
             std::thread::sleep(slot - now);
         }
+        let release = Release {
+            slot,
+            at: Instant::now(),
+        };
         let mut listening = false;
         for queue in &queues {
-            listening |= queue.send(slot).is_ok();
+            listening |= queue.send(release).is_ok();
         }
         if !listening {
             break;
@@ -142,9 +180,9 @@ async fn worker(sh: Arc<Shared>, t: usize, mut pace: Pace, tx: mpsc::Sender<Samp
     let target = &plan.targets[t];
     let mut conn: Option<Conn> = None;
     loop {
-        let slot = match &mut pace {
+        let release = match &mut pace {
             Pace::Open(queue) => match queue.lock().await.recv().await {
-                Some(slot) => Some(slot),
+                Some(release) => Some(release),
                 None => break,
             },
             Pace::Closed => {
@@ -166,8 +204,8 @@ async fn worker(sh: Arc<Shared>, t: usize, mut pace: Pace, tx: mpsc::Sender<Samp
             None => target.host().to_string(),
         };
         let mut phases = Phases {
-            queue: slot
-                .map(|s| began.saturating_duration_since(s))
+            queue: release
+                .map(|r| began.saturating_duration_since(r.at))
                 .unwrap_or_default(),
             ..Phases::default()
         };
@@ -189,6 +227,9 @@ async fn worker(sh: Arc<Shared>, t: usize, mut pace: Pace, tx: mpsc::Sender<Samp
             reused,
             phases,
             total,
+            behind: release
+                .map(|r| r.at.saturating_duration_since(r.slot))
+                .unwrap_or_default(),
             outcome,
         };
         if tx.send(sample).await.is_err() {

@@ -68,6 +68,8 @@ pub struct Plan {
     pub model: Model,
     /// Connections per target.
     pub connections: usize,
+    /// Worker threads (each with its own runtime and connections).
+    pub threads: usize,
     pub stop: Stop,
     pub protocol: Protocol,
     pub method: http::Method,

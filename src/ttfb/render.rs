@@ -139,6 +139,18 @@ pub fn table(r: &Report) -> String {
                 u.p99_ms
             );
         }
+        if let Some(lag) = &t.schedule_lag {
+            let warn = if lag.p99_ms > 1.0 {
+                ": the tool fell behind its schedule, the load came in bursts"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "    schedule lag p99 {:.3} ms, max {:.3} ms{warn}",
+                lag.p99_ms, lag.max_ms
+            );
+        }
         let _ = writeln!(
             out,
             "    {:<16} {:<8} {:>6} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>5} {:>9}  server-timing p50",

@@ -33,7 +33,7 @@ impl ErrorKind {
 }
 
 /// Where a request's time went, client side. They add up to the total:
-/// `queue` (open model: sent this late after its slot), then `dns`,
+/// `queue` (open model: waiting for a free connection), then `dns`,
 /// `connect`, `tls` (zero on a reused connection), `ttfb` (request written
 /// → response head) and `transfer` (head → last body byte).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -91,9 +91,12 @@ pub struct Sample {
     pub host: String,
     pub reused: bool,
     pub phases: Phases,
-    /// From its slot (open model) or its start to its last byte: what a
-    /// user waited, corrected for coordinated omission.
+    /// From its release (open model) or its start to its last byte: what
+    /// a user waited, corrected for coordinated omission.
     pub total: Duration,
+    /// Open model: how late the tool's pacer released it after its slot
+    /// (the tool's own lag, not counted in `total`).
+    pub behind: Duration,
     pub outcome: Result<Answer, ErrorKind>,
 }
 

@@ -99,6 +99,7 @@ struct TargetAgg {
     errors: BTreeMap<ErrorKind, u64>,
     latency: Hist,
     uncorrected: Hist,
+    behind: Hist,
     first: Option<Duration>,
     last: Duration,
 }
@@ -127,6 +128,7 @@ impl Aggregator {
                     errors: BTreeMap::new(),
                     latency: hist(),
                     uncorrected: hist(),
+                    behind: hist(),
                     first: None,
                     last: Duration::ZERO,
                 })
@@ -144,6 +146,7 @@ impl Aggregator {
         t.requests += 1;
         t.first = Some(t.first.map_or(s.sent_at, |f| f.min(s.sent_at)));
         t.last = t.last.max(s.sent_at + s.uncorrected());
+        record(&mut t.behind, s.behind);
         let answer = match &s.outcome {
             Ok(a) => a,
             Err(kind) => {
@@ -216,6 +219,7 @@ impl Aggregator {
                     },
                     latency: (ok > 0).then(|| Dist::of(&agg.latency)),
                     uncorrected_latency: (open && ok > 0).then(|| Dist::of(&agg.uncorrected)),
+                    schedule_lag: open.then(|| Dist::of(&agg.behind)),
                 }
             })
             .collect();
@@ -328,6 +332,10 @@ pub struct TargetReport {
     pub latency: Option<Dist>,
     /// Open model only: from when each request was actually sent.
     pub uncorrected_latency: Option<Dist>,
+    /// Open model only: how late the tool released requests after their
+    /// slots (its own lag; high values mean the load was burstier than
+    /// asked: the machine running the tool is short of CPU).
+    pub schedule_lag: Option<Dist>,
 }
 
 #[derive(Debug, Clone, Serialize)]
