@@ -152,12 +152,10 @@ struct Release {
     at: Instant,
 }
 
-/// The open model's clock, on a thread of its own: tokio's timer wheel
-/// rounds sleeps up to the next millisecond, which would show as queueing
-/// in every request; a thread's sleep is good to a few microseconds. Each
-/// slot goes to every target's queue. When every connection is busy the
-/// slots wait there, already late when a connection takes them: that
-/// lateness is the coordinated-omission correction.
+/// The open model's clock, on a thread of its own (not a worker's
+/// runtime, busy with requests). Each slot goes to every target's queue.
+/// When every connection is busy the slots wait there, and the time they
+/// wait counts in their requests: the coordinated-omission correction.
 fn pace(start: Instant, rate: f64, stop: Stop, queues: Vec<mpsc::UnboundedSender<Release>>) {
     // The default 50 µs of timer slack would be lateness in every slot.
     // SAFETY: prctl with an integer argument touches no memory.
