@@ -3,7 +3,7 @@
 //! connection for the requests. hyper parses HTTP; this only times it.
 
 use super::plan::{Plan, Protocol, Target};
-use super::sample::{ErrorKind, Phases};
+use super::sample::{ErrorKind, Laps, Phases};
 use bytes::Bytes;
 use http::header::{HOST, USER_AGENT};
 use http::{HeaderValue, Request, Response, Version};
@@ -17,7 +17,6 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use std::sync::Arc;
-use std::time::Instant;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -65,14 +64,14 @@ impl Dialer {
     }
 
     /// A new connection to `target` for `host` (SNI), its phases written
-    /// into `phases` as they pass.
+    /// into `phases` as they pass (laps of `laps`).
     pub async fn open(
         &self,
         target: &Target,
         host: &str,
         phases: &mut Phases,
+        laps: &mut Laps,
     ) -> Result<Conn, ErrorKind> {
-        let t = Instant::now();
         let addr = match target.addr {
             Some(a) => a,
             None => tokio::net::lookup_host((target.host(), target.port()))
@@ -81,24 +80,22 @@ impl Dialer {
                 .and_then(|mut a| a.next())
                 .ok_or(ErrorKind::Dns)?,
         };
-        phases.dns = t.elapsed();
-        let t = Instant::now();
+        phases.dns = laps.split();
         let tcp = TcpStream::connect(addr)
             .await
             .map_err(|_| ErrorKind::Connect)?;
         let _ = tcp.set_nodelay(true);
-        phases.connect = t.elapsed();
+        phases.connect = laps.split();
         if !target.https() {
             return Conn::handshake(TokioIo::new(tcp), self.protocol == Protocol::Http2).await;
         }
-        let t = Instant::now();
         let name = ServerName::try_from(host.to_string()).map_err(|_| ErrorKind::Tls)?;
         let tls = self
             .tls
             .connect(name, tcp)
             .await
             .map_err(|_| ErrorKind::Tls)?;
-        phases.tls = t.elapsed();
+        phases.tls = laps.split();
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         Conn::handshake(TokioIo::new(tls), h2).await
     }

@@ -10,7 +10,7 @@
 
 use super::conn::{Conn, Dialer};
 use super::plan::{Model, Plan, Stop, Target};
-use super::sample::{route, Answer, ErrorKind, Phases, Sample, ServerTiming};
+use super::sample::{route, Answer, ErrorKind, Laps, Phases, Sample, ServerTiming};
 use super::summary::{Aggregator, Report};
 use http::header::CONNECTION;
 use http_body_util::BodyExt;
@@ -226,7 +226,14 @@ async fn worker(sh: Arc<Shared>, t: usize, mut pace: Pace, tx: mpsc::Sender<Samp
         let mut reused = false;
         let outcome = tokio::time::timeout(
             plan.timeout,
-            one(&sh, target, &host, &mut conn, &mut phases, &mut reused),
+            one(
+                &sh,
+                target,
+                &host,
+                &mut conn,
+                (&mut phases, &mut Laps::from(began)),
+                &mut reused,
+            ),
         )
         .await
         .unwrap_or(Err(ErrorKind::Timeout));
@@ -252,13 +259,14 @@ async fn worker(sh: Arc<Shared>, t: usize, mut pace: Pace, tx: mpsc::Sender<Samp
     }
 }
 
-/// One request on `conn` (opened, or opened again, as needed).
+/// One request on `conn` (opened, or opened again, as needed); its
+/// phases are laps of one stopwatch, started when the request began.
 async fn one(
     sh: &Shared,
     target: &Target,
     host: &str,
     conn: &mut Option<Conn>,
-    phases: &mut Phases,
+    (phases, laps): (&mut Phases, &mut Laps),
     reused: &mut bool,
 ) -> Result<Answer, ErrorKind> {
     let fresh = sh.plan.new_connections || sh.plan.names.is_some();
@@ -270,7 +278,7 @@ async fn one(
     }
     if !*reused {
         *conn = None;
-        let mut c = sh.dialer.open(target, host, phases).await?;
+        let mut c = sh.dialer.open(target, host, phases, laps).await?;
         if !c.ready().await {
             return Err(ErrorKind::Http);
         }
@@ -279,10 +287,8 @@ async fn one(
     let c = conn.as_mut().expect("opened above");
     let protocol = c.protocol();
     let req = c.request(&sh.plan, target, host);
-    let t = Instant::now();
     let resp = c.send(req).await?;
-    phases.ttfb = t.elapsed();
-    let t = Instant::now();
+    phases.ttfb = laps.split();
     let headers = resp.headers();
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let timing = ServerTiming::parse(
@@ -301,7 +307,7 @@ async fn one(
         let frame = frame.map_err(|_| ErrorKind::Body)?;
         bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
     }
-    phases.transfer = t.elapsed();
+    phases.transfer = laps.split();
     if close {
         *conn = None;
     }

@@ -34,8 +34,9 @@ impl ErrorKind {
 
 /// Where a request's time went, client side. They add up to the total:
 /// `queue` (open model: waiting for a free connection), then `dns`,
-/// `connect`, `tls` (zero on a reused connection), `ttfb` (request written
-/// → response head) and `transfer` (head → last body byte).
+/// `connect`, `tls` (zero on a reused connection), `ttfb` (connection
+/// ready → response head: the request written and answered) and
+/// `transfer` (head → last body byte).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Phases {
     pub queue: Duration,
@@ -60,10 +61,28 @@ impl Phases {
         ]
     }
 
-    /// The phases together (a little under the request's `total`, which
-    /// is timed on its own and also holds the tool's work between them).
+    /// The phases together: the request's `total` (timed on its own clock)
+    /// to within microseconds, as the phases are laps of one stopwatch.
     pub fn sum(&self) -> Duration {
         self.each().iter().sum()
+    }
+}
+
+/// Times consecutive phases: each split ends one phase and starts the
+/// next, so the phases tile the request with no gap between them.
+pub struct Laps(std::time::Instant);
+
+impl Laps {
+    pub fn from(start: std::time::Instant) -> Laps {
+        Laps(start)
+    }
+
+    /// The time since the last split (or the start).
+    pub fn split(&mut self) -> Duration {
+        let now = std::time::Instant::now();
+        let lap = now - self.0;
+        self.0 = now;
+        lap
     }
 }
 
