@@ -352,8 +352,8 @@ pub struct GroupReport {
     pub bytes: u64,
     pub latency: Dist,
     pub uncorrected_latency: Option<Dist>,
-    /// queue, dns, connect, tls, ttfb, transfer: their means add up to a
-    /// little under the latency's mean (the tool's own work between them).
+    /// queue, dns, connect, tls, ttfb, transfer: consecutive laps, their
+    /// means add up to the latency's mean.
     pub phases: BTreeMap<String, Dist>,
     /// TLS handshakes on the group's new connections (first handshakes in
     /// first-handshake mode); `None` without any.
