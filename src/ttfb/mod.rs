@@ -1,6 +1,6 @@
 //! `edgepop ttfb`: the load testers' tool. It loads one or more targets
 //! (closed model: N connections as wrk; open model: a fixed rate with
-//! coordinated-omission correction as wrk2), times each request's phases,
+//! coordinated-omission correction as oha's), times each request's phases,
 //! and groups the results by what edgepop says in its headers: the PoP
 //! that answered (`x-edge-route`), the cache status, the status code, and
 //! the `server-timing` parts beside the client-side phases.
