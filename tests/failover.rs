@@ -269,10 +269,7 @@ async fn a_page_the_replica_cannot_give_is_relayed_else_asked_of_the_origin() {
             pool("public", &[(origin.addr, 1)]),
             ca.peering("ams1", ams_peer, &[])
         ),
-        |edge| {
-            edge.command(&["replica", "init"]);
-            edge.command(&["replica", "load", "conf/demo/snapshot.jsonl"]);
-        },
+        Edge::load_demo,
     )
     .await;
     let down = format!(

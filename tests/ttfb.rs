@@ -104,10 +104,6 @@ async fn two_pops_and_a_relay_are_grouped_exactly() {
     let (fra_peer, ams_peer) = (peer_addr(), peer_addr());
     let origin = Origin::start(MS(1)).await;
     let site = site("shop.test", "public", "active");
-    let load_demo = |edge: &Edge| {
-        edge.command(&["replica", "init"]);
-        edge.command(&["replica", "load", "conf/demo/snapshot.jsonl"]);
-    };
     let ams = Pop::start(
         "ams1",
         ams_peer,
@@ -116,7 +112,7 @@ async fn two_pops_and_a_relay_are_grouped_exactly() {
             pool("public", &[(origin.addr, 1)]),
             ca.peering("ams1", ams_peer, &[("fra1", fra_peer)])
         ),
-        load_demo,
+        Edge::load_demo,
     )
     .await;
     // fra1's only origin is dead: what is not a page is relayed to ams1.
@@ -129,7 +125,7 @@ async fn two_pops_and_a_relay_are_grouped_exactly() {
             pool("public", &[(dead, 1)]),
             ca.peering("fra1", fra_peer, &[("ams1", ams_peer)])
         ),
-        load_demo,
+        Edge::load_demo,
     )
     .await;
     assert!(eventually(SEC(10), || fra.sees_ready("ams1")).await);
@@ -617,4 +613,47 @@ async fn a_progress_bar_is_drawn_on_a_terminal_only() {
     let tty = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{tty}");
     assert!(tty.contains(" requests, 0 errors, p99 "), "{tty}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_counted_by_kind_and_the_run_goes_on() {
+    // Nothing listens on one target; the other answers after 2 s, past
+    // the 300 ms timeout.
+    let dead = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let slow = stub(&[], 1, SEC(2)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.json");
+    ttfb(&[
+        &format!("http://{dead}/"),
+        &format!("http://{slow}/"),
+        "--timeout",
+        "300ms",
+        "-n",
+        "3",
+        "-c",
+        "1",
+        "-q",
+        "--json",
+        out.to_str().unwrap(),
+    ])
+    .await;
+    let r = json(&out);
+    assert_valid(&r);
+    let (refused, stalled) = (&r["targets"][0], &r["targets"][1]);
+    assert_eq!(
+        refused["errors"],
+        serde_json::json!({"connect": 3}),
+        "{r:#}"
+    );
+    assert_eq!(refused["responses"], 0);
+    assert!(refused["latency"].is_null());
+    // The stall holds the first request past its timeout; the next ones
+    // wait on the stub's stall too.
+    let timeouts = stalled["errors"]["timeout"].as_u64().unwrap_or(0);
+    assert!(timeouts >= 1, "{r:#}");
+    assert_eq!(
+        timeouts + stalled["responses"].as_u64().unwrap(),
+        3,
+        "{stalled:#}"
+    );
 }

@@ -9,7 +9,7 @@
 //! server.
 
 use super::conn::{Conn, Dialer};
-use super::plan::{Model, Plan, Stop, Target};
+use super::plan::{Model, Plan, Stop, Target, TICK};
 use super::sample::{route, Answer, ErrorKind, Laps, Phases, Sample, ServerTiming};
 use super::summary::{Aggregator, Report};
 use http::header::CONNECTION;
@@ -99,8 +99,9 @@ pub async fn run(plan: Plan) -> Result<Report, String> {
 
     let progress = progress_bar(&shared.plan);
     let mut agg = Aggregator::new(&shared.plan);
+    let names: Vec<String> = shared.plan.targets.iter().map(Target::name).collect();
     if let Some(w) = &mut csv {
-        w.write_record(super::render::CSV_HEADER)
+        w.write_record(super::render::csv_header())
             .map_err(|e| e.to_string())?;
     }
     // Drained every few milliseconds rather than woken per sample: a wake
@@ -111,10 +112,10 @@ pub async fn run(plan: Plan) -> Result<Report, String> {
             match rx.try_recv() {
                 Ok(sample) => {
                     if let Some(w) = &mut csv {
-                        w.write_record(super::render::csv_row(&shared.plan, &sample))
+                        w.write_record(super::render::csv_row(&names, &sample))
                             .map_err(|e| e.to_string())?;
                     }
-                    agg.add(&sample);
+                    agg.add(sample);
                 }
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => break 'run,
@@ -139,11 +140,6 @@ enum Pace {
     Closed,
     Open(Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Release>>>),
 }
-
-/// How often at most the pacer wakes (it then releases every slot due):
-/// oha's pace, set by tokio's timer; here a thread's sleep, so a tick is
-/// as long as asked and no longer.
-const TICK: Duration = Duration::from_micros(1000);
 
 /// A slot of the open model, and when the pacer got to release it.
 #[derive(Clone, Copy)]
@@ -193,6 +189,7 @@ async fn worker(sh: Arc<Shared>, t: usize, mut pace: Pace, tx: mpsc::Sender<Samp
     let plan = &sh.plan;
     let target = &plan.targets[t];
     let mut conn: Option<Conn> = None;
+    let target_host: Arc<str> = target.host().into();
     loop {
         let release = match &mut pace {
             Pace::Open(queue) => match queue.lock().await.recv().await {
@@ -213,9 +210,9 @@ async fn worker(sh: Arc<Shared>, t: usize, mut pace: Pace, tx: mpsc::Sender<Samp
         let began = Instant::now();
         let host = match &plan.names {
             Some(pattern) => {
-                Plan::fresh_name(pattern, sh.next_name.fetch_add(1, Ordering::Relaxed))
+                Plan::fresh_name(pattern, sh.next_name.fetch_add(1, Ordering::Relaxed)).into()
             }
-            None => target.host().to_string(),
+            None => target_host.clone(),
         };
         let mut phases = Phases {
             queue: release

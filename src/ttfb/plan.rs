@@ -4,6 +4,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// How often at most the open model's pacer wakes (it then releases
+/// every slot due): oha's pace, set by tokio's timer; here a thread's
+/// sleep, so a tick is as long as asked and no longer.
+pub const TICK: Duration = Duration::from_millis(1);
+
 /// One thing to load: a URL, sent to `addr` when given (a PoP's unicast
 /// address) instead of where its host resolves.
 #[derive(Debug, Clone)]

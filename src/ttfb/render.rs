@@ -1,93 +1,70 @@
 //! The report for people: a table on the terminal, one CSV line per
 //! request, and a self-contained HTML page around the SVG.
 
-use super::plan::Plan;
-use super::sample::{pop_label, Phases, Sample, ServerTiming};
+use super::plan::TICK;
+use super::sample::{pop_label, Answer, Phases, Sample, ServerTiming};
 use super::summary::{Dist, GroupReport, Report};
 use std::fmt::Write;
 
-/// The open model's pacer releases slots in ticks of this (`load.rs`).
-const TICK_MS: f64 = 1.0;
-
-pub const CSV_HEADER: [&str; 19] = [
-    "target",
-    "sent_at_ms",
-    "host",
-    "reused",
-    "protocol",
-    "status",
-    "error",
-    "pop",
-    "cache",
-    "bytes",
-    "queue_ms",
-    "dns_ms",
-    "connect_ms",
-    "tls_ms",
-    "ttfb_ms",
-    "transfer_ms",
-    "total_ms",
-    "server_timing_edge_ms",
-    "server_timing_origin_ms",
-];
+/// The CSV columns: one line per request (`--csv`).
+pub fn csv_header() -> Vec<String> {
+    let fixed = [
+        "target",
+        "sent_at_ms",
+        "host",
+        "reused",
+        "protocol",
+        "status",
+        "error",
+        "pop",
+        "cache",
+        "bytes",
+    ];
+    let mut header: Vec<String> = fixed.iter().map(|c| c.to_string()).collect();
+    header.extend(Phases::NAMES.iter().map(|p| format!("{p}_ms")));
+    header.push("total_ms".into());
+    header.extend(
+        ServerTiming::NAMES
+            .iter()
+            .map(|p| format!("server_timing_{p}_ms")),
+    );
+    header
+}
 
 fn ms(d: std::time::Duration) -> String {
     format!("{:.3}", d.as_secs_f64() * 1000.0)
 }
 
-pub fn csv_row(plan: &Plan, s: &Sample) -> Vec<String> {
-    let p: &Phases = &s.phases;
-    let (protocol, status, error, pop, cache, bytes, edge, origin) = match &s.outcome {
-        Ok(a) => {
-            let part = |name: &str| {
-                let i = ServerTiming::NAMES.iter().position(|n| *n == name);
-                i.and_then(|i| a.timing.parts[i])
-                    .map(|v| format!("{v:.3}"))
-                    .unwrap_or_default()
-            };
-            (
-                a.protocol.to_string(),
-                a.status.to_string(),
-                String::new(),
-                pop_label(&a.route),
-                a.cache.clone(),
-                a.bytes.to_string(),
-                part("edge"),
-                part("origin"),
-            )
-        }
-        Err(kind) => (
-            String::new(),
-            String::new(),
-            kind.as_str().to_string(),
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-        ),
-    };
-    vec![
-        plan.targets[s.target].name(),
+/// A request's line under `csv_header`; `names`: the targets' names.
+pub fn csv_row(names: &[String], s: &Sample) -> Vec<String> {
+    let answer = s.outcome.as_ref().ok();
+    let of = |f: &dyn Fn(&Answer) -> String| answer.map(f).unwrap_or_default();
+    let mut row = vec![
+        names[s.target].clone(),
         ms(s.sent_at),
-        s.host.clone(),
+        s.host.to_string(),
         s.reused.to_string(),
-        protocol,
-        status,
-        error,
-        pop,
-        cache,
-        bytes,
-        ms(p.queue),
-        ms(p.dns),
-        ms(p.connect),
-        ms(p.tls),
-        ms(p.ttfb),
-        ms(p.transfer),
-        ms(s.total),
-        edge,
-        origin,
-    ]
+        of(&|a| a.protocol.to_string()),
+        of(&|a| a.status.to_string()),
+        s.outcome
+            .as_ref()
+            .err()
+            .map(|k| k.as_str().to_string())
+            .unwrap_or_default(),
+        of(&|a| pop_label(&a.route)),
+        of(&|a| a.cache.clone()),
+        of(&|a| a.bytes.to_string()),
+    ];
+    row.extend(s.phases.each().into_iter().map(ms));
+    row.push(ms(s.total));
+    for i in 0..ServerTiming::NAMES.len() {
+        row.push(of(&|a| {
+            a.timing.parts[i]
+                .map(|v| format!("{v:.3}"))
+                .unwrap_or_default()
+        }));
+    }
+    row
 }
 
 fn dist_cells(d: &Dist) -> String {
@@ -143,7 +120,7 @@ pub fn table(r: &Report) -> String {
             );
         }
         if let Some(lag) = &t.schedule_lag {
-            let warn = if lag.p99_ms > 3.0 * TICK_MS {
+            let warn = if lag.p99_ms > 3.0 * TICK.as_secs_f64() * 1000.0 {
                 ": the tool fell behind its schedule, the load came in bursts"
             } else {
                 ""

@@ -107,7 +107,7 @@ pub struct Sample {
     /// When it went out, from the start of the run.
     pub sent_at: Duration,
     /// The Host (and SNI) it was sent for.
-    pub host: String,
+    pub host: std::sync::Arc<str>,
     pub reused: bool,
     pub phases: Phases,
     /// From its release (open model) or its start to its last byte: what

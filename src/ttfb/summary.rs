@@ -141,36 +141,34 @@ impl Aggregator {
         }
     }
 
-    pub fn add(&mut self, s: &Sample) {
+    /// Takes the sample: its route and cache status become the group's
+    /// key without a copy.
+    pub fn add(&mut self, s: Sample) {
         let t = &mut self.targets[s.target];
         t.requests += 1;
         t.first = Some(t.first.map_or(s.sent_at, |f| f.min(s.sent_at)));
         t.last = t.last.max(s.sent_at + s.uncorrected());
         record(&mut t.behind, s.behind);
-        let answer = match &s.outcome {
+        let uncorrected = s.uncorrected();
+        let answer = match s.outcome {
             Ok(a) => a,
             Err(kind) => {
-                *t.errors.entry(*kind).or_default() += 1;
+                *t.errors.entry(kind).or_default() += 1;
                 self.errors += 1;
                 return;
             }
         };
         record(&mut t.latency, s.total);
-        record(&mut t.uncorrected, s.uncorrected());
+        record(&mut t.uncorrected, uncorrected);
         record(&mut self.all, s.total);
         self.malformed += u64::from(answer.timing.malformed);
-        let key = (
-            s.target,
-            answer.route.clone(),
-            answer.cache.clone(),
-            answer.status,
-        );
+        let key = (s.target, answer.route, answer.cache, answer.status);
         let g = self.groups.entry(key).or_insert_with(Group::new);
         g.requests += 1;
         g.new_connections += u64::from(!s.reused);
         g.bytes += answer.bytes;
         record(&mut g.latency, s.total);
-        record(&mut g.uncorrected, s.uncorrected());
+        record(&mut g.uncorrected, uncorrected);
         if !s.reused && !s.phases.tls.is_zero() {
             record(&mut g.handshakes, s.phases.tls);
         }

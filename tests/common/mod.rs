@@ -206,6 +206,13 @@ impl Edge {
         succeeded(out, format_args!("{args:?}"))
     }
 
+    /// Fills this edge's replica with the demo store (conf/demo: pages
+    /// for store 1, which `site()` names), before it starts.
+    pub fn load_demo(&self) {
+        self.command(&["replica", "init"]);
+        self.command(&["replica", "load", "conf/demo/snapshot.jsonl"]);
+    }
+
     /// Kills the process at once (SIGKILL) and waits for it.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
