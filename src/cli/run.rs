@@ -102,14 +102,7 @@ pub fn run(config: Config, path: &Path, upgrade: bool, daemon: bool) -> ExitCode
     };
     let mut proxy = Service::new("edge proxy".to_string(), gate);
     for addr in &config.listen.http {
-        // No L4 read buffer: Pingora's head and body buffers take the
-        // bytes straight from the socket; a 64 KiB buffer per connection
-        // would cost up to 64 KiB per idle keep-alive connection.
-        let unbuffered = L4BufferSettings {
-            read: Some(0),
-            write: None,
-        };
-        proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(unbuffered));
+        proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(UNBUFFERED));
     }
 
     let readiness = Arc::new(Readiness::new(Arc::new(NodeVitals {
@@ -206,6 +199,18 @@ impl ShutdownSignalWatch for WithdrawFirst {
     }
 }
 
+/// No L4 buffers on the client listeners. Reads: Pingora's head and body
+/// buffers (or rustls's) take the bytes straight from the socket; a 64 KiB
+/// buffer per connection would cost up to 64 KiB per idle keep-alive
+/// connection. Writes: the head guard gathers a response's small writes
+/// (`proxy/gather.rs`) only while it is being written, where a 1,460-byte
+/// write buffer was both allocated on every idle connection and too small
+/// to send a head with its body.
+const UNBUFFERED: L4BufferSettings = L4BufferSettings {
+    read: Some(0),
+    write: Some(0),
+};
+
 /// The HTTPS listener's app: the gate, the handshake, then the proxy.
 type HttpsApp = Gate<TlsApp<H1Server<HttpProxy<EdgeProxy>>>>;
 
@@ -247,7 +252,7 @@ fn https_service(
     };
     let mut service = Service::new("edge https".to_string(), gate);
     for addr in &tls.listen {
-        service.add_tcp(&addr.to_string());
+        service.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(UNBUFFERED));
     }
     Ok(service)
 }

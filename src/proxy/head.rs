@@ -8,7 +8,11 @@
 //! start and after each response the edge writes (an interim `100 Continue`
 //! excepted), and ends at the first empty line. Body bytes come after that
 //! and are not limited here.
+//!
+//! On the way out the guard holds small response writes back (`gather`),
+//! so a head leaves with its body in one write.
 
+use super::gather::Gather;
 use crate::metrics::METRICS;
 use async_trait::async_trait;
 use pingora_core::protocols::Stream;
@@ -63,6 +67,8 @@ pub struct HeadGuard {
     deadline: Pin<Box<Sleep>>,
     /// Reads that returned bytes, in all (the keep-alive loop asks).
     reads: u64,
+    /// The response being written: a head leaves with its body.
+    gather: Gather,
 }
 
 impl HeadGuard {
@@ -79,6 +85,7 @@ impl HeadGuard {
             },
             deadline: Box::pin(tokio::time::sleep(limits.timeout)),
             reads: 0,
+            gather: Gather::default(),
         }
     }
 
@@ -229,15 +236,19 @@ impl AsyncWrite for HeadGuard {
     ) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
         this.responding(buf);
-        Pin::new(&mut this.inner).poll_write(cx, buf)
+        this.gather.poll_write(&mut this.inner, cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let this = &mut *self;
+        ready!(this.gather.poll_drain(&mut this.inner, cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let this = &mut *self;
+        ready!(this.gather.poll_drain(&mut this.inner, cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -249,11 +260,11 @@ impl AsyncWrite for HeadGuard {
         if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
             this.responding(first);
         }
-        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+        this.gather.poll_write_vectored(&mut this.inner, cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        true
     }
 }
 
@@ -268,7 +279,8 @@ impl std::fmt::Debug for HeadGuard {
 #[async_trait]
 impl Shutdown for HeadGuard {
     async fn shutdown(&mut self) {
-        let _ = AsyncWriteExt::shutdown(&mut self.inner).await;
+        // Through the gather: what it holds goes out first.
+        let _ = AsyncWriteExt::shutdown(self).await;
     }
 }
 

@@ -6,8 +6,9 @@
 //! (the request path, about 8 KiB), the boxed future of the loop around it
 //! and a 4 KiB head buffer: about 30 KiB of RSS in all with the socket
 //! buffers (docs/BENCHMARKS.md, "Under abuse").
-//! Here an idle connection holds only this loop and 1 KiB for the first
-//! bytes of its next head (nginx's `client_header_buffer_size`); the
+//! Here an idle connection holds only this loop, and no buffer: the first
+//! bytes of its next head (at most 1 KiB, nginx's `client_header_buffer_size`)
+//! are read into one only once they are there; the
 //! request future and its buffers exist while a request is being served.
 //! The first bytes are handed to Pingora as a pipelined prefix, so the
 //! wait costs no extra read.
@@ -20,9 +21,11 @@ use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, ReadBuf};
 
 /// Bytes read while idle: enough for most request heads in one read.
 const FIRST_READ: usize = 1024;
@@ -109,27 +112,37 @@ async fn first_bytes(
     idle: Option<Duration>,
     shutdown: &ShutdownWatch,
 ) -> Option<BytesMut> {
-    let mut buf = [0u8; FIRST_READ];
     let mut shutdown = shutdown.clone();
     let read = async {
         match idle {
-            Some(limit) => tokio::time::timeout(limit, stream.read(&mut buf))
-                .await
-                .ok(),
-            None => Some(stream.read(&mut buf).await),
+            Some(limit) => tokio::time::timeout(limit, read_some(stream)).await.ok(),
+            None => Some(read_some(stream).await),
         }
     };
-    let n = tokio::select! {
+    tokio::select! {
         r = read => match r {
-            Some(Ok(n)) if n > 0 => n,
-            _ => return None,
+            Some(Ok(head)) if !head.is_empty() => Some(head),
+            _ => None,
         },
-        _ = shutdown.changed() => return None,
-    };
-    // Pingora's head buffer, as it would have made it.
-    let mut head = BytesMut::with_capacity(4096.max(n));
-    head.extend_from_slice(&buf[..n]);
-    Some(head)
+        _ = shutdown.changed() => None,
+    }
+}
+
+/// One read of up to `FIRST_READ` bytes, into Pingora's head buffer as it
+/// would have made it. The read buffer lives on the stack of each poll,
+/// not in the waiting future: a read that is pending has taken no bytes,
+/// so an idle connection holds no buffer at all.
+async fn read_some(stream: &mut Stream) -> std::io::Result<BytesMut> {
+    std::future::poll_fn(|cx| {
+        let mut buf = [0u8; FIRST_READ];
+        let mut read = ReadBuf::new(&mut buf);
+        std::task::ready!(Pin::new(&mut *stream).poll_read(cx, &mut read))?;
+        let n = read.filled().len();
+        let mut head = BytesMut::with_capacity(4096.max(n));
+        head.extend_from_slice(read.filled());
+        Poll::Ready(Ok(head))
+    })
+    .await
 }
 
 /// The bytes are one request head, ending where they end.

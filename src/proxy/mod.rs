@@ -18,6 +18,7 @@ pub mod access_log;
 mod cancel;
 mod ctx;
 pub mod gate;
+mod gather;
 pub mod head;
 mod headers;
 pub mod idle;

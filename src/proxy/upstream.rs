@@ -42,7 +42,23 @@ pub fn origin(ctx: &mut RequestCtx, guard: InflightGuard) -> Box<HttpPeer> {
     peer.options.connection_timeout = Some(proxy.connect_timeout);
     peer.options.read_timeout = Some(proxy.read_timeout);
     peer.options.write_timeout = Some(proxy.write_timeout);
+    peer.group_key = worker();
     Box::new(peer)
+}
+
+/// This worker thread's number, which keys its own pool of idle origin
+/// connections (Pingora's `group_key`). A pooled connection's idle watch
+/// runs on the thread that released it; reused from another thread it would
+/// cost a cross-thread wake-up (an eventfd write) on every request. With a
+/// pool per worker, as nginx's workers have, a connection stays on its
+/// thread.
+fn worker() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static WORKER: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    WORKER.with(|w| *w)
 }
 
 pub fn retry_allowed(session: &Session, ctx: &RequestCtx) -> bool {
