@@ -327,8 +327,13 @@ impl TransportConnector {
         let idle_meta = IdleConnection::new(meta);
         let pool = self.connection_pool.clone(); //clone the arc
         let keepalive_pool_callback = self.keepalive_pool_callback.clone();
-        let rt = pingora_runtime::current_handle();
-        rt.spawn(async move {
+        // edgepop patch: the idle watch on this thread's runtime, where the
+        // connection's IO is registered, not on a random one of the no-steal
+        // runtime's threads: the next request on this thread takes the
+        // connection back without waking another thread (an eventfd write
+        // to spawn the watch, one to hand the connection back, one when the
+        // watch ends).
+        tokio::spawn(async move {
             if pool
                 .idle_poll(
                     locked_stream,

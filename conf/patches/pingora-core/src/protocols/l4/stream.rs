@@ -639,6 +639,24 @@ impl Stream {
         });
         let _ = mem::replace(&mut self.stream, stream);
     }
+
+    /// Registers a TCP socket with the IO driver of the runtime this is called
+    /// on (edgepop patch). A listener accepts on one runtime and, with the
+    /// no-steal runtime, hands the connection to a task on a random other one;
+    /// left with the accepting runtime's driver, every readiness event of the
+    /// connection would wake its task across threads (an eventfd write).
+    pub(crate) fn register_here(&mut self) -> io::Result<()> {
+        let Some(buffered) = self.stream.take() else {
+            return Ok(());
+        };
+        let mut raw = buffered.into_inner();
+        if let RawStream::Tcp(s) = raw.stream {
+            // On failure the socket is closed: the connection is refused.
+            raw.stream = RawStream::Tcp(s.into_std().and_then(TcpStream::from_std)?);
+        }
+        self.stream = Some(BufferedStream::with_capacity(0, 0, raw));
+        Ok(())
+    }
 }
 
 impl From<TcpStream> for Stream {
