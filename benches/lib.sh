@@ -64,6 +64,9 @@ pid_file = "$W/edgepop.pid"
 [log]
 access = "off"
 level = "warn"
+[proxy]
+# As the nginx peers' keepalive_requests: no reconnects in a measurement.
+keepalive_requests = 1000000
 [replica]
 path = "$W/replica.redb"
 $2

@@ -3,7 +3,7 @@
 # edgepop serves it from its replica + cache on 19080 (HTTP) and 19543
 # (HTTPS), nginx from proxy_cache in front of an nginx origin on 19180
 # and 19443; both with the same self-made ECDSA P-256 certificate for
-# shop.bench and the same keep-alive limits (1,000 requests, 60 s).
+# shop.bench and the same keep-alive limits (1,000,000 requests, 60 s).
 python3 - "$W" <<'PY'
 import json, sys
 w = sys.argv[1]
@@ -27,7 +27,7 @@ mkdir -p "$W/nginx-cache"
 CACHE_CONF="user root; worker_processes 2; daemon on; pid $W/cache.pid; error_log $W/cache.err;
 worker_rlimit_nofile $NOFILE;
 events { worker_connections $(( NOFILE - 100 )); }
-http { access_log off; keepalive_requests 1000; keepalive_timeout 60s;
+http { access_log off; keepalive_requests 1000000; keepalive_timeout 60s;
   proxy_cache_path $W/nginx-cache keys_zone=pages:10m;
   server { listen 127.0.0.1:19180; listen 127.0.0.1:19443 ssl http2; server_name shop.bench;
     ssl_certificate $W/cert.pem; ssl_certificate_key $W/key.pem; ssl_protocols TLSv1.2 TLSv1.3;

@@ -10,7 +10,7 @@ http { access_log off; keepalive_requests 1000000;
 
 start_nginx proxy "user root; worker_processes 2; daemon on; pid $W/proxy.pid; error_log $W/proxy.err;
 events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000;
+http { access_log off; keepalive_requests 1000000;
   upstream public { least_conn; server 127.0.0.1:19101; server 127.0.0.1:19102; server 127.0.0.1:19103; keepalive 128; }
   server { listen 127.0.0.1:19180;
     location / { proxy_pass http://public; proxy_http_version 1.1; proxy_set_header Connection \"\";

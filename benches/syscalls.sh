@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# System calls per request, edgepop beside nginx on the same path and load:
-# strace -c -f on each server's processes during a wrk run (64
-# connections), divided by the requests wrk completed meanwhile. strace
-# slows the traced server; the counts per request are what to read.
+# What each server does per request, edgepop beside nginx on the same path
+# and load (wrk, 64 connections): CPU time and context switches (perf stat
+# over the server's processes), then system calls (strace -c -f), each
+# divided by the requests wrk completed meanwhile. strace slows the traced
+# server; the counts per request are what to read.
 #   bash benches/syscalls.sh page|proxy [seconds=4]
 source "$(dirname "$0")/lib.sh"
-bash conf/build-deps.sh strace
+bash conf/build-deps.sh strace linux-perf
 WHAT=${1:-page}; SECS=${2:-4}
 source "benches/${WHAT}_servers.sh"
 start_edgepop
@@ -16,6 +17,13 @@ for server in edgepop nginx; do
   if [ $server = edgepop ]; then PORT=19080; PIDS=$EDGE_PID; else
     PORT=19180; m=$(cat "$W/$nginx_conf.pid"); PIDS="$(pgrep -P "$m" | tr '\n' ' ')"; fi
   args=(); for p in $PIDS; do args+=(-p "$p"); done
+  pids=$(echo $PIDS | tr ' ' ',')
+  perf stat -x, -e task-clock,context-switches -p "$pids" -o "$W/perf.$server" -- sleep "$SECS" &
+  PS=$!
+  reqs=$(wrk -t2 -c64 -d"${SECS}s" -H 'Host: shop.bench' "http://127.0.0.1:$PORT/" | awk '/requests in/ {print $1}')
+  wait $PS || true
+  awk -F, -v n="$reqs" -v s="$server" '$3=="task-clock" { cpu=$1 } $3=="context-switches" { cs=$1 }
+    END { printf "== %s: %d requests, %.1f us CPU and %.2f context switches per request\n", s, n, cpu*1000/n, cs/n }' "$W/perf.$server"
   strace -c -f "${args[@]}" -o "$W/strace.$server" &
   ST=$!; sleep 0.5
   reqs=$(wrk -t2 -c64 -d"${SECS}s" -H 'Host: shop.bench' "http://127.0.0.1:$PORT/" | awk '/requests in/ {print $1}')
