@@ -74,4 +74,20 @@ CONF
   echo "$W/$1.toml"
 }
 
+# bench_cert: a self-made ECDSA P-256 certificate for shop.bench in
+# $W/cert.pem + $W/key.pem, and TLS_SECTION: edgepop's HTTPS listener on
+# 19543 with it as a static certificate (nginx gets the same files).
+bench_cert() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=shop.bench -addext subjectAltName=DNS:shop.bench \
+    -addext basicConstraints=critical,CA:FALSE -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
+  TLS_SECTION="[tls]
+listen = [\"127.0.0.1:19543\"]
+dir = \"$W/tls\"
+[[tls.certificates]]
+hostnames = [\"shop.bench\"]
+cert = \"$W/cert.pem\"
+key = \"$W/key.pem\""
+}
+
 wait_http() { for _ in $(seq 1 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; return 1; }

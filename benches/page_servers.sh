@@ -14,9 +14,7 @@ dom = {"after": {"hostname": "shop.bench", "store_id": 1, "status": "active", "t
 page = {"after": {"store_id": 1, "path": "/", "content_type": "text/html", "body": body, "status": 200, "cache_control": "public, max-age=60", "version": 1, "updated_at": "2026-11-21T00:00:00Z"}, "source": dict(src, table="pages"), "op": "r"}
 open(f"{w}/snapshot.jsonl", "w").write(json.dumps(dom) + "\n" + json.dumps(page) + "\n")
 PY
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-  -subj /CN=shop.bench -addext subjectAltName=DNS:shop.bench \
-  -addext basicConstraints=critical,CA:FALSE -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
+bench_cert
 NOFILE=$(ulimit -n)
 
 start_nginx origin "user root; worker_processes 1; daemon on; pid $W/origin.pid; error_log $W/origin.err;
@@ -37,13 +35,7 @@ start_nginx cache "$CACHE_CONF"
 
 CONF=$(edgepop_conf page "[pools.public]
 servers = [{ addr = \"127.0.0.1:19101\" }]
-[tls]
-listen = [\"127.0.0.1:19543\"]
-dir = \"$W/tls\"
-[[tls.certificates]]
-hostnames = [\"shop.bench\"]
-cert = \"$W/cert.pem\"
-key = \"$W/key.pem\"")
+$TLS_SECTION")
 ./target/release/edgepop replica load "$W/snapshot.jsonl" --config "$CONF" >/dev/null
 
 start_edgepop() {

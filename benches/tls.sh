@@ -7,9 +7,7 @@
 source "$(dirname "$0")/lib.sh"
 bash conf/build-deps.sh sslscan nghttp2-client
 ROUNDS=${1:-3}; SECS=${2:-10}
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-  -subj /CN=shop.bench -addext subjectAltName=DNS:shop.bench \
-  -addext basicConstraints=critical,CA:FALSE -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
+bench_cert
 
 start_nginx tls "user root; worker_processes 2; daemon on; pid $W/tls.pid; error_log $W/tls.err;
 events { worker_connections 4096; }
@@ -25,13 +23,7 @@ health = { enabled = false }
 hostname = \"shop.bench\"
 store_id = 1
 tier = \"public\"
-[tls]
-listen = [\"127.0.0.1:19543\"]
-dir = \"$W/tls\"
-[[tls.certificates]]
-hostnames = [\"shop.bench\"]
-cert = \"$W/cert.pem\"
-key = \"$W/key.pem\"")
+$TLS_SECTION")
 ./target/release/edgepop run --config "$CONF" 2>"$W/edgepop.err" &
 wait_http http://127.0.0.1:19190/healthz
 
