@@ -44,7 +44,7 @@ tier = "public"')
 fresh() {
   if [ "$1" = edgepop ]; then
     [ -n "${EDGE_PID:-}" ] && { kill "$EDGE_PID"; wait "$EDGE_PID" 2>/dev/null || true; }
-    ./target/release/edgepop run --config "$CONF" 2>"$W/edgepop.err" &
+    "$EDGEPOP" run --config "$CONF" 2>"$W/edgepop.err" &
     EDGE_PID=$!
     wait_http http://127.0.0.1:19190/healthz
     PORT=19080; PIDS="$EDGE_PID"

@@ -91,7 +91,7 @@ https:// {
 }
 CONF
 
-run_edgepop() { ./target/release/edgepop run --config "$CONF" 2>>"$W/edgepop.err" & PID=$!; wait_http http://127.0.0.1:19190/healthz; }
+run_edgepop() { "$EDGEPOP" run --config "$CONF" 2>>"$W/edgepop.err" & PID=$!; wait_http http://127.0.0.1:19190/healthz; }
 run_caddy() { caddy run --config "$W/Caddyfile" --adapter caddyfile >>"$W/caddy.out" 2>&1 & PID=$!; for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$HTTP/" && break; sleep 0.1; done; }
 stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; sleep 0.3; }
 

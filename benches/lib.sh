@@ -3,7 +3,11 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash conf/build-deps.sh nginx-light wrk curl
-cargo build --release --locked -q
+# PROFILE=production measures the link-time-optimised build operators
+# ship (Cargo.toml); the default is the release build the tests use.
+PROFILE=${PROFILE:-release}
+cargo build --profile "$PROFILE" --locked -q
+EDGEPOP=./target/$PROFILE/edgepop
 W=$(mktemp -d)
 NGINX_CONFS=()
 cleanup() {

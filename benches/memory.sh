@@ -24,8 +24,8 @@ max_bytes = 4294967296
 [pools.public]
 servers = [{ addr = "127.0.0.1:9" }]
 health = { enabled = false }')
-  ./target/release/edgepop replica load "$W/snap.jsonl" --config "$CONF" >/dev/null
-  ./target/release/edgepop run --config "$CONF" 2>"$W/edgepop.err" &
+  "$EDGEPOP" replica load "$W/snap.jsonl" --config "$CONF" >/dev/null
+  "$EDGEPOP" run --config "$CONF" 2>"$W/edgepop.err" &
   PID=$!
   wait_http http://127.0.0.1:19190/healthz
   curl -s -o /dev/null -H 'Host: shop.bench' http://127.0.0.1:19080/p/0

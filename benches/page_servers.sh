@@ -36,10 +36,10 @@ start_nginx cache "$CACHE_CONF"
 CONF=$(edgepop_conf page "[pools.public]
 servers = [{ addr = \"127.0.0.1:19101\" }]
 $TLS_SECTION")
-./target/release/edgepop replica load "$W/snapshot.jsonl" --config "$CONF" >/dev/null
+"$EDGEPOP" replica load "$W/snapshot.jsonl" --config "$CONF" >/dev/null
 
 start_edgepop() {
-  ./target/release/edgepop run --config "$CONF" 2>"$W/edgepop.err" &
+  "$EDGEPOP" run --config "$CONF" 2>"$W/edgepop.err" &
   EDGE_PID=$!
   wait_http http://127.0.0.1:19190/healthz
 }

@@ -25,7 +25,7 @@ hostname = "shop.bench"
 store_id = 1
 tier = "public"')
 start_edgepop() {
-  ./target/release/edgepop run --config "$CONF" 2>"$W/edgepop.err" &
+  "$EDGEPOP" run --config "$CONF" 2>"$W/edgepop.err" &
   EDGE_PID=$!
   wait_http http://127.0.0.1:19190/healthz
 }

@@ -24,7 +24,7 @@ hostname = \"shop.bench\"
 store_id = 1
 tier = \"public\"
 $TLS_SECTION")
-./target/release/edgepop run --config "$CONF" 2>"$W/edgepop.err" &
+"$EDGEPOP" run --config "$CONF" 2>"$W/edgepop.err" &
 wait_http http://127.0.0.1:19190/healthz
 
 # handshakes PORT -> new TLS connections per second: h2load with as many

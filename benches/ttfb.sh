@@ -22,8 +22,8 @@ PY
 CONF=$(edgepop_conf ttfb '[pools.public]
 servers = [{ addr = "127.0.0.1:9" }]
 health = { enabled = false }')
-./target/release/edgepop replica load "$W/snapshot.jsonl" --config "$CONF" >/dev/null
-./target/release/edgepop run --config "$CONF" 2>"$W/edgepop.err" &
+"$EDGEPOP" replica load "$W/snapshot.jsonl" --config "$CONF" >/dev/null
+"$EDGEPOP" run --config "$CONF" 2>"$W/edgepop.err" &
 wait_http http://127.0.0.1:19190/healthz
 URL=http://127.0.0.1:19080/
 curl -s -o /dev/null -H 'Host: shop.bench' $URL
@@ -35,7 +35,7 @@ run_oha() {
 print(round(s["requestsPerSec"],1), round(p["p50"]*1000,3), round(p["p99"]*1000,3))'
 }
 run_ttfb() {
-  ./target/release/edgepop ttfb "$URL" -H 'Host: shop.bench' -d "${SECS}s" -c "$CONNS" -q --json - ${1:-} |
+  "$EDGEPOP" ttfb "$URL" -H 'Host: shop.bench' -d "${SECS}s" -c "$CONNS" -q --json - ${1:-} |
     python3 -c 'import json,sys; t=json.load(sys.stdin)["targets"][0]; l=t["latency"]
 print(t["rate_rps"], l["p50_ms"], l["p99_ms"])'
 }
