@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// Bytes of the replica's big page: far more than one write holds (4 KiB)
+/// Bytes of the replica's big page: far more than is ever held (1,460 B)
 /// and than a TLS record (16 KiB).
 const BIG_PAGE: usize = 300_000;
 /// The origin's large body.

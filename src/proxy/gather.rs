@@ -14,9 +14,12 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use tokio::io::AsyncWrite;
 
-/// Writes up to this size are held; bigger ones go out at once (with what
-/// is held before them).
-const HOLD: usize = 4096;
+/// At most this much is held; a write that would go past it goes out at
+/// once, with what is held before it. Pingora's default L4 write buffer:
+/// a body that trickles in (content-length bodies are flushed only at
+/// their end; chunked ones after every chunk) waits no longer than it did
+/// under that buffer.
+const HOLD: usize = 1460;
 
 /// The bytes held back, empty (and unallocated) between responses.
 #[derive(Debug, Default)]
