@@ -463,6 +463,15 @@ impl BufferedStream {
         self.writer_mut().get_mut()
     }
 
+    /// Nothing is held in either buffer (edgepop patch).
+    fn buffers_empty(&self) -> bool {
+        let read_empty = match self {
+            BufferedStream::UnbufferedRead(_) => true,
+            BufferedStream::BufferedRead(reader) => reader.buffer().is_empty(),
+        };
+        read_empty && self.writer().buffer().is_empty()
+    }
+
     /// Return the raw stream. Anything left in either buffer is lost.
     fn into_inner(self) -> RawStreamWrapper {
         match self {
@@ -659,6 +668,27 @@ impl Stream {
     }
 }
 
+impl Stream {
+    /// The TCP socket alone, out of this stream and out of its runtime's IO
+    /// driver (edgepop patch): an idle keep-alive connection is parked as its
+    /// descriptor, without the stream, its task or its buffers. Only a TCP
+    /// stream with nothing buffered either way can give it; else the stream
+    /// comes back unchanged.
+    pub fn into_std_tcp(mut self) -> Result<std::net::TcpStream, Self> {
+        let movable = self.rewind_read_buf.is_empty()
+            && matches!(self.stream().get_ref().stream, RawStream::Tcp(_))
+            && self.stream().buffers_empty();
+        if !movable {
+            return Err(self);
+        }
+        let raw = self.stream.take().expect("checked above").into_inner();
+        match raw.stream {
+            RawStream::Tcp(s) => s.into_std().map_err(|_| self),
+            _ => unreachable!("checked above"),
+        }
+    }
+}
+
 impl From<TcpStream> for Stream {
     fn from(s: TcpStream) -> Self {
         Stream {
@@ -823,6 +853,10 @@ impl Drop for Stream {
     fn drop(&mut self) {
         if let Some(t) = self.tracer.as_ref() {
             t.0.on_disconnected();
+        }
+        // edgepop patch: the socket was taken out (`into_std_tcp`).
+        if self.stream.is_none() {
+            return;
         }
         /* use nodelay/local_addr function to detect socket status */
         let ret = match &self.stream().get_ref().stream {
