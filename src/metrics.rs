@@ -24,6 +24,7 @@ pub struct Metrics {
     pub replica_reads: IntCounterVec,
     pub tls_handshakes: IntCounterVec,
     pub connections_open: IntGauge,
+    pub connections_parked: IntGauge,
     pub connections_refused: IntCounterVec,
     pub client_limits: IntCounterVec,
     pub client_cancelled: IntCounterVec,
@@ -135,6 +136,11 @@ impl Metrics {
             "Client connections held (HTTP and HTTPS listeners)",
         )
         .expect("metric");
+        let connections_parked = IntGauge::new(
+            "connections_parked",
+            "Idle keep-alive connections parked as their socket alone (proxy/park.rs)",
+        )
+        .expect("metric");
         let connections_refused = IntCounterVec::new(
             Opts::new(
                 "connections_refused_total",
@@ -244,7 +250,7 @@ impl Metrics {
             &["outcome"],
         )
         .expect("metric");
-        let collectors: [Box<dyn prometheus::core::Collector>; 28] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 29] = [
             Box::new(peer_handshakes.clone()),
             Box::new(relays.clone()),
             Box::new(relays_refused.clone()),
@@ -253,6 +259,7 @@ impl Metrics {
             Box::new(client_limits.clone()),
             Box::new(client_cancelled.clone()),
             Box::new(connections_open.clone()),
+            Box::new(connections_parked.clone()),
             Box::new(connections_refused.clone()),
             Box::new(tls_pending.clone()),
             Box::new(tls_challenges.clone()),
@@ -294,6 +301,7 @@ impl Metrics {
             replica_reads,
             tls_handshakes,
             connections_open,
+            connections_parked,
             connections_refused,
             client_limits,
             client_cancelled,

@@ -20,12 +20,20 @@ async fn raw(addr: SocketAddr, request: &[u8], limit: Duration) -> String {
 }
 
 async fn edge_with(origin: &Origin, extra: &str) -> Edge {
-    Edge::start(&format!(
+    edge_with_server(origin, extra, "").await
+}
+
+/// `edge_with`, plus `server` lines in the harness's `[server]` table.
+async fn edge_with_server(origin: &Origin, extra: &str, server: &str) -> Edge {
+    let edge = Edge::prepare(&format!(
         "{extra}\n{}{}",
         pool("public", &[(origin.addr, 1)]),
         site("ok.test", "public", "active"),
-    ))
-    .await
+    ));
+    let conf = std::fs::read_to_string(edge.config_path()).unwrap();
+    let conf = conf.replace("[server]\n", &format!("[server]\n{server}"));
+    std::fs::write(edge.config_path(), conf).unwrap();
+    edge.launch(false).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,6 +241,14 @@ async fn the_admin_listener_answers_get_from_its_own_address_only() {
 }
 
 /// A connection from `ip` (another loopback address stands for another client).
+/// Whether the edge's `sample` reads `value` within 10 s.
+async fn metric_becomes(edge: &Edge, sample: &str, value: f64) -> bool {
+    eventually(Duration::from_secs(10), || async {
+        edge.metric(sample).await == value
+    })
+    .await
+}
+
 async fn connect_from(ip: &str, to: SocketAddr) -> TcpStream {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket
@@ -254,15 +270,8 @@ async fn answered(mut s: TcpStream) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beyond_the_connection_limits_new_clients_are_closed_and_admin_still_answers() {
     let origin = Origin::start(Duration::from_millis(1)).await;
-    let edge = Edge::prepare(&format!(
-        "{}{}",
-        pool("public", &[(origin.addr, 1)]),
-        site("ok.test", "public", "active")
-    ));
-    let conf = std::fs::read_to_string(edge.config_path()).unwrap();
-    let limited = "[server]\nmax_connections = 4\nmax_connections_per_client = 3\n";
-    std::fs::write(edge.config_path(), conf.replace("[server]\n", limited)).unwrap();
-    let edge = edge.launch(false).await;
+    let limits = "max_connections = 4\nmax_connections_per_client = 3\n";
+    let edge = edge_with_server(&origin, "", limits).await;
 
     // Three idle connections from one client: its limit.
     let mut held = Vec::new();
@@ -271,15 +280,7 @@ async fn beyond_the_connection_limits_new_clients_are_closed_and_admin_still_ans
     }
     // Admission happens in each connection's task, not in accept order:
     // wait until the three hold their places before trying a fourth.
-    let holding = |n: f64| {
-        let edge = &edge;
-        async move {
-            eventually(Duration::from_secs(10), || async {
-                edge.metric("edgepop_connections_open").await == n
-            })
-            .await
-        }
-    };
+    let holding = |n: f64| metric_becomes(&edge, "edgepop_connections_open", n);
     assert!(holding(3.0).await, "three idle connections not admitted");
     let full_for_one = eventually(Duration::from_secs(5), || async {
         !answered(connect_from("127.0.0.1", edge.http).await).await
@@ -507,6 +508,86 @@ async fn idle_after_one_request(ip: String, to: SocketAddr) -> Option<TcpStream>
         .ok()?
         .ok()?;
     buf[..n].starts_with(b"HTTP/1.1 200").then_some(s)
+}
+
+/// Reads one response whose body is `content-length` long.
+async fn one_response(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&out).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            if out.len() >= end + 4 + length {
+                return text;
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("a response within 10 s")
+            .unwrap();
+        assert!(n > 0, "closed before the whole response: {text}");
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_idle_connections_keep_their_place_answer_again_and_close_on_time() {
+    let origin = Origin::start(Duration::from_millis(1)).await;
+    // Long enough that the second stays parked while the first re-parks.
+    let proxy = "[proxy]\nkeepalive_timeout = \"8s\"";
+    let edge = edge_with_server(&origin, proxy, "max_connections_per_client = 2\n").await;
+
+    // Two keep-alive connections, each after one answer, idle past the
+    // park delay: parked, still holding their places.
+    let ip = "127.0.0.1".to_string();
+    let mut first = idle_after_one_request(ip.clone(), edge.http).await.unwrap();
+    let second = idle_after_one_request(ip.clone(), edge.http).await.unwrap();
+    // Parked after 1-2 s idle (PARK_AFTER, on the lot's ticks).
+    let parked = |n: f64| metric_becomes(&edge, "edgepop_connections_parked", n);
+    assert!(parked(2.0).await, "two idle connections were not parked");
+    assert_eq!(edge.metric("edgepop_connections_open").await, 2.0);
+    assert!(
+        !answered(connect_from("127.0.0.1", edge.http).await).await,
+        "a third connection from the client was served: parked ones lost their places"
+    );
+
+    // A request on a parked connection is answered in full, from where it
+    // left off, and the connection parks again after it.
+    first
+        .write_all(b"GET /again HTTP/1.1\r\nHost: ok.test\r\n\r\n")
+        .await
+        .unwrap();
+    let text = one_response(&mut first).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("x-edge-route:"), "{text}");
+    assert_eq!(origin.hits(), 3);
+    assert!(parked(2.0).await, "the connection did not park again");
+
+    // A client closing a parked connection gives its place back.
+    drop(second);
+    assert!(
+        metric_becomes(&edge, "edgepop_connections_open", 1.0).await,
+        "a parked connection the client closed still holds its place"
+    );
+
+    // The keep-alive timeout still closes a parked connection.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(20), first.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "a parked connection was still open 40 s after an 8 s keepalive_timeout"
+    );
+    assert!(rest.is_empty(), "bytes after the answer: {rest:?}");
+    assert!(parked(0.0).await);
+    assert_eq!(edge.metric("edgepop_connections_open").await, 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,96 +1,16 @@
-//! The door of the client listeners: how many connections the node holds,
-//! in all and per client address. Beyond a limit a new connection is closed
-//! at once, so the descriptors left over stay for the admin listener, the
-//! health checks, the origins and the stores.
+//! The door of the client listeners: beyond the connection limits
+//! (proxy/places.rs) a new connection is closed at once, so the descriptors
+//! left over stay for the admin listener, the health checks, the origins
+//! and the stores.
 
 use super::head::{HeadGuard, HeadLimits};
-use crate::locked;
+pub use super::places::Connections;
 use crate::metrics::METRICS;
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-
-/// The counts behind the limits, shared by the HTTP and HTTPS listeners.
-pub struct Connections {
-    max: usize,
-    per_client: usize,
-    open: AtomicUsize,
-    by_client: Mutex<HashMap<IpAddr, usize>>,
-}
-
-impl Connections {
-    /// `per_client` 0: no per-address limit.
-    pub fn new(max: usize, per_client: usize) -> Self {
-        Connections {
-            max,
-            per_client,
-            open: AtomicUsize::new(0),
-            by_client: Mutex::default(),
-        }
-    }
-
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
-    }
-
-    /// The node holds as many client connections as it may.
-    pub fn full(&self) -> bool {
-        self.open() >= self.max
-    }
-
-    /// A place for one more connection from `client`, or why not.
-    fn admit(self: &Arc<Self>, client: Option<IpAddr>) -> Result<Admitted, &'static str> {
-        if self.open.fetch_add(1, Ordering::Relaxed) >= self.max {
-            self.open.fetch_sub(1, Ordering::Relaxed);
-            return Err("total");
-        }
-        let client = match (client, self.per_client > 0) {
-            (Some(ip), true) => {
-                let mut by_client = locked(&self.by_client);
-                let n = by_client.entry(ip).or_default();
-                if *n >= self.per_client {
-                    self.open.fetch_sub(1, Ordering::Relaxed);
-                    return Err("per_client");
-                }
-                *n += 1;
-                Some(ip)
-            }
-            _ => None,
-        };
-        METRICS.connections_open.inc();
-        Ok(Admitted {
-            gate: self.clone(),
-            client,
-        })
-    }
-}
-
-/// One admitted connection; gives its place back when dropped.
-struct Admitted {
-    gate: Arc<Connections>,
-    client: Option<IpAddr>,
-}
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        self.gate.open.fetch_sub(1, Ordering::Relaxed);
-        METRICS.connections_open.dec();
-        if let Some(ip) = self.client {
-            let mut by_client = locked(&self.gate.by_client);
-            if let Some(n) = by_client.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    by_client.remove(&ip);
-                }
-            }
-        }
-    }
-}
+use std::sync::Arc;
 
 /// A listener's app behind the gate.
 pub struct Gate<A> {
@@ -111,7 +31,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Gate<A> {
         let client = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-        let _place = match self.connections.admit(client) {
+        let place = match self.connections.admit(client) {
             Ok(place) => place,
             Err(limit) => {
                 METRICS
@@ -121,39 +41,23 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Gate<A> {
                 return None; // closed: the cheapest answer to a flood
             }
         };
-        let stream = match self.head {
-            Some(limits) => Box::new(HeadGuard::new(stream, limits)),
-            None => stream,
-        };
         // The keep-alive loop runs inside (proxy/idle.rs), so the
-        // connection keeps its place until its last request is done.
-        self.inner.process_new(stream, shutdown).await
+        // connection keeps its place until its last request is done. Plain
+        // HTTP: the place goes with the guard, into the lot when the
+        // connection is parked (proxy/park.rs).
+        match self.head {
+            Some(limits) => {
+                let guard = HeadGuard::new(stream, limits).holding(place);
+                self.inner.process_new(Box::new(guard), shutdown).await
+            }
+            None => {
+                let _place = place;
+                self.inner.process_new(stream, shutdown).await
+            }
+        }
     }
 
     async fn cleanup(&self) {
         self.inner.cleanup().await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn places_are_counted_in_all_and_per_client_and_given_back() {
-        let c = Arc::new(Connections::new(3, 2));
-        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
-        let a1 = c.admit(Some(a)).unwrap();
-        let _a2 = c.admit(Some(a)).unwrap();
-        assert_eq!(c.admit(Some(a)).err(), Some("per_client"));
-        let _b1 = c.admit(Some(b)).unwrap();
-        assert!(c.full());
-        assert_eq!(c.admit(Some(b)).err(), Some("total"));
-        drop(a1);
-        assert_eq!(c.open(), 2);
-        assert!(
-            c.admit(Some(a)).is_ok(),
-            "a place given back is taken again"
-        );
     }
 }

@@ -31,6 +31,11 @@ pub struct Gather {
 const MAX_SLICES: usize = 16;
 
 impl Gather {
+    /// Nothing is held back.
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
     pub fn poll_write<W: AsyncWrite + Unpin + ?Sized>(
         &mut self,
         inner: &mut W,

@@ -13,11 +13,16 @@
 //! so a head leaves with its body in one write.
 
 use super::gather::Gather;
+use super::places::Admitted;
 use crate::metrics::METRICS;
 use async_trait::async_trait;
+use pingora_core::protocols::l4::socket::SocketAddr;
+use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::Stream;
+use pingora_core::protocols::{GetSocketDigest, SocketDigest};
 use pingora_core::protocols::{Shutdown, Ssl, ALPN};
 use std::future::Future;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -69,6 +74,16 @@ pub struct HeadGuard {
     reads: u64,
     /// The response being written: a head leaves with its body.
     gather: Gather,
+    /// The connection's place at the door (plain HTTP), kept while parked.
+    place: Option<Admitted>,
+}
+
+/// What a parked connection keeps besides its socket, to be guarded again.
+pub struct Parked {
+    limits: HeadLimits,
+    place: Option<Admitted>,
+    /// The client's address, so no `getpeername` is asked again.
+    peer: Option<std::net::SocketAddr>,
 }
 
 impl HeadGuard {
@@ -86,7 +101,77 @@ impl HeadGuard {
             deadline: Box::pin(tokio::time::sleep(limits.timeout)),
             reads: 0,
             gather: Gather::default(),
+            place: None,
         }
+    }
+
+    /// The guard holds the connection's place at the door.
+    pub fn holding(mut self, place: Admitted) -> Self {
+        self.place = Some(place);
+        self
+    }
+
+    /// Between requests on a plain TCP connection, with nothing held back
+    /// or refused: the connection can be parked as its socket.
+    pub fn parkable(&self) -> bool {
+        let between = matches!(self.state, State::Head { bytes: 0, .. });
+        between && self.gather.is_empty() && self.inner.as_any().is::<L4Stream>()
+    }
+
+    /// The socket, out of its task's runtime, and what the guard keeps; or
+    /// the guard back when the connection cannot be parked.
+    pub fn into_socket(self: Box<Self>) -> Result<(std::net::TcpStream, Parked), Box<Self>> {
+        if !self.parkable() {
+            return Err(self);
+        }
+        let peer = self
+            .inner
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(SocketAddr::as_inet).copied());
+        // Between requests the rest is empty: no head read, nothing held.
+        let HeadGuard {
+            inner,
+            limits,
+            place,
+            ..
+        } = *self;
+        let l4 = inner
+            .into_any()
+            .downcast::<L4Stream>()
+            .expect("parkable() checked the type");
+        match l4.into_std_tcp() {
+            Ok(socket) => Ok((
+                socket,
+                Parked {
+                    limits,
+                    place,
+                    peer,
+                },
+            )),
+            Err(l4) => {
+                let mut guard = HeadGuard::new(Box::new(l4), limits).with_place(place);
+                guard.state = Self::next_head();
+                Err(Box::new(guard))
+            }
+        }
+    }
+
+    /// A parked connection guarded again, its socket registered with this
+    /// thread's runtime: its next head is read from here.
+    pub fn resumed(socket: std::net::TcpStream, parked: Parked) -> std::io::Result<Self> {
+        let fd = socket.as_raw_fd();
+        let mut l4 = L4Stream::from(tokio::net::TcpStream::from_std(socket)?);
+        let digest = SocketDigest::from_raw_fd(fd);
+        if let Some(peer) = parked.peer {
+            let _ = digest.peer_addr.set(Some(SocketAddr::Inet(peer)));
+        }
+        l4.set_socket_digest(digest);
+        Ok(HeadGuard::new(Box::new(l4), parked.limits).with_place(parked.place))
+    }
+
+    fn with_place(mut self, place: Option<Admitted>) -> Self {
+        self.place = place;
+        self
     }
 
     /// How many reads from the connection returned bytes so far.

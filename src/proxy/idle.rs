@@ -13,7 +13,8 @@
 //! The first bytes are handed to Pingora as a pipelined prefix, so the
 //! wait costs no extra read.
 
-use super::head::HeadGuard;
+use super::head::{self, HeadGuard};
+use super::park::{Lot, Resume, PARK_AFTER};
 use crate::edge::Edge;
 use async_trait::async_trait;
 use bytes::BytesMut;
@@ -21,11 +22,13 @@ use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
+use std::cell::OnceCell;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncRead, ReadBuf};
+use tracing::warn;
 
 /// Bytes read while idle: enough for most request heads in one read.
 const FIRST_READ: usize = 1024;
@@ -48,17 +51,43 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for H1Server<A> {
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             return ServerApp::process_new(&self.app, stream, shutdown).await;
         }
-        let mut stream = stream;
-        let mut settings: Option<HttpPersistentSettings> = None;
+        self.serve(stream, None, shutdown).await;
+        None
+    }
+
+    async fn cleanup(&self) {
+        self.app.http_cleanup().await
+    }
+}
+
+impl<A: HttpServerApp + Send + Sync + 'static> H1Server<A> {
+    /// The keep-alive loop, from a new connection (`settings` None) or a
+    /// parked one taken back.
+    async fn serve(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        mut settings: Option<HttpPersistentSettings>,
+        shutdown: &ShutdownWatch,
+    ) {
         let mut pipelined = false;
         loop {
             // A pipelined request already read by the last one is parsed
             // from Pingora's buffer: no wait on the socket for it.
             let prefix = if pipelined {
                 None
+            } else if settings.is_none() {
+                match first_bytes(&mut stream, None, shutdown).await {
+                    Ok(bytes) => Some(bytes),
+                    Err(_) => return,
+                }
             } else {
-                let idle = settings.as_ref().map(|_| self.keepalive());
-                Some(first_bytes(&mut stream, idle, shutdown).await?)
+                match self.between_requests(stream, &mut settings, shutdown).await {
+                    Between::Request(s, bytes) => {
+                        stream = s;
+                        Some(bytes)
+                    }
+                    Between::Parked | Between::Closed => return,
+                }
             };
             let one_head = prefix.as_deref().is_some_and(exactly_one_head);
             let reads = socket_reads(&stream);
@@ -80,51 +109,192 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for H1Server<A> {
             if let Some(prefix) = prefix {
                 session.set_pipelined_prefix(prefix);
             }
-            let reused = self.app.process_new_http(session, shutdown).await?;
-            (stream, settings) = reused.consume();
+            let Some(reused) = self.app.process_new_http(session, shutdown).await else {
+                return;
+            };
+            let kept;
+            (stream, kept) = reused.consume();
+            settings = kept;
             // Pingora parsed only our bytes, which held one whole head and
             // nothing after it: nothing can be left over. Else ask it.
             let clean = one_head && reads.is_some() && socket_reads(&stream) == reads;
             pipelined = !clean && settings.as_ref().is_some_and(has_pipelined_prefix);
             if *shutdown.borrow() {
-                return None;
+                return;
             }
         }
     }
 
-    async fn cleanup(&self) {
-        self.app.http_cleanup().await
+    /// The wait for the next request on a keep-alive connection. A plain
+    /// HTTP connection still idle after `PARK_AFTER` is parked (its task
+    /// ends here; `proxy/park.rs` takes it back with a new one).
+    async fn between_requests(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        settings: &mut Option<HttpPersistentSettings>,
+        shutdown: &ShutdownWatch,
+    ) -> Between {
+        let keepalive = self.keepalive();
+        let idle_since = tokio::time::Instant::now();
+        let guard = stream.as_any().downcast_ref::<HeadGuard>();
+        let parkable = keepalive > PARK_AFTER && guard.is_some_and(HeadGuard::parkable);
+        let lot = parkable
+            .then(|| LOT.with(|lot| lot.get_or_init(|| Lot::start(shutdown.clone())).clone()))
+            .flatten();
+        let Some(lot) = lot else {
+            return wait_in_task(stream, keepalive, shutdown).await;
+        };
+        let waited = tokio::select! {
+            r = first_bytes(&mut stream, Some(keepalive), shutdown) => Some(r),
+            _ = lot.idle_since(idle_since) => None,
+        };
+        match waited {
+            Some(Ok(bytes)) => return Between::Request(stream, bytes),
+            Some(Err(_)) => return Between::Closed,
+            None if *shutdown.borrow() => return Between::Closed,
+            None => {}
+        }
+        let Some(kept) = settings.take() else {
+            return Between::Closed;
+        };
+        match self.park(&lot, stream, kept, idle_since + keepalive) {
+            Ok(()) => Between::Parked,
+            Err((back, kept)) => {
+                // Not parked after all: the rest of the wait in this task.
+                *settings = Some(kept);
+                let rest = keepalive.saturating_sub(idle_since.elapsed());
+                wait_in_task(back, rest, shutdown).await
+            }
+        }
     }
-}
 
-impl<A> H1Server<A> {
+    /// Hands the connection to this thread's lot, or gives it back.
+    #[allow(clippy::result_large_err)]
+    fn park(
+        self: &Arc<Self>,
+        lot: &Lot<Idle>,
+        stream: Stream,
+        settings: HttpPersistentSettings,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), (Stream, HttpPersistentSettings)> {
+        if !stream.as_any().is::<HeadGuard>() {
+            return Err((stream, settings));
+        }
+        let guard = stream
+            .into_any()
+            .downcast::<HeadGuard>()
+            .expect("checked just above");
+        let (socket, guard) = match guard.into_socket() {
+            Ok(parts) => parts,
+            Err(guard) => return Err((guard, settings)),
+        };
+        let kept = Idle {
+            server: self.clone(),
+            settings,
+            guard,
+        };
+        if let Err(e) = lot.park(socket, deadline, kept) {
+            // The socket is closed: an idle keep-alive connection may be.
+            warn!("an idle connection could not be parked, closed: {e}");
+        }
+        Ok(())
+    }
+
     fn keepalive(&self) -> Duration {
         self.edge.state().config.proxy.keepalive_timeout
     }
 }
 
+thread_local! {
+    /// This worker thread's parked connections (proxy/park.rs).
+    static LOT: OnceCell<Option<Arc<Lot<Idle>>>> = const { OnceCell::new() };
+}
+
+/// What a parked connection keeps besides its socket.
+struct Idle {
+    server: Arc<dyn Resumed>,
+    settings: HttpPersistentSettings,
+    guard: head::Parked,
+}
+
+impl Resume for Idle {
+    fn resume(self, socket: std::net::TcpStream, shutdown: &ShutdownWatch) {
+        match HeadGuard::resumed(socket, self.guard) {
+            Ok(guard) => self
+                .server
+                .serve_again(Box::new(guard), self.settings, shutdown),
+            Err(e) => warn!("a parked connection could not be taken back, closed: {e}"),
+        }
+    }
+}
+
+/// The keep-alive loop of a connection taken back from the lot, in a new
+/// task on this thread.
+trait Resumed: Send + Sync + 'static {
+    fn serve_again(
+        self: Arc<Self>,
+        stream: Stream,
+        settings: HttpPersistentSettings,
+        shutdown: &ShutdownWatch,
+    );
+}
+
+impl<A: HttpServerApp + Send + Sync + 'static> Resumed for H1Server<A> {
+    fn serve_again(
+        self: Arc<Self>,
+        stream: Stream,
+        settings: HttpPersistentSettings,
+        shutdown: &ShutdownWatch,
+    ) {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { self.serve(stream, Some(settings), &shutdown).await });
+    }
+}
+
+/// How the wait between two requests ended.
+enum Between {
+    Request(Stream, BytesMut),
+    Parked,
+    Closed,
+}
+
+/// The wait for the next request in this task, at most `limit`.
+async fn wait_in_task(mut stream: Stream, limit: Duration, shutdown: &ShutdownWatch) -> Between {
+    match first_bytes(&mut stream, Some(limit), shutdown).await {
+        Ok(bytes) => Between::Request(stream, bytes),
+        Err(_) => Between::Closed,
+    }
+}
+
+/// Why no bytes came.
+enum Waited {
+    /// The client left, or the node shuts down.
+    Closed,
+    TimedOut,
+}
+
 /// Waits for the first bytes of the next request head (`idle`: at most
 /// this long; None for a new connection, whose head deadline runs in the
-/// head guard). None: the client left, the wait timed out, or the node
-/// shuts down.
+/// head guard).
 async fn first_bytes(
     stream: &mut Stream,
     idle: Option<Duration>,
     shutdown: &ShutdownWatch,
-) -> Option<BytesMut> {
+) -> Result<BytesMut, Waited> {
     let mut shutdown = shutdown.clone();
     let read = async {
         match idle {
-            Some(limit) => tokio::time::timeout(limit, read_some(stream)).await.ok(),
-            None => Some(read_some(stream).await),
+            Some(limit) => tokio::time::timeout(limit, read_some(stream)).await,
+            None => Ok(read_some(stream).await),
         }
     };
     tokio::select! {
         r = read => match r {
-            Some(Ok(head)) if !head.is_empty() => Some(head),
-            _ => None,
+            Ok(Ok(head)) if !head.is_empty() => Ok(head),
+            Ok(_) => Err(Waited::Closed),
+            Err(_) => Err(Waited::TimedOut),
         },
-        _ = shutdown.changed() => None,
+        _ = shutdown.changed() => Err(Waited::Closed),
     }
 }
 

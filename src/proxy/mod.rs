@@ -23,6 +23,8 @@ pub mod head;
 mod headers;
 pub mod idle;
 mod page;
+mod park;
+mod places;
 pub mod relay;
 mod respond;
 pub mod route;
