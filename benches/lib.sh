@@ -5,9 +5,14 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash conf/build-deps.sh nginx-light wrk curl
 # PROFILE=production measures the link-time-optimised build operators
 # ship (Cargo.toml); the default is the release build the tests use.
+# EDGEPOP_BIN=path measures that binary as it is (no build).
 PROFILE=${PROFILE:-release}
-cargo build --profile "$PROFILE" --locked -q
-EDGEPOP=./target/$PROFILE/edgepop
+if [ -n "${EDGEPOP_BIN:-}" ]; then
+  EDGEPOP=$EDGEPOP_BIN
+else
+  cargo build --profile "$PROFILE" --locked -q
+  EDGEPOP=./target/$PROFILE/edgepop
+fi
 W=$(mktemp -d)
 NGINX_CONFS=()
 cleanup() {
