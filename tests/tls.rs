@@ -327,7 +327,9 @@ async fn renewal_replaces_a_near_expiry_certificate_without_a_failed_handshake()
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_revoked_certificate_is_dropped_and_replaced() {
     let t = tls_edge_with("renew_check = \"300ms\"\n", "").await;
-    let old = peer_cert(t.https, "shop.test", &t.root()).await.unwrap();
+    let old = peer_cert(t.https, "shop.test", &t.root())
+        .await
+        .unwrap_or_else(|e| panic!("first handshake: {e}; edge log:\n{}", t.edge.stderr()));
     let out = t.edge.command(&["tls", "revoke", "shop.test"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("shop.test: revoked"));
     let replaced = eventually(Duration::from_secs(10), || async {
