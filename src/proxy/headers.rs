@@ -7,17 +7,25 @@ use http::header::{self, HeaderName};
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::fmt::Write;
 
-/// RFC 9110 §7.6.1 connection-specific fields, never forwarded.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
+/// RFC 9110 §7.6.1 connection-specific fields, never forwarded. Names,
+/// not strings: a `&str` name is parsed again at every lookup.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
 ];
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_EDGE_ROUTE: HeaderName = HeaderName::from_static(route::HEADER);
+const X_EDGE_CACHE: HeaderName = HeaderName::from_static("x-edge-cache");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 
 /// Extra hop-by-hop names a sender listed in `Connection` (usually none,
 /// so usually no allocation).
@@ -31,21 +39,23 @@ fn connection_tokens(headers: &http::HeaderMap) -> Vec<HeaderName> {
         .collect()
 }
 
+/// The hop-by-hop names present: usually none, so the common case is one
+/// hash lookup per name and no change to either of Pingora's header maps.
+fn hop_by_hop(headers: &http::HeaderMap) -> Vec<HeaderName> {
+    let mut names = connection_tokens(headers);
+    names.extend(HOP_BY_HOP.into_iter().filter(|n| headers.contains_key(n)));
+    names
+}
+
 pub fn strip_hop_by_hop_request(req: &mut RequestHeader) {
-    for name in connection_tokens(&req.headers) {
+    for name in hop_by_hop(&req.headers) {
         req.remove_header(&name);
-    }
-    for name in HOP_BY_HOP {
-        req.remove_header(name);
     }
 }
 
 pub fn strip_hop_by_hop_response(resp: &mut ResponseHeader) {
-    for name in connection_tokens(&resp.headers) {
+    for name in hop_by_hop(&resp.headers) {
         resp.remove_header(&name);
-    }
-    for name in HOP_BY_HOP {
-        resp.remove_header(name);
     }
 }
 
@@ -54,60 +64,76 @@ pub fn add_forwarded(req: &mut RequestHeader, ctx: &RequestCtx, client_ip: Optio
     if let Some(ip) = client_ip {
         let xff = match req
             .headers
-            .get("x-forwarded-for")
+            .get(&X_FORWARDED_FOR)
             .and_then(|v| v.to_str().ok())
         {
             Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
             _ => ip,
         };
-        let _ = req.insert_header("x-forwarded-for", xff);
+        let _ = req.insert_header(X_FORWARDED_FOR, xff);
     }
-    let _ = req.insert_header("x-forwarded-proto", ctx.scheme.as_str());
+    let _ = req.insert_header(X_FORWARDED_PROTO, ctx.scheme.as_str());
     // The origin hears the name the edge routed on, not the client's
     // spelling of it (case, trailing dot, Unicode forms).
     if let Some(authority) = &ctx.authority {
         let _ = req.insert_header(http::header::HOST, authority.host.as_str());
-        let _ = req.insert_header("x-forwarded-host", authority.to_string());
+        let _ = req.insert_header(X_FORWARDED_HOST, authority.to_string());
     }
-    let _ = req.insert_header(route::HEADER, ctx.route.render());
+    let _ = req.insert_header(X_EDGE_ROUTE, ctx.route.render());
 }
 
 /// `x-edge-route`, `x-edge-cache` and `server-timing`, on every response.
 /// A relayed response shows the whole chain the peer reported.
 pub fn decorate(resp: &mut ResponseHeader, ctx: &RequestCtx) {
     let relayed_route = ctx.relay.as_ref().and_then(|r| r.route.as_deref());
-    let _ = resp.insert_header(route::HEADER, relayed_route.unwrap_or(ctx.route.render()));
-    let _ = resp.insert_header("x-edge-cache", ctx.cache.as_str());
-    let _ = resp.insert_header("x-request-id", ctx.id.to_string());
+    let _ = resp.insert_header(X_EDGE_ROUTE, relayed_route.unwrap_or(ctx.route.render()));
+    let _ = resp.insert_header(X_EDGE_CACHE, ctx.cache.as_str());
+    let _ = resp.insert_header(X_REQUEST_ID, ctx.id.to_string());
     if ctx.relay.as_ref().is_some_and(|r| r.elapsed.is_some()) {
         // The peer's parts are in ours (`Relay::timing`), less its `edge`.
-        resp.remove_header("server-timing");
+        resp.remove_header(&SERVER_TIMING);
     }
-    let _ = resp.append_header("server-timing", server_timing(ctx));
+    let _ = resp.append_header(SERVER_TIMING, server_timing(ctx));
     if let Some(hsts) = &ctx.hsts {
         let _ = resp.insert_header("strict-transport-security", hsts.as_str());
     }
 }
 
 fn server_timing(ctx: &RequestCtx) -> String {
-    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
-    let mut out = format!("edge;dur={:.3}", ms(ctx.started.elapsed()));
+    let mut out = String::with_capacity(64);
+    out.push_str("edge;dur=");
+    millis(&mut out, ctx.started.elapsed());
     if let Some(replica) = ctx.replica_elapsed {
-        let _ = write!(out, ", replica;dur={:.3}", ms(replica));
+        out.push_str(", replica;dur=");
+        millis(&mut out, replica);
     }
     if let Some(origin) = ctx.origin_time() {
-        let _ = write!(out, ", origin;dur={:.3}", ms(origin));
+        out.push_str(", origin;dur=");
+        millis(&mut out, origin);
     }
     if let Some(relay) = &ctx.relay {
         let spent = relay.elapsed.or_else(|| relay.started.map(|s| s.elapsed()));
         if let Some(spent) = spent {
-            let _ = write!(out, ", relay;dur={:.3}", ms(spent));
+            out.push_str(", relay;dur=");
+            millis(&mut out, spent);
         }
         if let Some(parts) = &relay.timing {
             let _ = write!(out, ", {parts}");
         }
     }
     out
+}
+
+/// `d` in milliseconds with three decimals (`12.345`), rounded to the
+/// microsecond: integers, since float formatting costs more than the
+/// rest of the header's work.
+fn millis(out: &mut String, d: std::time::Duration) {
+    let micros = (d.as_nanos() + 500) / 1000;
+    let mut buf = itoa::Buffer::new();
+    out.push_str(buf.format(micros / 1000));
+    out.push('.');
+    let frac = buf.format(micros % 1000 + 1000);
+    out.push_str(&frac[1..]);
 }
 
 /// What a relayed response says of the peer's work: its `server-timing`
@@ -129,6 +155,22 @@ pub fn peer_timing(resp: &ResponseHeader) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timings_read_as_milliseconds_with_three_decimals() {
+        let read = |d: Duration| {
+            let mut out = String::new();
+            millis(&mut out, d);
+            out
+        };
+        assert_eq!(read(Duration::from_nanos(0)), "0.000");
+        assert_eq!(read(Duration::from_nanos(1_499)), "0.001");
+        assert_eq!(read(Duration::from_nanos(1_500)), "0.002");
+        assert_eq!(read(Duration::from_micros(12_345)), "12.345");
+        assert_eq!(read(Duration::from_micros(7_000_050)), "7000.050");
+        assert_eq!(read(Duration::from_nanos(999_999_600)), "1000.000");
+    }
 
     #[test]
     fn removes_fixed_and_connection_listed_headers() {
