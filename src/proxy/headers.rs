@@ -7,8 +7,7 @@ use http::header::{self, HeaderName};
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::fmt::Write;
 
-/// RFC 9110 §7.6.1 connection-specific fields, never forwarded. Names,
-/// not strings: a `&str` name is parsed again at every lookup.
+/// RFC 9110 §7.6.1 connection-specific fields, never forwarded.
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
@@ -19,31 +18,40 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRAILER,
     header::UPGRADE,
 ];
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_EDGE_ROUTE: HeaderName = HeaderName::from_static(route::HEADER);
-const X_EDGE_CACHE: HeaderName = HeaderName::from_static("x-edge-cache");
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+// Names to insert are `&'static str`: Pingora turns a `HeaderName` it is
+// given into a freshly allocated copy of its spelling first (its case
+// map), a static string it keeps as it is.
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
+/// For the lookup: a `&str` name is parsed again at every lookup.
+const X_FORWARDED_FOR_NAME: HeaderName = HeaderName::from_static(X_FORWARDED_FOR);
+const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+const X_FORWARDED_HOST: &str = "x-forwarded-host";
+const X_EDGE_ROUTE: &str = route::HEADER;
+const X_EDGE_CACHE: &str = "x-edge-cache";
+const X_REQUEST_ID: &str = "x-request-id";
+const SERVER_TIMING: &str = "server-timing";
 
-/// Extra hop-by-hop names a sender listed in `Connection` (usually none,
-/// so usually no allocation).
-fn connection_tokens(headers: &http::HeaderMap) -> Vec<HeaderName> {
+/// Extra hop-by-hop names a sender listed in `Connection`.
+fn connection_tokens(headers: &http::HeaderMap) -> impl Iterator<Item = HeaderName> + '_ {
     headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::try_from(t.trim()).ok())
-        .collect()
 }
 
-/// The hop-by-hop names present: usually none, so the common case is one
-/// hash lookup per name and no change to either of Pingora's header maps.
+/// The hop-by-hop names present: one pass over the few names a message
+/// has (cheaper than a hash lookup per listed name), usually finding
+/// none, so usually no allocation and no change to Pingora's two maps.
 fn hop_by_hop(headers: &http::HeaderMap) -> Vec<HeaderName> {
-    let mut names = connection_tokens(headers);
-    names.extend(HOP_BY_HOP.into_iter().filter(|n| headers.contains_key(n)));
+    let mut names: Vec<HeaderName> = headers
+        .keys()
+        .filter_map(|name| HOP_BY_HOP.iter().find(|hop| *hop == name).cloned())
+        .collect();
+    if names.contains(&header::CONNECTION) {
+        names.extend(connection_tokens(headers));
+    }
     names
 }
 
@@ -64,7 +72,7 @@ pub fn add_forwarded(req: &mut RequestHeader, ctx: &RequestCtx, client_ip: Optio
     if let Some(ip) = client_ip {
         let xff = match req
             .headers
-            .get(&X_FORWARDED_FOR)
+            .get(&X_FORWARDED_FOR_NAME)
             .and_then(|v| v.to_str().ok())
         {
             Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
@@ -91,7 +99,7 @@ pub fn decorate(resp: &mut ResponseHeader, ctx: &RequestCtx) {
     let _ = resp.insert_header(X_REQUEST_ID, ctx.id.to_string());
     if ctx.relay.as_ref().is_some_and(|r| r.elapsed.is_some()) {
         // The peer's parts are in ours (`Relay::timing`), less its `edge`.
-        resp.remove_header(&SERVER_TIMING);
+        resp.remove_header(SERVER_TIMING);
     }
     let _ = resp.append_header(SERVER_TIMING, server_timing(ctx));
     if let Some(hsts) = &ctx.hsts {

@@ -286,7 +286,8 @@ impl HttpSession {
 
                         let mut response_header = match ResponseHeader::build(
                             resp.code.unwrap(),
-                            Some(resp.headers.len()),
+                            // edgepop patch: room for the headers a proxy adds.
+                            Some(resp.headers.len() + super::common::ADDED_HEADERS_ROOM),
                         ) {
                             Ok(header) => Box::new(header),
                             Err(e) => return self.fail_response_header_read(e),

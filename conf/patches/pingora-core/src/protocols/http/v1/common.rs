@@ -31,6 +31,12 @@ pub(super) const MAX_HEADER_SIZE: usize = 1048575;
 
 pub(crate) const BODY_BUF_LIMIT: usize = 1024 * 64;
 
+/// edgepop patch: headers a proxy typically adds to a parsed message
+/// (forwarding headers upstream, its own tags downstream). A parsed
+/// header's two maps are sized for this many more, so those inserts do
+/// not grow and rehash them one at a time.
+pub(crate) const ADDED_HEADERS_ROOM: usize = 8;
+
 pub const CRLF: &[u8; 2] = b"\r\n";
 /// The empty line that terminates a message's header section.
 pub(super) const HEADER_SECTION_END: &[u8; 4] = b"\r\n\r\n";

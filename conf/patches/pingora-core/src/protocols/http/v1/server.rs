@@ -353,7 +353,10 @@ impl HttpSession {
                             req.method.unwrap_or(""),
                             // we path httparse to allow unsafe bytes in the str
                             req.path.unwrap_or("").as_bytes(),
-                            Some(req.headers.len()),
+                            // edgepop patch: room for the headers a proxy adds
+                            // (forwarding), so that neither map grows (rehash)
+                            // one insert at a time.
+                            Some(req.headers.len() + ADDED_HEADERS_ROOM),
                         )?);
 
                         request_header.set_version(match req.version {
