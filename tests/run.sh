@@ -28,4 +28,7 @@ if ! pg_isready -h 127.0.0.1 -p 5432 -q; then
   for _ in $(seq 1 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done
 fi
 
+# The vendored pingora-core is the release plus conf/patches/*.patch, exactly.
+bash conf/vendor/check.sh
+
 cargo test --release --locked --no-fail-fast

@@ -231,9 +231,9 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                     let shutdown = shutdown.clone();
                     current_handle().spawn(async move {
                         let peer_addr = io.peer_addr();
-                        // Boxed: a TLS handshake's future (rustls: several KiB) would
-                        // otherwise sit inline in every connection's task for its whole
-                        // life, TLS or not.
+                        // edgepop patch: the handshake future boxed. A TLS handshake's
+                        // future (rustls: several KiB) would otherwise sit inline in every
+                        // connection's task for its whole life, TLS or not.
                         match timeout(Duration::from_secs(60), Box::pin(io.handshake())).await {
                             Ok(handshake) => {
                                 match handshake {
