@@ -13,7 +13,7 @@
 //! to bottom) and `admin` (metrics, health, status), and `cli` on top.
 
 /// The Pingora `IO` ids and digests of a stream wrapper (`TlsIo`,
-/// `HeadGuard`), taken from the stream it wraps: `|s| <expr on s>`.
+/// `ClientStream`), taken from the stream it wraps: `|s| <expr on s>`.
 macro_rules! io_digests_from_inner {
     ($ty:ty, |$s:ident| $inner:expr) => {
         impl pingora_core::protocols::UniqueID for $ty {
@@ -54,15 +54,18 @@ pub mod cache;
 pub mod change;
 pub mod cli;
 pub mod config;
+pub mod conn;
 pub mod directory;
 pub mod domain;
 pub mod edge;
 pub mod failover;
 pub mod lb;
+pub mod listeners;
 pub mod metrics;
 pub mod pg;
 pub mod proxy;
 pub mod replica;
+pub mod request;
 pub mod sync;
 pub mod tls;
 pub mod ttfb;

@@ -2,31 +2,21 @@
 //! the listening sockets, signals and the graceful upgrade).
 
 use crate::admin::AdminApp;
-use crate::config::{Config, ProxyConfig, TlsConfig};
+use crate::config::{Config, TlsConfig};
+use crate::conn::{connection_budget, Connections};
 use crate::edge::Edge;
 use crate::failover::{Facts, Readiness, Vitals};
-use crate::proxy::gate::{Connections, Gate};
-use crate::proxy::head::{HeadGuard, HeadLimits};
-use crate::proxy::idle::H1Server;
-use crate::proxy::relay::PeerListener;
-use crate::proxy::{access_log, EdgeProxy, Scheme};
-use crate::tls::book::{PeerBook, SniBook};
+use crate::listeners;
+use crate::request::log as access_log;
 use crate::tls::challenge::Challenges;
-use crate::tls::listener::H1Wrap;
-use crate::tls::listener::TlsApp;
-use crate::tls::peering::{PeerApp, PeerTls};
 use crate::tls::{load_static, CertManager, IssuePolicy, TlsSettings};
 use async_trait::async_trait;
-use pingora_core::apps::HttpServerOptions;
-use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
-use pingora_core::protocols::Stream;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{
     ExecutionPhase, RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch,
 };
 use pingora_core::services::background::{background_service, BackgroundService};
 use pingora_core::services::listening::Service;
-use pingora_proxy::HttpProxy;
 use std::error::Error;
 use std::path::Path;
 use std::process::ExitCode;
@@ -87,30 +77,19 @@ pub fn run(config: Config, path: &Path, upgrade: bool, daemon: bool) -> ExitCode
         connection_budget(config.server.max_connections),
         config.server.max_connections_per_client,
     ));
-    let mut http = pingora_proxy::http_proxy(
+    let proxy = listeners::http_service(
         &server.configuration,
-        EdgeProxy::new(edge.clone(), Scheme::Http),
+        &config.listen.http,
+        edge.clone(),
+        connections.clone(),
     );
-    http.server_options = Some(server_options(&config.proxy));
-    let gate = Gate {
-        inner: Arc::new(H1Server {
-            app: Arc::new(http),
-            edge: edge.clone(),
-        }),
-        connections: connections.clone(),
-        head: Some(head_limits(&config.proxy)),
-    };
-    let mut proxy = Service::new("edge proxy".to_string(), gate);
-    for addr in &config.listen.http {
-        proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(UNBUFFERED));
-    }
 
     let readiness = Arc::new(Readiness::new(Arc::new(NodeVitals {
         edge: edge.clone(),
         connections: connections.clone(),
     })));
     let peer_listener = match (&config.peering, &edge.peer_tls) {
-        (Some(peering), Some(tls)) => Some(peer_service(
+        (Some(peering), Some(tls)) => Some(listeners::peer_service(
             &server.configuration,
             &peering.listen,
             tls.clone(),
@@ -147,16 +126,23 @@ pub fn run(config: Config, path: &Path, upgrade: bool, daemon: bool) -> ExitCode
     );
 
     if let Some(tls) = &config.tls {
-        let node = node_name(&config);
-        match https_service(&server.configuration, tls, edge.clone(), node, connections) {
-            Ok(service) => {
-                server.add_service(service);
-            }
+        // The edge decides which names get a certificate: its active domains.
+        let certs = match cert_manager(tls, edge.clone(), node_name(&config)) {
+            Ok(certs) => Arc::new(certs),
             Err(e) => {
                 eprintln!("error: tls: {e}");
                 return ExitCode::from(1);
             }
-        }
+        };
+        edge.set_certs(certs.clone());
+        let https = listeners::https_service(
+            &server.configuration,
+            &tls.listen,
+            edge.clone(),
+            certs,
+            connections,
+        );
+        server.add_service(https);
     }
     server.add_service(proxy);
     if let Some(peers) = peer_listener {
@@ -199,103 +185,6 @@ impl ShutdownSignalWatch for WithdrawFirst {
     }
 }
 
-/// No L4 buffers on the client listeners. Reads: Pingora's head and body
-/// buffers (or rustls's) take the bytes straight from the socket; a 64 KiB
-/// buffer per connection would cost up to 64 KiB per idle keep-alive
-/// connection. Writes: the head guard gathers a response's small writes
-/// (`proxy/gather.rs`) only while it is being written, where a 1,460-byte
-/// write buffer was both allocated on every idle connection and too small
-/// to send a head with its body.
-const UNBUFFERED: L4BufferSettings = L4BufferSettings {
-    read: Some(0),
-    write: Some(0),
-};
-
-/// The HTTPS listener's app: the gate, the handshake, then the proxy.
-type HttpsApp = Gate<TlsApp<H1Server<HttpProxy<EdgeProxy>>>>;
-
-/// The HTTPS listeners: a Pingora listening service whose app does the
-/// handshake (waiting for on-demand certificates) and hands the decrypted
-/// stream to a second instance of the proxy.
-fn https_service(
-    conf: &Arc<ServerConf>,
-    tls: &TlsConfig,
-    edge: Arc<Edge>,
-    node: String,
-    connections: Arc<Connections>,
-) -> Result<Service<HttpsApp>, Box<dyn Error>> {
-    // The edge decides which names get a certificate: its active domains.
-    let certs = cert_manager(tls, edge.clone(), node)?;
-    let sni = Arc::new(SniBook::default());
-    let proxy = EdgeProxy::new(edge.clone(), Scheme::Https).with_sni(sni.clone());
-    let mut http = pingora_proxy::http_proxy(conf, proxy);
-    http.server_options = Some(server_options(&edge.state().config.proxy));
-    let http = Arc::new(H1Server {
-        app: Arc::new(http),
-        edge: edge.clone(),
-    });
-    let certs = Arc::new(certs);
-    edge.set_certs(certs.clone());
-    let limits = head_limits(&edge.state().config.proxy);
-    let h1_wrap: H1Wrap =
-        Arc::new(move |s: Stream| -> Stream { Box::new(HeadGuard::new(s, limits)) });
-    let tls_app = Arc::new(TlsApp {
-        certs,
-        http,
-        h1_wrap: Some(h1_wrap),
-        sni,
-    });
-    let gate = Gate {
-        inner: tls_app,
-        connections,
-        head: None,
-    };
-    let mut service = Service::new("edge https".to_string(), gate);
-    for addr in &tls.listen {
-        service.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(UNBUFFERED));
-    }
-    Ok(service)
-}
-
-/// The peer listener's app: the gate, the mutual-TLS handshake, then a
-/// third instance of the proxy, which admits relayed requests.
-type PeerListenerApp = Gate<PeerApp<H1Server<HttpProxy<EdgeProxy>>>>;
-
-/// Peer connections a PoP holds at most: a few per peer in normal use; the
-/// limit bounds a flood on the port (which only peers should reach).
-const MAX_PEER_CONNECTIONS: usize = 1024;
-
-fn peer_service(
-    conf: &Arc<ServerConf>,
-    listen: &[std::net::SocketAddr],
-    tls: Arc<PeerTls>,
-    edge: Arc<Edge>,
-    readiness: Arc<Readiness>,
-) -> Service<PeerListenerApp> {
-    let book = Arc::new(PeerBook::default());
-    let listener = PeerListener {
-        book: book.clone(),
-        readiness,
-    };
-    let proxy = EdgeProxy::new(edge.clone(), Scheme::Http).with_peering(listener);
-    let mut http = pingora_proxy::http_proxy(conf, proxy);
-    http.server_options = Some(server_options(&edge.state().config.proxy));
-    let http = Arc::new(H1Server {
-        app: Arc::new(http),
-        edge,
-    });
-    let gate = Gate {
-        inner: Arc::new(PeerApp { tls, http, book }),
-        connections: Arc::new(Connections::new(MAX_PEER_CONNECTIONS, 0)),
-        head: None,
-    };
-    let mut service = Service::new("peer listener".to_string(), gate);
-    for addr in listen {
-        service.add_tcp(&addr.to_string());
-    }
-    service
-}
-
 /// Store (file or postgres), issuer (ACME or the local CA) and settings.
 fn cert_manager(
     tls: &TlsConfig,
@@ -325,23 +214,6 @@ fn cert_manager(
     ))
 }
 
-/// Client connection limits Pingora enforces itself: requests per HTTP/1.1
-/// connection, and the idle time of an HTTP/2 connection (HTTP/1.1 idle
-/// time is set per request, in the proxy).
-fn server_options(proxy: &ProxyConfig) -> HttpServerOptions {
-    let mut options = HttpServerOptions::default();
-    options.keepalive_request_limit = Some(proxy.keepalive_requests);
-    options.h2_idle_timeout = Some(proxy.keepalive_timeout);
-    options
-}
-
-fn head_limits(proxy: &ProxyConfig) -> HeadLimits {
-    HeadLimits {
-        max_bytes: proxy.max_head_bytes,
-        timeout: proxy.head_timeout,
-    }
-}
-
 /// The edge's facts, plus what only the listeners know.
 struct NodeVitals {
     edge: Arc<Edge>,
@@ -355,40 +227,6 @@ impl Vitals for NodeVitals {
             ..self.edge.facts()
         }
     }
-}
-
-/// Raises the soft descriptor limit to the hard one (as nginx's
-/// `worker_rlimit_nofile`) and returns how many client connections fit:
-/// `configured`, but at most half of what is left after a reserve (a
-/// proxied connection may hold an origin connection too).
-fn connection_budget(configured: usize) -> usize {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain syscalls on a local struct.
-    let soft = unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            let raised = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                ..lim
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                lim.rlim_cur = lim.rlim_max;
-            }
-            lim.rlim_cur as usize
-        } else {
-            1024
-        }
-    };
-    let reserve = (soft / 4).min(1024);
-    let budget = configured.min(soft.saturating_sub(reserve) / 2).max(1);
-    info!(
-        nofile = soft,
-        max_connections = budget,
-        "client connection limit"
-    );
-    budget
 }
 
 /// This process as an issuance lock holder: PoP, machine, process.

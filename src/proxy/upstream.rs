@@ -1,49 +1,31 @@
-//! The origin side of a request: a slot on a server (or a bounded wait for
-//! one when the overflow valve is shut), Pingora's peer for it, and what a
-//! failure means for retries and for the server's health.
+//! The upstream side in Pingora's terms: its `HttpPeer` for the upstream
+//! the rules chose, and what an error from Pingora means (a refusal for
+//! the client, a body the client is late with).
 
-use super::ctx::RequestCtx;
-use crate::lb::{InflightGuard, Pick, Pool};
-use crate::metrics::METRICS;
+use crate::request::{Refusal, RequestCtx, Upstream};
+use http::StatusCode;
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_core::{Error, ErrorType, Result};
+use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_proxy::Session;
-use std::time::Duration;
-use tracing::warn;
 
-/// Every server of the pool is at its hard limit and no peer can take
-/// the request: wait for a slot, at most `overflow_wait`, then 503.
-pub async fn wait_for_slot(pool: &Pool, ctx: &RequestCtx) -> Result<InflightGuard> {
-    let deadline = std::time::Instant::now() + pool.overflow_wait;
-    while std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        match pool.acquire(&ctx.tried) {
-            Pick::Server(guard) => {
-                METRICS.overflow.with_label_values(&["waited"]).inc();
-                return Ok(guard);
-            }
-            Pick::Full => continue,
-            Pick::NoneAvailable => break,
+/// Pingora's peer for `upstream`, with the proxy's timeouts.
+pub fn http_peer(ctx: &RequestCtx, upstream: &Upstream) -> Result<Box<HttpPeer>> {
+    let mut peer = match upstream {
+        Upstream::Origin(addr) => {
+            let mut peer = HttpPeer::new(*addr, false, String::new());
+            peer.group_key = worker();
+            peer
         }
-    }
-    METRICS.overflow.with_label_values(&["refused"]).inc();
-    let why = "every origin server is at its limit";
-    Error::e_explain(ErrorType::HTTPStatus(503), why)
-}
-
-/// The origin server holding `guard`'s slot, as Pingora's peer.
-pub fn origin(ctx: &mut RequestCtx, guard: InflightGuard) -> Box<HttpPeer> {
-    let addr = guard.backend().addr;
-    ctx.tried.push(addr);
-    ctx.inflight = Some(guard);
-    ctx.origin_started = Some(std::time::Instant::now());
+        Upstream::Peer(pop) => match ctx.state.peers.iter().find(|p| &p.pop == pop) {
+            Some(peer) => peer.http_peer(),
+            None => return Error::e_explain(ErrorType::InternalError, "the chosen peer is gone"),
+        },
+    };
     let proxy = &ctx.state.config.proxy;
-    let mut peer = HttpPeer::new(addr, false, String::new());
     peer.options.connection_timeout = Some(proxy.connect_timeout);
     peer.options.read_timeout = Some(proxy.read_timeout);
     peer.options.write_timeout = Some(proxy.write_timeout);
-    peer.group_key = worker();
-    Box::new(peer)
+    Ok(Box::new(peer))
 }
 
 /// This worker thread's number, which keys its own pool of idle origin
@@ -61,31 +43,68 @@ fn worker() -> u64 {
     WORKER.with(|w| *w)
 }
 
-pub fn retry_allowed(session: &Session, ctx: &RequestCtx) -> bool {
-    let pool_size = ctx.pool.as_ref().map_or(0, |p| p.members.len());
-    session.req_header().method.is_idempotent()
-        && ctx.tried.len() < ctx.state.config.proxy.max_tries
-        && ctx.tried.len() < pool_size
+/// The request ends with `refusal` (written by `fail_to_proxy`); `cause`
+/// is what went wrong, for the log only.
+pub fn refuse(ctx: &mut RequestCtx, refusal: Refusal, cause: Option<Box<Error>>) -> Box<Error> {
+    let etype = ErrorType::HTTPStatus(refusal.status.as_u16());
+    let why = refusal.reason.clone();
+    ctx.refusal = Some(refusal);
+    match cause {
+        Some(cause) => Error::because(etype, why, cause),
+        None => Error::explain(etype, why),
+    }
+}
+
+/// What the client is told of an error that ended its request: the
+/// refusal the rules made, else one for the error (a slow upstream 504, a
+/// failed one 502, a malformed request 400). None: the client is gone.
+pub fn refusal_for(e: &Error, ctx: &mut RequestCtx) -> Option<Refusal> {
+    if let Some(refusal) = ctx.refusal.take() {
+        return Some(refusal);
+    }
+    let code = match e.etype() {
+        ErrorType::HTTPStatus(code) => *code,
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout
+            if e.esource() == &ErrorSource::Upstream =>
+        {
+            504
+        }
+        _ => match e.esource() {
+            ErrorSource::Upstream => 502,
+            ErrorSource::Downstream if super::cancel::by_client(e) => return None,
+            ErrorSource::Downstream => 400,
+            ErrorSource::Internal | ErrorSource::Unset => 500,
+        },
+    };
+    let upstream = match ctx.peer() {
+        Some(_) => "the peer PoP",
+        None => "the origin server",
+    };
+    // Our own statuses say why in words fit for a client; anything else
+    // gets its status's short reason. The full error is logged.
+    let reason = match (e.etype(), &e.context) {
+        (ErrorType::HTTPStatus(_), Some(why)) => why.as_str().to_string(),
+        _ => match code {
+            502 => format!("{upstream} failed to answer"),
+            504 => format!("{upstream} did not answer in time"),
+            400 => "malformed request".to_string(),
+            _ => "internal error".to_string(),
+        },
+    };
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    Some(match status {
+        StatusCode::SERVICE_UNAVAILABLE => Refusal::unavailable(reason, ctx.retry_after()),
+        _ => Refusal::new(status, reason),
+    })
 }
 
 /// A read timed out because the client's body is late: its own read
 /// (downstream), or the origin's while the body is still unfinished.
 pub fn body_late(session: &mut Session, e: &Error) -> bool {
-    use pingora_core::ErrorSource;
     matches!(e.etype(), ErrorType::ReadTimedout)
         && match e.esource() {
             ErrorSource::Downstream => true,
             ErrorSource::Upstream => !session.is_body_done(),
             _ => false,
         }
-}
-
-pub fn record_origin_failure(ctx: &mut RequestCtx) {
-    let (Some(guard), Some(pool)) = (ctx.inflight.take(), ctx.pool.as_ref()) else {
-        return;
-    };
-    let backend = guard.backend();
-    if backend.record_failure(pool.passive.max_fails, pool.passive.eject_for) {
-        warn!(pool = pool.tier.as_str(), backend = %backend.addr, "backend ejected after consecutive failures");
-    }
 }

@@ -13,9 +13,8 @@
 //! The first bytes are handed to Pingora as a pipelined prefix, so the
 //! wait costs no extra read.
 
-use super::head::{self, HeadGuard};
 use super::park::{Lot, Resume, PARK_AFTER};
-use crate::edge::Edge;
+use super::stream::{self, ClientStream};
 use async_trait::async_trait;
 use bytes::BytesMut;
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
@@ -37,9 +36,12 @@ const FIRST_READ: usize = 1024;
 /// Pingora's own connection handling unchanged.
 pub struct H1Server<A> {
     pub app: Arc<A>,
-    /// For the current keep-alive timeout (it follows reloads).
-    pub edge: Arc<Edge>,
+    /// The current keep-alive timeout (it follows reloads).
+    pub keepalive: KeepAlive,
 }
+
+/// Asked at each wait: the keep-alive timeout of the config in force.
+pub type KeepAlive = Arc<dyn Fn() -> Duration + Send + Sync>;
 
 #[async_trait]
 impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for H1Server<A> {
@@ -127,7 +129,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> H1Server<A> {
 
     /// The wait for the next request on a keep-alive connection. A plain
     /// HTTP connection still idle after `PARK_AFTER` is parked (its task
-    /// ends here; `proxy/park.rs` takes it back with a new one).
+    /// ends here; `park.rs` takes it back with a new one).
     async fn between_requests(
         self: &Arc<Self>,
         mut stream: Stream,
@@ -136,8 +138,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> H1Server<A> {
     ) -> Between {
         let keepalive = self.keepalive();
         let idle_since = tokio::time::Instant::now();
-        let guard = stream.as_any().downcast_ref::<HeadGuard>();
-        let parkable = keepalive > PARK_AFTER && guard.is_some_and(HeadGuard::parkable);
+        let client = stream.as_any().downcast_ref::<ClientStream>();
+        let parkable = keepalive > PARK_AFTER && client.is_some_and(ClientStream::parkable);
         let lot = parkable
             .then(|| LOT.with(|lot| lot.get_or_init(|| Lot::start(shutdown.clone())).clone()))
             .flatten();
@@ -177,21 +179,21 @@ impl<A: HttpServerApp + Send + Sync + 'static> H1Server<A> {
         settings: HttpPersistentSettings,
         deadline: tokio::time::Instant,
     ) -> Result<(), (Stream, HttpPersistentSettings)> {
-        if !stream.as_any().is::<HeadGuard>() {
+        if !stream.as_any().is::<ClientStream>() {
             return Err((stream, settings));
         }
-        let guard = stream
+        let client = stream
             .into_any()
-            .downcast::<HeadGuard>()
+            .downcast::<ClientStream>()
             .expect("checked just above");
-        let (socket, guard) = match guard.into_socket() {
+        let (socket, kept) = match client.into_socket() {
             Ok(parts) => parts,
-            Err(guard) => return Err((guard, settings)),
+            Err(client) => return Err((client, settings)),
         };
         let kept = Idle {
             server: self.clone(),
             settings,
-            guard,
+            kept,
         };
         if let Err(e) = lot.park(socket, deadline, kept) {
             // The socket is closed: an idle keep-alive connection may be.
@@ -201,12 +203,12 @@ impl<A: HttpServerApp + Send + Sync + 'static> H1Server<A> {
     }
 
     fn keepalive(&self) -> Duration {
-        self.edge.state().config.proxy.keepalive_timeout
+        (self.keepalive)()
     }
 }
 
 thread_local! {
-    /// This worker thread's parked connections (proxy/park.rs).
+    /// This worker thread's parked connections (`park.rs`).
     static LOT: OnceCell<Option<Arc<Lot<Idle>>>> = const { OnceCell::new() };
 }
 
@@ -214,15 +216,15 @@ thread_local! {
 struct Idle {
     server: Arc<dyn Resumed>,
     settings: HttpPersistentSettings,
-    guard: head::Parked,
+    kept: stream::Parked,
 }
 
 impl Resume for Idle {
     fn resume(self, socket: std::net::TcpStream, shutdown: &ShutdownWatch) {
-        match HeadGuard::resumed(socket, self.guard) {
-            Ok(guard) => self
+        match ClientStream::resumed(socket, self.kept) {
+            Ok(client) => self
                 .server
-                .serve_again(Box::new(guard), self.settings, shutdown),
+                .serve_again(Box::new(client), self.settings, shutdown),
             Err(e) => warn!("a parked connection could not be taken back, closed: {e}"),
         }
     }
@@ -275,7 +277,7 @@ enum Waited {
 
 /// Waits for the first bytes of the next request head (`idle`: at most
 /// this long; None for a new connection, whose head deadline runs in the
-/// head guard).
+/// client stream).
 async fn first_bytes(
     stream: &mut Stream,
     idle: Option<Duration>,
@@ -321,13 +323,13 @@ fn exactly_one_head(bytes: &[u8]) -> bool {
     end.is_some_and(|at| at + 4 == bytes.len())
 }
 
-/// Reads that returned bytes on this connection, where the head guard
+/// Reads that returned bytes on this connection, where the client stream
 /// counts them (HTTP/1 on both listeners).
 fn socket_reads(stream: &Stream) -> Option<u64> {
     stream
         .as_any()
-        .downcast_ref::<HeadGuard>()
-        .map(HeadGuard::reads)
+        .downcast_ref::<ClientStream>()
+        .map(ClientStream::reads)
 }
 
 /// Whether Pingora read bytes of a pipelined request past the last one.

@@ -1,6 +1,6 @@
 //! Places at the door: how many client connections the node holds, in all
 //! and per client address. A connection holds its place (`Admitted`) for
-//! its whole life, parked (proxy/park.rs) included.
+//! its whole life, parked (`park.rs`) included.
 
 use crate::locked;
 use crate::metrics::METRICS;
@@ -84,6 +84,40 @@ impl Drop for Admitted {
             }
         }
     }
+}
+
+/// Raises the soft descriptor limit to the hard one (as nginx's
+/// `worker_rlimit_nofile`) and returns how many client connections fit:
+/// `configured`, but at most half of what is left after a reserve (a
+/// proxied connection may hold an origin connection too).
+pub fn connection_budget(configured: usize) -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a local struct.
+    let soft = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                ..lim
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+            lim.rlim_cur as usize
+        } else {
+            1024
+        }
+    };
+    let reserve = (soft / 4).min(1024);
+    let budget = configured.min(soft.saturating_sub(reserve) / 2).max(1);
+    tracing::info!(
+        nofile = soft,
+        max_connections = budget,
+        "client connection limit"
+    );
+    budget
 }
 
 #[cfg(test)]

@@ -1,13 +1,11 @@
 //! Storefront pages answered by the edge itself, from the cache or the
 //! replica: `etag: "v<version>"`, 304 on a matching `If-None-Match`.
 
-use super::ctx::RequestCtx;
-use super::headers::decorate;
 use crate::cache::CachedPage;
+use bytes::Bytes;
 use http::header::IF_NONE_MATCH;
-use pingora_core::Result;
+use http::{HeaderMap, StatusCode};
 use pingora_http::ResponseHeader;
-use pingora_proxy::Session;
 
 /// RFC 9110 §13.1.2: weak comparison, a list of tags or `*`.
 pub fn etag_matches(if_none_match: &[u8], etag: &str) -> bool {
@@ -20,35 +18,30 @@ pub fn etag_matches(if_none_match: &[u8], etag: &str) -> bool {
         .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
 }
 
-pub async fn serve(session: &mut Session, ctx: &mut RequestCtx, page: &CachedPage) -> Result<()> {
-    let req = session.req_header();
-    let head = req.method == http::Method::HEAD;
+/// The page's response head, and its body unless the client's copy is
+/// current (304).
+pub fn response(page: &CachedPage, req: &HeaderMap) -> (ResponseHeader, Option<Bytes>) {
     let not_modified = req
-        .headers
         .get_all(IF_NONE_MATCH)
         .iter()
         .any(|v| etag_matches(v.as_bytes(), &page.etag));
-    let status = if not_modified { 304 } else { page.status };
-    let mut resp = ResponseHeader::build(status, Some(8))?;
-    resp.insert_header("etag", &page.etag)?;
+    // A stored status outside HTTP's range (only a hand-edited replica
+    // can hold one) is the edge's error, not the page's.
+    let status = match not_modified {
+        true => StatusCode::NOT_MODIFIED,
+        false => StatusCode::from_u16(page.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+    };
+    let mut resp = ResponseHeader::build(status, Some(8)).expect("a StatusCode is valid");
+    let _ = resp.insert_header("etag", &page.etag);
     if let Some(cc) = &page.cache_control {
-        resp.insert_header("cache-control", cc)?;
+        let _ = resp.insert_header("cache-control", cc);
     }
-    if !not_modified {
-        resp.insert_header("content-type", &page.content_type)?;
-        resp.insert_header("content-length", page.body.len())?;
+    if not_modified {
+        return (resp, None);
     }
-    decorate(&mut resp, ctx);
-    let body_follows = !head && !not_modified;
-    session
-        .write_response_header(Box::new(resp), !body_follows)
-        .await?;
-    if body_follows {
-        session
-            .write_response_body(Some(page.body.clone()), true)
-            .await?;
-    }
-    Ok(())
+    let _ = resp.insert_header("content-type", &page.content_type);
+    let _ = resp.insert_header("content-length", page.body.len());
+    (resp, Some(page.body.clone()))
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! What one request carries from phase to phase.
+//! What one request carries from step to step.
 
+use super::refusal::Refusal;
 use super::route::EdgeRoute;
 use crate::domain::{Authority, Hostname, PopId};
 use crate::edge::{ActiveRequest, EdgeState};
@@ -54,6 +55,17 @@ impl Scheme {
             Scheme::Https => "https",
         }
     }
+}
+
+/// Where a request goes when the edge does not answer it itself: one
+/// value, set when the upstream is chosen (each attempt), read by every
+/// step after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upstream {
+    /// A server of the domain's origin pool.
+    Origin(SocketAddr),
+    /// A peer PoP, over mutual TLS (a relay).
+    Peer(PopId),
 }
 
 /// A random request id, shown as 16 hex digits.
@@ -120,8 +132,13 @@ pub struct RequestCtx {
     pub sent_to_origin: bool,
     /// The peer PoP that relayed this request here (never relayed again).
     pub relayed_from: Option<PopId>,
-    /// Relaying to a peer: why, and the peer of the current attempt.
+    /// The upstream of the current attempt (None: none chosen yet).
+    pub upstream: Option<Upstream>,
+    /// Relaying to a peer: why, and what the peer said of its work.
     pub relay: Option<Relay>,
+    /// The edge's own answer for a request that ended in an error (kept
+    /// until the error page is written).
+    pub refusal: Option<Refusal>,
     /// Peers that failed this request (not asked again).
     pub peers_tried: Vec<PopId>,
     /// Counts this request as in flight for draining until dropped.
@@ -132,8 +149,6 @@ pub struct RequestCtx {
 #[derive(Debug)]
 pub struct Relay {
     pub reason: RelayReason,
-    /// The peer of the current attempt (None: none picked yet).
-    pub peer: Option<PopId>,
     pub started: Option<Instant>,
     /// Until the peer's response header.
     pub elapsed: Option<Duration>,
@@ -147,7 +162,6 @@ impl Relay {
     pub fn new(reason: RelayReason) -> Self {
         Relay {
             reason,
-            peer: None,
             started: None,
             elapsed: None,
             route: None,
@@ -178,7 +192,9 @@ impl RequestCtx {
             body_received: 0,
             sent_to_origin: false,
             relayed_from: None,
+            upstream: None,
             relay: None,
+            refusal: None,
             peers_tried: Vec::new(),
             _active: active,
         }
@@ -188,6 +204,19 @@ impl RequestCtx {
     /// (nothing can be retried then).
     pub fn upstream_responded(&self) -> bool {
         self.origin_elapsed.is_some() || self.relay.as_ref().is_some_and(|r| r.elapsed.is_some())
+    }
+
+    /// Seconds a client is told to wait after a 503 (`proxy.retry_after`).
+    pub fn retry_after(&self) -> u32 {
+        self.state.config.proxy.retry_after
+    }
+
+    /// The peer PoP this attempt went to, if it is a relay.
+    pub fn peer(&self) -> Option<&PopId> {
+        match &self.upstream {
+            Some(Upstream::Peer(pop)) => Some(pop),
+            _ => None,
+        }
     }
 
     /// Time spent waiting on the origin (to its response header, or so far).

@@ -1,10 +1,11 @@
 //! The door of the client listeners: beyond the connection limits
-//! (proxy/places.rs) a new connection is closed at once, so the descriptors
+//! (`places.rs`) a new connection is closed at once, so the descriptors
 //! left over stay for the admin listener, the health checks, the origins
 //! and the stores.
 
-use super::head::{HeadGuard, HeadLimits};
-pub use super::places::Connections;
+use super::head::HeadLimits;
+use super::places::Connections;
+use super::stream::ClientStream;
 use crate::metrics::METRICS;
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
@@ -41,14 +42,14 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Gate<A> {
                 return None; // closed: the cheapest answer to a flood
             }
         };
-        // The keep-alive loop runs inside (proxy/idle.rs), so the
-        // connection keeps its place until its last request is done. Plain
-        // HTTP: the place goes with the guard, into the lot when the
-        // connection is parked (proxy/park.rs).
+        // The keep-alive loop runs inside (`idle.rs`), so the connection
+        // keeps its place until its last request is done. Plain HTTP: the
+        // place goes with the client stream, into the lot when the
+        // connection is parked (`park.rs`).
         match self.head {
             Some(limits) => {
-                let guard = HeadGuard::new(stream, limits).holding(place);
-                self.inner.process_new(Box::new(guard), shutdown).await
+                let client = ClientStream::new(stream, limits).holding(place);
+                self.inner.process_new(Box::new(client), shutdown).await
             }
             None => {
                 let _place = place;

@@ -3,8 +3,6 @@
 
 use super::ctx::RequestCtx;
 use crate::metrics::METRICS;
-use pingora_core::Error;
-use pingora_proxy::Session;
 use serde::Serialize;
 use std::io::Write;
 use std::sync::{Mutex, OnceLock};
@@ -82,27 +80,39 @@ struct RelayLine<'a> {
     ms: Option<f64>,
 }
 
-pub fn record(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
-    let status = session.response_written().map_or(0, |r| r.status.as_u16());
+/// What the client sent and received, as the path that served it saw.
+pub struct Exchange<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    /// 0: no response was written (the client left first).
+    pub status: u16,
+    pub body_bytes: usize,
+    pub client: Option<std::net::SocketAddr>,
+    /// The error that ended the request, if one did.
+    pub error: Option<String>,
+}
+
+/// The request's metrics and its access-log line.
+pub fn record(exchange: Exchange<'_>, ctx: &RequestCtx) {
+    let status = exchange.status;
     let elapsed = ctx.started.elapsed();
     METRICS.observe_request(status, ctx.cache.as_str(), elapsed);
 
     let Some(writer) = writer() else { return };
-    let req = session.req_header();
     let line = Line {
         time: now_rfc3339(),
         pop: ctx.state.pop.as_str(),
         host: ctx.host.as_ref().map(|h| h.as_str()),
-        method: req.method.as_str(),
-        path: req.uri.path(),
+        method: exchange.method,
+        path: exchange.path,
         status,
-        bytes: session.body_bytes_sent(),
+        bytes: exchange.body_bytes,
         cache: ctx.cache.as_str(),
         upstream: ctx.tried.last().map(|a| a.to_string()),
         tries: ctx.tried.len(),
         duration_ms: elapsed.as_secs_f64() * 1000.0,
         origin_ms: ctx.origin_time().map(|d| d.as_secs_f64() * 1000.0),
-        client: session.client_addr().map(|a| a.to_string()),
+        client: exchange.client.map(|a| a.to_string()),
         request_id: ctx.id.to_string(),
         route: ctx
             .relay
@@ -110,14 +120,11 @@ pub fn record(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
             .and_then(|r| r.route.as_deref())
             .unwrap_or(ctx.route.render()),
         relay: ctx.relay.as_ref().map(|r| RelayLine {
-            peer: r.peer.as_ref().map(|p| p.as_str()),
+            peer: ctx.peer().map(|p| p.as_str()),
             reason: r.reason.as_str(),
             ms: r.elapsed.map(|d| d.as_secs_f64() * 1000.0),
         }),
-        error: ctx
-            .error_reason
-            .clone()
-            .or_else(|| e.map(|e| e.to_string())),
+        error: ctx.error_reason.clone().or(exchange.error),
     };
     let Ok(mut json) = serde_json::to_vec(&line) else {
         return;

@@ -5,18 +5,20 @@
 //! from authenticated peers only, extends their route (refusing loops and
 //! forged chains) and never relays them again.
 
-use super::ctx::{CacheStatus, Relay, RequestCtx, RequestId, Scheme};
+use super::answer::Answer;
+use super::ctx::{CacheStatus, Relay, RequestCtx, RequestId, Scheme, Upstream};
 use super::headers;
+use super::refusal::Refusal;
 use super::route::{self, EdgeRoute, RouteRefusal};
-use crate::edge::EdgeState;
+use crate::domain::PopId;
 use crate::failover::peers::{Peer, READY_PATH};
 use crate::failover::{Readiness, RelayReason};
 use crate::metrics::METRICS;
 use crate::tls::book::PeerBook;
+use http::request::Parts;
 use http::StatusCode;
-use pingora_core::upstreams::peer::HttpPeer;
 use pingora_http::ResponseHeader;
-use pingora_proxy::Session;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,30 +30,25 @@ pub struct PeerListener {
     pub readiness: Arc<Readiness>,
 }
 
-/// What the peer listener answers before the usual request path: a
-/// readiness check, or a refusal.
-pub enum Inbound {
-    /// Relayed in: go on with the usual path.
-    Admitted,
-    Ready(Vec<String>),
-    Refused(StatusCode, String),
-}
-
-/// Admits a request that arrived on the peer listener.
-pub fn inbound(session: &Session, ctx: &mut RequestCtx, listener: &PeerListener) -> Inbound {
-    let connection = session.client_addr().and_then(|a| a.as_inet()).copied();
-    let Some(sender) = connection.and_then(|c| listener.book.get(&c)) else {
-        let why = "not a peer connection".to_string();
-        return Inbound::Refused(StatusCode::FORBIDDEN, why);
+/// Admits a request that arrived on the peer listener over the connection
+/// from `client`; else the answer: a readiness check, or a refusal.
+pub fn inbound(
+    req: &Parts,
+    client: Option<SocketAddr>,
+    ctx: &mut RequestCtx,
+    listener: &PeerListener,
+) -> Result<(), Answer> {
+    let Some(sender) = client.and_then(|c| listener.book.get(&c)) else {
+        let why = "not a peer connection";
+        return Err(Refusal::new(StatusCode::FORBIDDEN, why).into());
     };
-    let req = session.req_header();
     if req.uri.path() == READY_PATH {
-        return Inbound::Ready(listener.readiness.reasons_without_peers());
+        return Err(Answer::Ready(listener.readiness.reasons_without_peers()));
     }
     let chain = req.headers.get(route::HEADER).and_then(|v| v.to_str().ok());
     let Some(chain) = chain else {
         let why = format!("a relayed request carries {}", route::HEADER);
-        return Inbound::Refused(StatusCode::BAD_REQUEST, why);
+        return Err(Refusal::new(StatusCode::BAD_REQUEST, why).into());
     };
     ctx.route = match EdgeRoute::relayed(chain, &sender, &ctx.state.pop) {
         Ok(route) => route,
@@ -62,7 +59,7 @@ pub fn inbound(session: &Session, ctx: &mut RequestCtx, listener: &PeerListener)
                 RouteRefusal::Malformed(_) => (StatusCode::BAD_REQUEST, "route"),
             };
             METRICS.relays_refused.with_label_values(&[label]).inc();
-            return Inbound::Refused(code, refusal.to_string());
+            return Err(Refusal::new(code, refusal.to_string()).into());
         }
     };
     let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
@@ -74,48 +71,37 @@ pub fn inbound(session: &Session, ctx: &mut RequestCtx, listener: &PeerListener)
         ctx.scheme = Scheme::Https;
     }
     ctx.relayed_from = Some(sender);
-    Inbound::Admitted
+    Ok(())
 }
 
-/// Whether this request may be relayed now: not relayed in, nothing of
-/// it sent to a local origin unless it is idempotent, and a ready peer not
-/// on its route and not failed yet.
-pub fn possible(session: &Session, ctx: &RequestCtx) -> bool {
-    next_peer(&ctx.state, session, ctx).is_some()
+/// Whether this request (`method`) may be relayed now: not relayed in,
+/// nothing of it sent to a local origin unless it is idempotent, and a
+/// ready peer not on its route and not failed yet.
+pub fn possible(ctx: &RequestCtx, method: &http::Method) -> bool {
+    next_peer(ctx, method).is_some()
 }
 
-fn next_peer<'a>(state: &'a EdgeState, session: &Session, ctx: &RequestCtx) -> Option<&'a Peer> {
-    if ctx.relayed_from.is_some()
-        || (ctx.sent_to_origin && !session.req_header().method.is_idempotent())
-    {
+fn next_peer<'a>(ctx: &'a RequestCtx, method: &http::Method) -> Option<&'a Peer> {
+    if ctx.relayed_from.is_some() || (ctx.sent_to_origin && !method.is_idempotent()) {
         return None;
     }
     let (route, tried) = (&ctx.route, &ctx.peers_tried);
-    state
+    ctx.state
         .peers
         .first_ready(|p| route.contains(p) || tried.contains(p))
 }
 
-/// The peer for the next relay attempt of this request, if `possible`.
-pub fn target(
-    session: &Session,
-    ctx: &mut RequestCtx,
-    reason: RelayReason,
-) -> Option<Box<HttpPeer>> {
-    let state = ctx.state.clone();
-    let peer = next_peer(&state, session, ctx)?;
-    ctx.peers_tried.push(peer.pop.clone());
+/// The peer for the next relay attempt of this request, if `possible`:
+/// it becomes the request's upstream and holds a relay slot.
+pub fn choose(ctx: &mut RequestCtx, method: &http::Method, reason: RelayReason) -> Option<PopId> {
+    let peer = next_peer(ctx, method)?;
+    let (pop, slot) = (peer.pop.clone(), peer.state.begin());
+    ctx.peers_tried.push(pop.clone());
     let relay = ctx.relay.get_or_insert_with(|| Relay::new(reason));
-    relay.peer = Some(peer.pop.clone());
     relay.started = Some(Instant::now());
-    ctx.inflight = Some(peer.state.begin());
-
-    let proxy = &state.config.proxy;
-    let mut http = peer.http_peer();
-    http.options.connection_timeout = Some(proxy.connect_timeout);
-    http.options.read_timeout = Some(proxy.read_timeout);
-    http.options.write_timeout = Some(proxy.write_timeout);
-    Some(Box::new(http))
+    ctx.inflight = Some(slot);
+    ctx.upstream = Some(Upstream::Peer(pop.clone()));
+    Some(pop)
 }
 
 /// The request header a peer receives: the forwarding headers as the
@@ -143,15 +129,10 @@ pub fn response(upstream: &ResponseHeader, ctx: &mut RequestCtx) {
 
 /// Counted once per relayed request, whatever its outcome.
 pub fn count(ctx: &RequestCtx) {
-    if let Some(Relay {
-        reason,
-        peer: Some(peer),
-        ..
-    }) = &ctx.relay
-    {
+    if let (Some(relay), Some(peer)) = (&ctx.relay, ctx.peer()) {
         METRICS
             .relays
-            .with_label_values(&[peer.as_str(), reason.as_str()])
+            .with_label_values(&[peer.as_str(), relay.reason.as_str()])
             .inc();
     }
 }

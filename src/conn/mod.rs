@@ -1,0 +1,27 @@
+//! The connection side, below the request path: what happens to a client
+//! connection before and between its requests. It knows bytes and
+//! sockets, not sites, pages or origins (it imports neither `edge` nor
+//! `proxy`).
+//!
+//! - `gate`: the door of the client listeners (connection limits, kept in
+//!   `places`).
+//! - `stream`: a client's HTTP/1 connection as the edge holds it: reads
+//!   held to the request-head limits (`head`), small writes gathered so a
+//!   response head leaves with its body (`gather`), its place at the door.
+//! - `idle`: the HTTP/1 keep-alive loop (`H1Server`): the wait for the next
+//!   request outside Pingora's request future; idle plain-HTTP connections
+//!   parked as their sockets (`park`).
+
+pub mod gate;
+mod gather;
+pub mod head;
+pub mod idle;
+mod park;
+pub mod places;
+pub mod stream;
+
+pub use gate::Gate;
+pub use head::HeadLimits;
+pub use idle::{H1Server, KeepAlive};
+pub use places::{connection_budget, Connections};
+pub use stream::ClientStream;

@@ -1,0 +1,319 @@
+//! `EdgeProxy`'s Pingora phases, in the order Pingora runs them. Each one
+//! reads the session, calls the rules (`crate::request`) and writes back
+//! what they decided.
+//!
+//! - `new_ctx`: per request, before anything is read: the config
+//!   generation, the route `[this PoP]`, the active-request count.
+//! - `request_filter`: once the head is parsed. The connection's limits,
+//!   then admission and routing; the edge's own answer (a refusal, a
+//!   redirect, an ACME answer, a page) ends the request here.
+//! - `upstream_peer`: before each attempt (retries included): origin
+//!   server or peer PoP.
+//! - `fail_to_connect` / `error_while_proxy`: an attempt failed before or
+//!   after the connection: retry, or the refusal the client gets.
+//! - `request_body_filter`: per body chunk from the client (minimum rate).
+//! - `upstream_request_filter`: the upstream request head.
+//! - `upstream_response_filter` / `response_filter`: the upstream's head,
+//!   then the client's.
+//! - `fail_to_proxy`: the request ended in an error: its error page.
+//! - `logging`: last, whatever happened: metrics and the access log.
+
+use super::respond::answer;
+use super::upstream::{self, body_late, refusal_for, refuse};
+use super::{cancel, EdgeProxy};
+use crate::metrics::METRICS;
+use crate::request::log::{self, Exchange};
+use crate::request::route;
+use crate::request::{
+    admit, choose_upstream, headers, relay, routing, Answer, Refusal, RequestCtx,
+};
+use async_trait::async_trait;
+use http::StatusCode;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::{Error, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tracing::warn;
+
+/// The client connection's address.
+fn client(session: &Session) -> Option<SocketAddr> {
+    session.client_addr().and_then(|a| a.as_inet()).copied()
+}
+
+#[async_trait]
+impl ProxyHttp for EdgeProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        let mut ctx = RequestCtx::new(self.edge.state(), self.edge.begin_request());
+        ctx.scheme = self.listener.scheme;
+        ctx
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let proxy = &ctx.state.config.proxy;
+        // Idle keep-alive connections close after the timeout; the count
+        // limit gives per-connection memory back now and then.
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(proxy.keepalive_timeout.as_secs().max(1)));
+        }
+        // Pipelined requests are read from what the client already sent
+        // and answered in order instead of being dropped with the buffer.
+        session.set_pipelining_enabled(true);
+        // Each read of the request body (HTTP/1) waits this long at most.
+        session.set_read_timeout(Some(proxy.body_timeout));
+        if self.listener.peering.is_none() {
+            // A client's x-edge-route never travels on.
+            session.req_header_mut().remove_header(route::HEADER);
+        }
+
+        let client = client(session);
+        let req = session.req_header();
+        let decided = match admit(&self.edge, &self.listener, req, client, ctx).await {
+            Ok(domain) => routing::route(&self.edge, req, &domain, ctx).await,
+            Err(answered) => Err(answered),
+        };
+        if let Err(answered) = decided {
+            answer(session, ctx, answered).await?;
+            return Ok(true);
+        }
+        // A stream the client reset already (a rapid-reset burst) costs the
+        // origin nothing: no answer, no connection, no slot.
+        if let Some(why) = cancel::stream_gone(session.as_downstream_mut()) {
+            METRICS
+                .client_cancelled
+                .with_label_values(&["before_origin"])
+                .inc();
+            ctx.error_reason = Some(why);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        match choose_upstream(ctx, &session.req_header().method).await {
+            Ok(chosen) => upstream::http_peer(ctx, &chosen),
+            Err(refusal) => Err(refuse(ctx, refusal, None)),
+        }
+    }
+
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let method = &session.req_header().method;
+        if let Some(pop) = ctx.peer().cloned() {
+            // Nothing reached the peer: another one may take the request.
+            ctx.inflight = None;
+            ctx.state.peers.failed(&pop);
+            if relay::possible(ctx, method) {
+                e.set_retry(true);
+                return e;
+            }
+            let refusal = Refusal::unavailable("no peer PoP reachable", ctx.retry_after());
+            return refuse(ctx, refusal, Some(e));
+        }
+        routing::record_origin_failure(ctx);
+        // Nothing reached the origin: another server, else a peer PoP.
+        if routing::retry_allowed(ctx, method) || relay::possible(ctx, method) {
+            e.set_retry(true);
+            return e;
+        }
+        // Out of servers to try: to the client no origin is available; the
+        // cause (addresses, OS errors) goes to the log only.
+        let why = format!("no origin server reachable after {} tries", ctx.tried.len());
+        let refusal = Refusal::unavailable(why, ctx.retry_after());
+        refuse(ctx, refusal, Some(e))
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if body_late(session, &e) {
+            // The origin waits for a body the client is slow to send: 408,
+            // the origin's slot given back now, no failure held against it.
+            ctx.inflight = None;
+            METRICS
+                .client_limits
+                .with_label_values(&["body_timeout"])
+                .inc();
+            let why = "the request body was not received in time";
+            return refuse(ctx, Refusal::new(StatusCode::REQUEST_TIMEOUT, why), Some(e));
+        }
+        // A slow origin is answered 504 at once: retrying would double the wait.
+        let timed_out = matches!(
+            e.etype(),
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout
+        );
+        let replayable =
+            !timed_out && !ctx.upstream_responded() && !session.as_ref().retry_buffer_truncated();
+        let method = &session.req_header().method;
+        if ctx.peer().is_some() {
+            // A peer's failure is not held against an origin. Retried only
+            // where Pingora's default would: a stale pooled connection.
+            if replayable && method.is_idempotent() {
+                e.retry.decide_reuse(client_reused);
+            } else {
+                e.set_retry(false);
+            }
+            return e;
+        }
+        if e.esource() == &pingora_core::ErrorSource::Upstream && !timed_out {
+            routing::record_origin_failure(ctx);
+        }
+        e.set_retry(replayable && routing::retry_allowed(ctx, method));
+        e
+    }
+
+    /// A body trickled in small pieces (each within `body_timeout` of the
+    /// last) still has a due time: `body_timeout` after the head, plus a
+    /// second per `body_min_rate` bytes received.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.body_received += body.as_ref().map_or(0, |b| b.len() as u64);
+        let proxy = &ctx.state.config.proxy;
+        if end_of_stream || proxy.body_min_rate == 0 {
+            return Ok(());
+        }
+        let earned = Duration::from_secs_f64(ctx.body_received as f64 / proxy.body_min_rate as f64);
+        if ctx.started.elapsed() > proxy.body_timeout + earned {
+            let why = format!(
+                "request body slower than {} bytes/s ({} bytes in {:?})",
+                proxy.body_min_rate,
+                ctx.body_received,
+                ctx.started.elapsed()
+            );
+            let mut e = Error::explain(ErrorType::ReadTimedout, why);
+            e.as_down();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        headers::strip_hop_by_hop_request(upstream);
+        // A relayed request keeps the forwarding headers of the PoP the
+        // client landed on: the peer's address is not the client's.
+        let client_ip = client(session)
+            .filter(|_| ctx.relayed_from.is_none())
+            .map(|a| a.ip().to_string());
+        headers::add_forwarded(upstream, ctx, client_ip);
+        if ctx.peer().is_some() {
+            relay::upstream_request(upstream, ctx);
+        } else {
+            ctx.sent_to_origin = true;
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if ctx.peer().is_some() {
+            relay::response(upstream, ctx);
+        } else {
+            ctx.origin_elapsed = ctx.origin_started.map(|s| s.elapsed());
+            if let Some(guard) = &ctx.inflight {
+                guard.backend().record_success();
+            }
+        }
+        headers::strip_hop_by_hop_response(upstream);
+        // Speak HTTP/1.1 to clients even when an origin answers in 1.0.
+        upstream.set_version(http::Version::HTTP_11);
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        headers::decorate(resp, ctx);
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let refusal = refusal_for(e, ctx);
+        let code = refusal.as_ref().map_or(0, |r| r.status.as_u16());
+        // Nothing can be said once the response has started or the client is gone.
+        if let Some(refusal) = refusal.filter(|_| session.response_written().is_none()) {
+            // The connection ends after this page (can_reuse_downstream is
+            // false): say so, or a client may send its next request on it.
+            session.set_keepalive(None);
+            if let Err(write_err) = answer(session, ctx, Answer::Refuse(refusal)).await {
+                warn!("failed to send error response: {write_err}");
+            }
+        }
+        ctx.error_reason = Some(e.to_string());
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// A client's cancellations are counted, and logged once per connection.
+    fn suppress_error_log(&self, session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
+        if !cancel::by_client(e) {
+            return false;
+        }
+        if let Some(connection) = client(session).filter(|c| self.cancellations.first_on(*c)) {
+            warn!(client = %connection, "client cancelled a request (later ones on this connection are counted, not logged): {e}");
+        }
+        true
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        ctx.inflight = None;
+        relay::count(ctx);
+        if e.is_some_and(cancel::by_client) {
+            METRICS
+                .client_cancelled
+                .with_label_values(&["in_flight"])
+                .inc();
+        }
+        let req = session.req_header();
+        let exchange = Exchange {
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            status: session.response_written().map_or(0, |r| r.status.as_u16()),
+            body_bytes: session.body_bytes_sent(),
+            client: client(session),
+            error: e.map(|e| e.to_string()),
+        };
+        log::record(exchange, ctx);
+    }
+}
