@@ -5,7 +5,7 @@
 # fresh start. Descriptors: edgepop takes at most half of its limit after
 # a reserve, so a sandboxed hard limit cuts N (said when it does). RSS is
 # read once all are held and again SETTLE seconds later, the figure: edgepop
-# parks a connection idle for 1 s (proxy/park.rs), and the allocator gives
+# parks a connection idle for 1 s (conn/park.rs), and the allocator gives
 # freed pages back to the system on its own schedule.
 #   bash benches/idle.sh [connections=10000] [settle=30]
 source "$(dirname "$0")/lib.sh"

@@ -259,7 +259,7 @@ impl Vitals for Edge {
                 records_behind: self.data.sync_stats.total_lag(),
                 max: state.config.replica.max_lag,
             }),
-            // Known to the listeners, not the edge (see cli/run.rs).
+            // Known to the listeners, not the edge (see cli/run.rs, `NodeVitals`).
             connections_full: false,
         }
     }

@@ -138,7 +138,7 @@ impl Metrics {
         .expect("metric");
         let connections_parked = IntGauge::new(
             "connections_parked",
-            "Idle keep-alive connections parked as their socket alone (proxy/park.rs)",
+            "Idle keep-alive connections parked as their socket alone (conn/park.rs)",
         )
         .expect("metric");
         let connections_refused = IntCounterVec::new(

@@ -327,3 +327,34 @@ fn the_checker_finds_loops_and_resolves_paths() {
         ["a::b::C", "a::d", "g::h::i", "m::e", "m::n::kid::Z"]
     );
 }
+
+/// The rules a request passes through (`request`) and the connection side
+/// (`conn`) work without pingora-proxy's `Session`, so a second request
+/// path can call them; the connection side knows no site, page or origin.
+#[test]
+fn the_rules_and_the_connection_side_need_no_proxy_session() {
+    let mut wrong = Vec::new();
+    for (room, banned) in [
+        ("request", &["pingora_proxy"][..]),
+        (
+            "conn",
+            &[
+                "pingora_proxy",
+                "crate::edge",
+                "crate::proxy",
+                "crate::request",
+            ][..],
+        ),
+    ] {
+        let mut files = Vec::new();
+        rust_files(&Path::new(ROOT).join("src").join(room), &mut files);
+        assert!(!files.is_empty(), "src/{room} has files");
+        for file in files {
+            let src = std::fs::read_to_string(&file).unwrap();
+            for name in banned.iter().filter(|n| src.contains(*n)) {
+                wrong.push(format!("{} names {name}", file.display()));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}

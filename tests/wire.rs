@@ -1,5 +1,5 @@
 //! What a client reads off the wire now that a response's writes are
-//! gathered (a head leaves with its body, `proxy/gather.rs`) and the
+//! gathered (a head leaves with its body, `conn/gather.rs`) and the
 //! client listeners have no L4 buffers: framing and bytes stay exact for
 //! pages larger than what is held, HEAD, 304, `Connection: close`,
 //! chunked and large origin responses, one after another on one
