@@ -6,12 +6,12 @@
 //! graceful upgrade hands every listener over.
 
 use crate::config::ProxyConfig;
-use crate::conn::{ClientStream, Connections, Gate, H1Server, HeadLimits, KeepAlive};
+use crate::conn::{ClientStream, Connections, FastPath, Gate, H1Server, HeadLimits, KeepAlive};
 use crate::edge::Edge;
 use crate::failover::Readiness;
 use crate::proxy::EdgeProxy;
 use crate::request::relay::PeerListener;
-use crate::request::Scheme;
+use crate::request::{Listener, Scheme};
 use crate::tls::book::{PeerBook, SniBook};
 use crate::tls::listener::{H1Wrap, TlsApp};
 use crate::tls::peering::{PeerApp, PeerTls};
@@ -62,18 +62,14 @@ pub fn http_service(
     edge: Arc<Edge>,
     connections: Arc<Connections>,
 ) -> Service<HttpApp> {
-    let proxy = EdgeProxy::new(edge.clone(), Scheme::Http);
+    let proxy = EdgeProxy::new(edge.clone(), listener(Scheme::Http));
     let config = &edge.state().config.proxy;
     let gate = Gate {
-        inner: Arc::new(keepalive_loop(conf, proxy, &edge)),
+        inner: Arc::new(keepalive_loop(conf, proxy, &edge, true)),
         connections,
         head: Some(head_limits(config)),
     };
-    let mut service = Service::new("edge proxy".to_string(), gate);
-    for addr in listen {
-        service.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(UNBUFFERED));
-    }
-    service
+    client_service("edge proxy", gate, listen)
 }
 
 /// The HTTPS listeners: a Pingora listening service whose app does the
@@ -87,13 +83,17 @@ pub fn https_service(
     connections: Arc<Connections>,
 ) -> Service<HttpsApp> {
     let sni = Arc::new(SniBook::default());
-    let proxy = EdgeProxy::new(edge.clone(), Scheme::Https).with_sni(sni.clone());
+    let https = Listener {
+        sni: Some(sni.clone()),
+        ..listener(Scheme::Https)
+    };
+    let proxy = EdgeProxy::new(edge.clone(), https);
     let limits = head_limits(&edge.state().config.proxy);
     let h1_wrap: H1Wrap =
         Arc::new(move |s: Stream| -> Stream { Box::new(ClientStream::new(s, limits)) });
     let tls_app = TlsApp {
         certs,
-        http: Arc::new(keepalive_loop(conf, proxy, &edge)),
+        http: Arc::new(keepalive_loop(conf, proxy, &edge, true)),
         h1_wrap: Some(h1_wrap),
         sni,
     };
@@ -102,7 +102,12 @@ pub fn https_service(
         connections,
         head: None,
     };
-    let mut service = Service::new("edge https".to_string(), gate);
+    client_service("edge https", gate, listen)
+}
+
+/// A client-facing listening service on `listen`, unbuffered.
+fn client_service<A>(name: &str, gate: Gate<A>, listen: &[SocketAddr]) -> Service<Gate<A>> {
+    let mut service = Service::new(name.to_string(), gate);
     for addr in listen {
         service.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(UNBUFFERED));
     }
@@ -118,12 +123,17 @@ pub fn peer_service(
     readiness: Arc<Readiness>,
 ) -> Service<PeerListenerApp> {
     let book = Arc::new(PeerBook::default());
-    let listener = PeerListener {
+    let peering = PeerListener {
         book: book.clone(),
         readiness,
     };
-    let proxy = EdgeProxy::new(edge.clone(), Scheme::Http).with_peering(listener);
-    let http = Arc::new(keepalive_loop(conf, proxy, &edge));
+    let peers = Listener {
+        peering: Some(peering),
+        ..listener(Scheme::Http)
+    };
+    // Relayed requests are few and never hot: Pingora's phases serve them.
+    let proxy = EdgeProxy::new(edge.clone(), peers);
+    let http = Arc::new(keepalive_loop(conf, proxy, &edge, false));
     let gate = Gate {
         inner: Arc::new(PeerApp { tls, http, book }),
         connections: Arc::new(Connections::new(MAX_PEER_CONNECTIONS, 0)),
@@ -136,8 +146,19 @@ pub fn peer_service(
     service
 }
 
-/// Pingora's HTTP server for `proxy`, inside edgepop's keep-alive loop.
-fn keepalive_loop(conf: &Arc<ServerConf>, proxy: EdgeProxy, edge: &Arc<Edge>) -> Http {
+/// A client listener of `scheme`, as the rules see it.
+fn listener(scheme: Scheme) -> Listener {
+    Listener {
+        scheme,
+        sni: None,
+        peering: None,
+    }
+}
+
+/// Pingora's HTTP server for `proxy`, inside edgepop's keep-alive loop;
+/// with `hot`, the proxy's hot path first (`proxy.fast_path`).
+fn keepalive_loop(conf: &Arc<ServerConf>, proxy: EdgeProxy, edge: &Arc<Edge>, hot: bool) -> Http {
+    let fast = hot.then(|| Arc::new(proxy.hot_path()) as Arc<dyn FastPath>);
     let mut http = pingora_proxy::http_proxy(conf, proxy);
     http.server_options = Some(server_options(&edge.state().config.proxy));
     let edge = edge.clone();
@@ -145,6 +166,7 @@ fn keepalive_loop(conf: &Arc<ServerConf>, proxy: EdgeProxy, edge: &Arc<Edge>) ->
     H1Server {
         app: Arc::new(http),
         keepalive,
+        fast,
     }
 }
 

@@ -28,6 +28,7 @@ pub struct Metrics {
     pub connections_refused: IntCounterVec,
     pub client_limits: IntCounterVec,
     pub client_cancelled: IntCounterVec,
+    pub fast_path: IntCounterVec,
     pub tls_issuance: IntCounterVec,
     pub tls_issuance_failures: IntCounterVec,
     pub tls_issue_seconds: Histogram,
@@ -165,6 +166,14 @@ impl Metrics {
             &["when"],
         )
         .expect("metric");
+        let fast_path = IntCounterVec::new(
+            Opts::new(
+                "fast_path_total",
+                "HTTP/1 requests offered to the fast path (proxy.fast_path), by outcome: answered (by the edge, before pingora-proxy), declined (on to Pingora's phases)",
+            ),
+            &["outcome"],
+        )
+        .expect("metric");
         let tls_handshakes = IntCounterVec::new(
             Opts::new(
                 "tls_handshakes_total",
@@ -250,7 +259,7 @@ impl Metrics {
             &["outcome"],
         )
         .expect("metric");
-        let collectors: [Box<dyn prometheus::core::Collector>; 29] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 30] = [
             Box::new(peer_handshakes.clone()),
             Box::new(relays.clone()),
             Box::new(relays_refused.clone()),
@@ -258,6 +267,7 @@ impl Metrics {
             Box::new(overflow.clone()),
             Box::new(client_limits.clone()),
             Box::new(client_cancelled.clone()),
+            Box::new(fast_path.clone()),
             Box::new(connections_open.clone()),
             Box::new(connections_parked.clone()),
             Box::new(connections_refused.clone()),
@@ -305,6 +315,7 @@ impl Metrics {
             connections_refused,
             client_limits,
             client_cancelled,
+            fast_path,
             tls_issuance,
             tls_issuance_failures,
             tls_issue_seconds,

@@ -107,6 +107,12 @@ pub struct ProxyConfig {
     /// received (Apache `mod_reqtimeout`: body=20, MinRate=500). 0: no
     /// rate, only the pause limit.
     pub body_min_rate: u64,
+    /// Answer what the edge answers itself (a page from the cache, a
+    /// refusal) on edgepop's own HTTP/1 path, before pingora-proxy builds
+    /// its request future; the same rules and bytes either way
+    /// (docs/OPERATIONS.md "The fast path"). false: every request goes
+    /// through Pingora's proxy phases.
+    pub fast_path: bool,
 }
 
 impl Default for ProxyConfig {
@@ -123,6 +129,7 @@ impl Default for ProxyConfig {
             head_timeout: Duration::from_secs(20),
             body_timeout: Duration::from_secs(20),
             body_min_rate: 500,
+            fast_path: true,
         }
     }
 }

@@ -13,11 +13,12 @@
 //! The first bytes are handed to Pingora as a pipelined prefix, so the
 //! wait costs no extra read.
 
+use super::fast::{FastPath, Served};
 use super::park::{Lot, Resume, PARK_AFTER};
 use super::stream::{self, ClientStream};
 use async_trait::async_trait;
 use bytes::BytesMut;
-use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream, ServerApp};
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
@@ -38,6 +39,9 @@ pub struct H1Server<A> {
     pub app: Arc<A>,
     /// The current keep-alive timeout (it follows reloads).
     pub keepalive: KeepAlive,
+    /// The upper floor's hot path, offered each request whose head came
+    /// whole in one read before `app` sees it.
+    pub fast: Option<Arc<dyn FastPath>>,
 }
 
 /// Asked at each wait: the keep-alive timeout of the config in force.
@@ -108,10 +112,23 @@ impl<A: HttpServerApp + Send + Sync + 'static> H1Server<A> {
             if *shutdown.borrow() {
                 session.set_keepalive(None);
             }
-            if let Some(prefix) = prefix {
-                session.set_pipelined_prefix(prefix);
-            }
-            let Some(reused) = self.app.process_new_http(session, shutdown).await else {
+            let fast = self.fast.as_deref().filter(|_| one_head);
+            let fast = fast.filter(|f| prefix.as_deref().is_some_and(|h| f.wants(h)));
+            let reused = match (fast, prefix) {
+                (Some(fast), Some(head)) => match offer(fast, session, head).await {
+                    Offered::Answered(reused) => reused,
+                    Offered::Declined(session) => {
+                        self.app.process_new_http(session, shutdown).await
+                    }
+                },
+                (_, prefix) => {
+                    if let Some(prefix) = prefix {
+                        session.set_pipelined_prefix(prefix);
+                    }
+                    self.app.process_new_http(session, shutdown).await
+                }
+            };
+            let Some(reused) = reused else {
                 return;
             };
             let kept;
@@ -251,6 +268,47 @@ impl<A: HttpServerApp + Send + Sync + 'static> Resumed for H1Server<A> {
         let shutdown = shutdown.clone();
         tokio::spawn(async move { self.serve(stream, Some(settings), &shutdown).await });
     }
+}
+
+/// What became of a request offered to the hot path. (Unboxed: it is
+/// moved once, and a box would cost every declined request an allocation.)
+#[allow(clippy::large_enum_variant)]
+enum Offered {
+    /// Answered there: the connection to go on with, if it may.
+    Answered(Option<ReusedHttpStream>),
+    /// For Pingora's proxy: a new session on the connection, with the
+    /// same head to parse and the same keep-alive state.
+    Declined(ServerSession),
+}
+
+/// Reads the request whose whole head is `head` with `session` (no read
+/// from the socket) and offers it to the hot path.
+async fn offer(fast: &dyn FastPath, mut session: ServerSession, head: BytesMut) -> Offered {
+    let keepalive = session.get_keepalive();
+    let reuses = session.get_keepalive_reuses_remaining();
+    session.set_pipelined_prefix(head.clone());
+    let decided = match session.read_request().await {
+        Ok(true) => match fast.serve(&mut session).await {
+            Served::Answered => {
+                let kept = HttpPersistentSettings::for_session(&session);
+                let reusable = session.finish().await.ok().flatten();
+                let reused = reusable.map(|r| ReusedHttpStream::from_reusable_stream(r, kept));
+                return Offered::Answered(reused);
+            }
+            Served::Declined(decided) => decided,
+        },
+        // A head Pingora cannot read: its proxy reads it again and answers.
+        _ => None,
+    };
+    let ServerSession::H1(read) = session else {
+        return Offered::Answered(None); // HTTP/1 only: never reached
+    };
+    let mut again = ServerSession::new_http1(read.into_inner());
+    again.set_keepalive(keepalive);
+    again.set_keepalive_reuses_remaining(reuses);
+    again.set_pipelined_prefix(head);
+    again.set_connection_user_context(decided);
+    Offered::Declined(again)
 }
 
 /// How the wait between two requests ended.

@@ -10,8 +10,10 @@
 //!   response head leaves with its body (`gather`), its place at the door.
 //! - `idle`: the HTTP/1 keep-alive loop (`H1Server`): the wait for the next
 //!   request outside Pingora's request future; idle plain-HTTP connections
-//!   parked as their sockets (`park`).
+//!   parked as their sockets (`park`); a request whose head came whole
+//!   offered first to the upper floor's hot path (`fast`: `FastPath`).
 
+pub mod fast;
 pub mod gate;
 mod gather;
 pub mod head;
@@ -20,6 +22,7 @@ mod park;
 pub mod places;
 pub mod stream;
 
+pub use fast::{FastPath, Served};
 pub use gate::Gate;
 pub use head::HeadLimits;
 pub use idle::{H1Server, KeepAlive};

@@ -2,48 +2,44 @@
 //! phases (`phases.rs`, top to bottom) call the rules in `request` and
 //! write what they decide to Pingora's session (`respond.rs`); the
 //! upstream as Pingora's peer and its errors as refusals (`upstream.rs`);
-//! requests a client gave up on (`cancel.rs`).
+//! requests a client gave up on (`cancel.rs`). `fast.rs` is the hot path's
+//! upper half: the same rules, answered before pingora-proxy's phases;
+//! `steps.rs` what both paths do in the same words.
 
 mod cancel;
+mod fast;
 mod phases;
 mod respond;
+mod steps;
 mod upstream;
 
+pub use fast::HotPath;
+
 use crate::edge::Edge;
-use crate::request::relay::PeerListener;
-use crate::request::{Listener, Scheme};
-use crate::tls::book::SniBook;
+use crate::request::Listener;
 use std::sync::Arc;
 
 pub struct EdgeProxy {
     edge: Arc<Edge>,
     /// The listener this proxy serves, as the rules need to know it.
-    listener: Listener,
+    listener: Arc<Listener>,
     cancellations: cancel::Cancellations,
 }
 
 impl EdgeProxy {
-    pub fn new(edge: Arc<Edge>, scheme: Scheme) -> Self {
+    pub fn new(edge: Arc<Edge>, listener: Listener) -> Self {
         EdgeProxy {
             edge,
-            listener: Listener {
-                scheme,
-                sni: None,
-                peering: None,
-            },
+            listener: Arc::new(listener),
             cancellations: cancel::Cancellations::default(),
         }
     }
 
-    /// For the peer listener: requests come from authenticated peer PoPs.
-    pub fn with_peering(mut self, listener: PeerListener) -> Self {
-        self.listener.peering = Some(listener);
-        self
-    }
-
-    /// For HTTPS: requests are held against their connection's SNI.
-    pub fn with_sni(mut self, book: Arc<SniBook>) -> Self {
-        self.listener.sni = Some(book);
-        self
+    /// The hot path for this proxy's listener (`proxy.fast_path`).
+    pub fn hot_path(&self) -> HotPath {
+        HotPath {
+            edge: self.edge.clone(),
+            listener: self.listener.clone(),
+        }
     }
 }

@@ -19,65 +19,51 @@
 //! - `logging`: last, whatever happened: metrics and the access log.
 
 use super::respond::answer;
+use super::steps::{client, decide, new_ctx, prepare, record};
 use super::upstream::{self, body_late, refusal_for, refuse};
 use super::{cancel, EdgeProxy};
 use crate::metrics::METRICS;
-use crate::request::log::{self, Exchange};
-use crate::request::route;
-use crate::request::{
-    admit, choose_upstream, headers, relay, routing, Answer, Refusal, RequestCtx,
-};
+use crate::request::{choose_upstream, headers, relay, routing, Answer, Refusal, RequestCtx};
 use async_trait::async_trait;
 use http::StatusCode;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
-use std::net::SocketAddr;
+use std::any::Any;
 use std::time::Duration;
 use tracing::warn;
-
-/// The client connection's address.
-fn client(session: &Session) -> Option<SocketAddr> {
-    session.client_addr().and_then(|a| a.as_inet()).copied()
-}
 
 #[async_trait]
 impl ProxyHttp for EdgeProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        let mut ctx = RequestCtx::new(self.edge.state(), self.edge.begin_request());
-        ctx.scheme = self.listener.scheme;
-        ctx
+        new_ctx(&self.edge, &self.listener)
+    }
+
+    /// A request the fast path read and decided goes on here with its
+    /// decisions (`crate::conn::fast`).
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+        decided: Box<dyn Any + Send + Sync>,
+    ) {
+        if let Ok(decided) = decided.downcast::<RequestCtx>() {
+            *ctx = *decided;
+        }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let proxy = &ctx.state.config.proxy;
-        // Idle keep-alive connections close after the timeout; the count
-        // limit gives per-connection memory back now and then.
-        if session.get_keepalive().is_some() {
-            session.set_keepalive(Some(proxy.keepalive_timeout.as_secs().max(1)));
-        }
-        // Pipelined requests are read from what the client already sent
-        // and answered in order instead of being dropped with the buffer.
-        session.set_pipelining_enabled(true);
-        // Each read of the request body (HTTP/1) waits this long at most.
-        session.set_read_timeout(Some(proxy.body_timeout));
-        if self.listener.peering.is_none() {
-            // A client's x-edge-route never travels on.
-            session.req_header_mut().remove_header(route::HEADER);
-        }
-
-        let client = client(session);
-        let req = session.req_header();
-        let decided = match admit(&self.edge, &self.listener, req, client, ctx).await {
-            Ok(domain) => routing::route(&self.edge, req, &domain, ctx).await,
-            Err(answered) => Err(answered),
-        };
-        if let Err(answered) = decided {
-            answer(session, ctx, answered).await?;
-            return Ok(true);
+        let downstream = session.as_downstream_mut();
+        prepare(downstream, ctx, &self.listener);
+        if !ctx.decided {
+            let decided = decide(&self.edge, &self.listener, downstream, ctx).await;
+            if let Err(answered) = decided {
+                answer(downstream, ctx, answered).await?;
+                return Ok(true);
+            }
         }
         // A stream the client reset already (a rapid-reset burst) costs the
         // origin nothing: no answer, no connection, no slot.
@@ -274,7 +260,8 @@ impl ProxyHttp for EdgeProxy {
             // The connection ends after this page (can_reuse_downstream is
             // false): say so, or a client may send its next request on it.
             session.set_keepalive(None);
-            if let Err(write_err) = answer(session, ctx, Answer::Refuse(refusal)).await {
+            let refused = Answer::Refuse(refusal);
+            if let Err(write_err) = answer(session.as_downstream_mut(), ctx, refused).await {
                 warn!("failed to send error response: {write_err}");
             }
         }
@@ -297,23 +284,6 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        ctx.inflight = None;
-        relay::count(ctx);
-        if e.is_some_and(cancel::by_client) {
-            METRICS
-                .client_cancelled
-                .with_label_values(&["in_flight"])
-                .inc();
-        }
-        let req = session.req_header();
-        let exchange = Exchange {
-            method: req.method.as_str(),
-            path: req.uri.path(),
-            status: session.response_written().map_or(0, |r| r.status.as_u16()),
-            body_bytes: session.body_bytes_sent(),
-            client: client(session),
-            error: e.map(|e| e.to_string()),
-        };
-        log::record(exchange, ctx);
+        record(session, e, ctx);
     }
 }

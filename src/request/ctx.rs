@@ -139,6 +139,9 @@ pub struct RequestCtx {
     /// The edge's own answer for a request that ended in an error (kept
     /// until the error page is written).
     pub refusal: Option<Refusal>,
+    /// Admission and routing are done (by the fast path, which handed the
+    /// request on to Pingora's phases): they do not run again.
+    pub decided: bool,
     /// Peers that failed this request (not asked again).
     pub peers_tried: Vec<PopId>,
     /// Counts this request as in flight for draining until dropped.
@@ -195,6 +198,7 @@ impl RequestCtx {
             upstream: None,
             relay: None,
             refusal: None,
+            decided: false,
             peers_tried: Vec::new(),
             _active: active,
         }

@@ -1,0 +1,66 @@
+//! The hot path's upper half: a request whose head the keep-alive loop
+//! (`conn/idle.rs`) has read, answered by the edge itself before
+//! pingora-proxy builds its request future: a storefront page (a cache hit,
+//! 304 included) and every other answer the rules give without an upstream
+//! (a refusal, a redirect). A request that needs an upstream goes on to
+//! Pingora's phases with what the rules decided (`RequestCtx`), so no rule
+//! runs twice and none runs on one path only.
+
+use super::respond::answer;
+use super::steps::{decide, new_ctx, prepare, record};
+use crate::conn::{FastPath, Served};
+use crate::edge::Edge;
+use crate::metrics::METRICS;
+use crate::request::Listener;
+use async_trait::async_trait;
+use pingora_core::protocols::http::ServerSession;
+use pingora_http::RequestHeader;
+use std::sync::Arc;
+
+/// The rules and the edge, for the listener's keep-alive loop.
+pub struct HotPath {
+    pub(super) edge: Arc<Edge>,
+    pub(super) listener: Arc<Listener>,
+}
+
+#[async_trait]
+impl FastPath for HotPath {
+    /// On (`proxy.fast_path`, it follows reloads), and a GET or HEAD.
+    fn wants(&self, head: &[u8]) -> bool {
+        (head.starts_with(b"GET ") || head.starts_with(b"HEAD "))
+            && self.edge.state().config.proxy.fast_path
+    }
+
+    async fn serve(&self, session: &mut ServerSession) -> Served {
+        if !hot(session.req_header()) {
+            METRICS.fast_path.with_label_values(&["declined"]).inc();
+            return Served::Declined(None);
+        }
+        let mut ctx = new_ctx(&self.edge, &self.listener);
+        prepare(session, &ctx, &self.listener);
+        let Err(answered) = decide(&self.edge, &self.listener, session, &mut ctx).await else {
+            // An upstream is needed: Pingora's phases go on from here.
+            ctx.decided = true;
+            METRICS.fast_path.with_label_values(&["declined"]).inc();
+            return Served::Declined(Some(Box::new(ctx)));
+        };
+        let written = answer(session, &mut ctx, answered).await;
+        record(session, written.as_ref().err().map(|e| &**e), &mut ctx);
+        METRICS.fast_path.with_label_values(&["answered"]).inc();
+        Served::Answered
+    }
+}
+
+/// A GET or HEAD without a body, an upgrade or an expectation: the edge
+/// may answer it on the spot. Anything else is Pingora's from the start.
+fn hot(req: &RequestHeader) -> bool {
+    use http::header::{CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING, UPGRADE};
+    let headers = &req.headers;
+    (req.method == http::Method::GET || req.method == http::Method::HEAD)
+        && !headers.contains_key(TRANSFER_ENCODING)
+        && !headers.contains_key(EXPECT)
+        && !headers.contains_key(UPGRADE)
+        && headers
+            .get(CONTENT_LENGTH)
+            .is_none_or(|v| v.as_bytes() == b"0")
+}
