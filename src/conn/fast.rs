@@ -1,8 +1,8 @@
 //! The seam of the hot path: the keep-alive loop (`idle.rs`) reads a
 //! request head with Pingora's own HTTP/1 session, then offers it to the
 //! upper floor, which answers it on that session or declines. A declined
-//! request goes to Pingora's proxy exactly as if it had never been
-//! offered (the same bytes parsed again, the same keep-alive state),
+//! request goes on to Pingora's proxy on the same session, its request
+//! read once (`ServerSession::keep_request`, a pingora-core patch),
 //! carrying what the upper floor decided so far.
 
 use async_trait::async_trait;

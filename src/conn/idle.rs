@@ -276,8 +276,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> Resumed for H1Server<A> {
 enum Offered {
     /// Answered there: the connection to go on with, if it may.
     Answered(Option<ReusedHttpStream>),
-    /// For Pingora's proxy: a new session on the connection, with the
-    /// same head to parse and the same keep-alive state.
+    /// For Pingora's proxy: the session, its request kept for the proxy's
+    /// read (or, when it could not be read, a new one over the same bytes).
     Declined(ServerSession),
 }
 
@@ -287,19 +287,25 @@ async fn offer(fast: &dyn FastPath, mut session: ServerSession, head: BytesMut) 
     let keepalive = session.get_keepalive();
     let reuses = session.get_keepalive_reuses_remaining();
     session.set_pipelined_prefix(head.clone());
-    let decided = match session.read_request().await {
-        Ok(true) => match fast.serve(&mut session).await {
+    if let Ok(true) = session.read_request().await {
+        match fast.serve(&mut session).await {
             Served::Answered => {
                 let kept = HttpPersistentSettings::for_session(&session);
                 let reusable = session.finish().await.ok().flatten();
                 let reused = reusable.map(|r| ReusedHttpStream::from_reusable_stream(r, kept));
                 return Offered::Answered(reused);
             }
-            Served::Declined(decided) => decided,
-        },
-        // A head Pingora cannot read: its proxy reads it again and answers.
-        _ => None,
-    };
+            Served::Declined(decided) => {
+                // The same session goes on, its request read once (the
+                // pingora-core patch `keep_request`).
+                session.keep_request();
+                session.set_connection_user_context(decided);
+                return Offered::Declined(session);
+            }
+        }
+    }
+    // A head Pingora's session could not read: its proxy reads it again,
+    // on a new session over the same bytes, and answers as it does.
     let ServerSession::H1(read) = session else {
         return Offered::Answered(None); // HTTP/1 only: never reached
     };
@@ -307,7 +313,6 @@ async fn offer(fast: &dyn FastPath, mut session: ServerSession, head: BytesMut) 
     again.set_keepalive(keepalive);
     again.set_keepalive_reuses_remaining(reuses);
     again.set_pipelined_prefix(head);
-    again.set_connection_user_context(decided);
     Offered::Declined(again)
 }
 

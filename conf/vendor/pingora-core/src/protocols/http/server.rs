@@ -127,6 +127,15 @@ impl Session {
         }
     }
 
+    /// edgepop patch: the next `read_request` returns the request just read
+    /// (HTTP/1: `v1::server::HttpSession::keep_request`; an HTTP/2 stream's
+    /// request is read once anyway).
+    pub fn keep_request(&mut self) {
+        if let Self::H1(s) = self {
+            s.keep_request();
+        }
+    }
+
     /// Return the request header it just read.
     /// # Panic
     /// This function will panic if [`Self::read_request()`] is not called.

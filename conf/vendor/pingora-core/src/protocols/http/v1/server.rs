@@ -132,6 +132,9 @@ pub struct HttpSession {
     connection_user_context: Option<Box<dyn Any + Send + Sync>>,
     /// Whether the client has closed the TCP connection (sent FIN / read returned 0).
     half_closed: bool,
+    /// edgepop patch: the next `read_request` returns the request already
+    /// read instead of reading another (`keep_request`).
+    request_kept: bool,
     /// When true (default), a client close after the request body is surfaced as a
     /// `ConnectionClosed` error so the proxy aborts immediately. When false, the
     /// close is tolerated and `read_body_or_idle` stays pending so the proxy can
@@ -201,6 +204,7 @@ impl HttpSession {
             keepalive_reuses_remaining: None,
             connection_user_context: None,
             half_closed: false,
+            request_kept: false,
             abort_on_close: true,
             proxy_tasks_enabled: false,
             pipelining_enabled: false,
@@ -277,6 +281,11 @@ impl HttpSession {
     /// is common on a reused connection.
     pub async fn read_request(&mut self) -> Result<Option<usize>> {
         const MAX_ERR_BUF_LEN: usize = 2048;
+
+        // edgepop patch: a request kept by `keep_request` is this read's.
+        if std::mem::take(&mut self.request_kept) {
+            return Ok(Some(self.buf.len()));
+        }
 
         self.buf.clear();
         // Account parsing a fully buffered request against Tokio's cooperative task budget. Do
@@ -519,6 +528,14 @@ impl HttpSession {
     /// Return a reference of the `RequestHeader` this session read
     /// # Panics
     /// this function and most other functions will panic if called before [`Self::read_request()`]
+    /// edgepop patch: the request just read stays this session's: the next
+    /// `read_request` returns it as read, without reading. A server that
+    /// looked at a request before its HTTP app can hand the session on
+    /// without the request being parsed twice.
+    pub fn keep_request(&mut self) {
+        self.request_kept = self.request_header.is_some();
+    }
+
     pub fn req_header(&self) -> &RequestHeader {
         self.request_header
             .as_ref()
