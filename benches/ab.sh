@@ -8,16 +8,7 @@
 source "$(dirname "$0")/lib.sh"
 OLD=$1; NEW=$2; WHAT=${3:-proxy}; ROUNDS=${4:-3}; SECS=${5:-10}; CONNS=${6:-64}
 
-head -c 1024 /dev/zero | tr '\0' 'x' > "$W/small.html"
-python3 - "$W" <<'PY'
-import json, sys
-w = sys.argv[1]
-body = ("<!doctype html><title>Product</title>" + "<p>lorem ipsum dolor sit amet</p>" * 300)[:8192]
-src = {"lsn": 1, "ts_ms": 0}
-dom = {"after": {"hostname": "shop.bench", "store_id": 1, "status": "active", "tier": "public", "version": 1}, "source": dict(src, table="domains"), "op": "r"}
-page = {"after": {"store_id": 1, "path": "/", "content_type": "text/html", "body": body, "status": 200, "cache_control": "public, max-age=60", "version": 1, "updated_at": "2026-11-21T00:00:00Z"}, "source": dict(src, table="pages"), "op": "r"}
-open(f"{w}/snapshot.jsonl", "w").write(json.dumps(dom) + "\n" + json.dumps(page) + "\n")
-PY
+bench_site
 
 start_nginx origin "user root; worker_processes 1; daemon on; pid $W/origin.pid; error_log $W/origin.err;
 events { worker_connections 4096; }

@@ -12,17 +12,7 @@ source "$(dirname "$0")/lib.sh"
 bash conf/build-deps.sh valgrind
 WHAT=${1:-page}; SECS=${2:-10}
 
-python3 - "$W" <<'PY'
-import json, sys
-w = sys.argv[1]
-body = ("<!doctype html><title>Product</title>" + "<p>lorem ipsum dolor sit amet</p>" * 300)[:8192]
-open(f"{w}/page.html", "w").write(body)
-open(f"{w}/small.html", "w").write("x" * 1024)
-src = {"lsn": 1, "ts_ms": 0}
-dom = {"after": {"hostname": "shop.bench", "store_id": 1, "status": "active", "tier": "public", "version": 1}, "source": dict(src, table="domains"), "op": "r"}
-page = {"after": {"store_id": 1, "path": "/", "content_type": "text/html", "body": body, "status": 200, "cache_control": "public, max-age=60", "version": 1, "updated_at": "2026-11-21T00:00:00Z"}, "source": dict(src, table="pages"), "op": "r"}
-open(f"{w}/snapshot.jsonl", "w").write(json.dumps(dom) + "\n" + json.dumps(page) + "\n")
-PY
+bench_site
 
 # The origins: one for the page (nginx fills its cache from it), three for
 # the pool, each answering its file.

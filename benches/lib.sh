@@ -100,3 +100,20 @@ key = \"$W/key.pem\""
 }
 
 wait_http() { for _ in $(seq 1 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; return 1; }
+
+# bench_site: the storefront every page bench serves, in $W: page.html
+# (the 8 KiB page), small.html (a 1 KiB origin answer) and snapshot.jsonl
+# (shop.bench and its page "/", for `edgepop replica load`).
+bench_site() {
+  head -c 1024 /dev/zero | tr '\0' 'x' > "$W/small.html"
+  python3 - "$W" <<'PY'
+import json, sys
+w = sys.argv[1]
+body = ("<!doctype html><title>Product</title>" + "<p>lorem ipsum dolor sit amet</p>" * 300)[:8192]
+open(f"{w}/page.html", "w").write(body)
+src = {"lsn": 1, "ts_ms": 0}
+dom = {"after": {"hostname": "shop.bench", "store_id": 1, "status": "active", "tier": "public", "version": 1}, "source": dict(src, table="domains"), "op": "r"}
+page = {"after": {"store_id": 1, "path": "/", "content_type": "text/html", "body": body, "status": 200, "cache_control": "public, max-age=60", "version": 1, "updated_at": "2026-11-21T00:00:00Z"}, "source": dict(src, table="pages"), "op": "r"}
+open(f"{w}/snapshot.jsonl", "w").write(json.dumps(dom) + "\n" + json.dumps(page) + "\n")
+PY
+}

@@ -4,16 +4,7 @@
 # (HTTPS), nginx from proxy_cache in front of an nginx origin on 19180
 # and 19443; both with the same self-made ECDSA P-256 certificate for
 # shop.bench and the same keep-alive limits (1,000,000 requests, 60 s).
-python3 - "$W" <<'PY'
-import json, sys
-w = sys.argv[1]
-body = ("<!doctype html><title>Product</title>" + "<p>lorem ipsum dolor sit amet</p>" * 300)[:8192]
-open(f"{w}/page.html", "w").write(body)
-src = {"table": None, "lsn": 1, "ts_ms": 0}
-dom = {"after": {"hostname": "shop.bench", "store_id": 1, "status": "active", "tier": "public", "version": 1}, "source": dict(src, table="domains"), "op": "r"}
-page = {"after": {"store_id": 1, "path": "/", "content_type": "text/html", "body": body, "status": 200, "cache_control": "public, max-age=60", "version": 1, "updated_at": "2026-11-21T00:00:00Z"}, "source": dict(src, table="pages"), "op": "r"}
-open(f"{w}/snapshot.jsonl", "w").write(json.dumps(dom) + "\n" + json.dumps(page) + "\n")
-PY
+bench_site
 bench_cert
 NOFILE=$(ulimit -n)
 
