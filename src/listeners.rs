@@ -6,7 +6,9 @@
 //! graceful upgrade hands every listener over.
 
 use crate::config::ProxyConfig;
-use crate::conn::{ClientStream, Connections, FastPath, Gate, H1Server, HeadLimits, KeepAlive};
+use crate::conn::{
+    ClientStream, Connections, FastPath, Gate, H1Server, H2Offer, HeadLimits, KeepAlive,
+};
 use crate::edge::Edge;
 use crate::failover::Readiness;
 use crate::proxy::EdgeProxy;
@@ -26,7 +28,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// The keep-alive loop around the proxy, as every listener runs it.
-type Http = H1Server<HttpProxy<EdgeProxy>>;
+type Http = H1Server<H2Offer<HttpProxy<EdgeProxy>>>;
 
 /// The plain-HTTP listener's app: the gate (with the head limits), the
 /// keep-alive loop, the proxy.
@@ -163,8 +165,12 @@ fn keepalive_loop(conf: &Arc<ServerConf>, proxy: EdgeProxy, edge: &Arc<Edge>, ho
     http.server_options = Some(server_options(&edge.state().config.proxy));
     let edge = edge.clone();
     let keepalive: KeepAlive = Arc::new(move || edge.state().config.proxy.keepalive_timeout);
-    H1Server {
+    let app = H2Offer {
         app: Arc::new(http),
+        fast: fast.clone(),
+    };
+    H1Server {
+        app: Arc::new(app),
         keepalive,
         fast,
     }

@@ -400,8 +400,12 @@ fn corpus() -> Vec<Item> {
 }
 
 async fn node(origin: SocketAddr, fast_path: bool) -> Edge {
+    node_with(origin, fast_path, "").await
+}
+
+async fn node_with(origin: SocketAddr, fast_path: bool, extra: &str) -> Edge {
     let edge = Edge::prepare(&format!(
-        "[proxy]\nfast_path = {fast_path}\nhead_timeout = \"2s\"\nmax_head_bytes = 32768\n\n\
+        "{extra}\n[proxy]\nfast_path = {fast_path}\nhead_timeout = \"2s\"\nmax_head_bytes = 32768\n\n\
          [pools.public]\nservers = [{{ addr = \"{origin}\" }}]\n\
          health = {{ path = \"/health\", interval = \"1s\" }}\n\
          passive = {{ max_fails = 100000, eject_for = \"1s\" }}\n\n{}{}",
@@ -508,4 +512,156 @@ async fn the_fast_path_and_the_proxy_phases_give_the_same_bytes() {
         phases.metric(answered).await + phases.metric(declined).await,
         0.0
     );
+}
+
+/// One HTTPS node and its local CA's root, for HTTP/2.
+async fn https_node(origin: SocketAddr, fast_path: bool) -> (Edge, SocketAddr, std::path::PathBuf) {
+    let https = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let tls = format!("[tls]\nlisten = [\"{https}\"]\nissue_timeout = \"10s\"\n");
+    let edge = node_with(origin, fast_path, &tls).await;
+    let root = edge.dir.path().join("edgepop-data/tls/ca/ca.pem");
+    assert!(
+        eventually(Duration::from_secs(10), || async { root.exists() }).await,
+        "the local CA's root is written"
+    );
+    (edge, https, root)
+}
+
+/// Request headers beyond the method and URL.
+type Headers = Vec<(&'static str, String)>;
+/// Host, method, path, headers.
+type H2Request = (String, &'static str, String, Headers);
+
+/// A response as an HTTP/2 client sees it, masked as `masked` does.
+async fn h2_exchange(
+    client: &reqwest::Client,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> String {
+    let mut req = client.request(method.parse().unwrap(), url);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) => return format!("error: {}", e.is_timeout()),
+    };
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2, "{url}");
+    let mut out = format!("{}\r\n", resp.status());
+    for (name, value) in resp.headers() {
+        out.push_str(&format!("{name}: {}\r\n", value.to_str().unwrap_or("?")));
+    }
+    out.push_str("\r\n");
+    let body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+    out.push_str(&String::from_utf8_lossy(&body));
+    masked(out.as_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fast_path_and_the_proxy_phases_agree_over_http2() {
+    let received = Received::default();
+    let origin = recording_origin(received.clone()).await;
+    let (fast, fast_https, fast_root) = https_node(origin, true).await;
+    let (phases, phases_https, phases_root) = https_node(origin, false).await;
+
+    let paths = [
+        "/",
+        "/products/42",
+        "/api/stock/42",
+        "/?utm_source=a",
+        "/?q=1",
+        "/missing",
+        "/cl",
+        "/chunked",
+        "/big",
+        "/204",
+        "/304",
+        "/500",
+        "/garbage",
+        "/reset",
+    ];
+    let mut requests: Vec<H2Request> = Vec::new();
+    for host in ["shop.localhost", "proxied.test"] {
+        for path in paths {
+            for method in ["GET", "HEAD"] {
+                requests.push((host.to_string(), method, path.to_string(), vec![]));
+            }
+        }
+    }
+    let extra: [(&str, &str, Headers); 5] = [
+        ("GET", "/", vec![("if-none-match", "\"v1\"".to_string())]),
+        (
+            "HEAD",
+            "/products/42",
+            vec![("if-none-match", "*".to_string())],
+        ),
+        ("GET", "/", vec![("x-edge-route", "fra1".to_string())]),
+        ("POST", "/cl", vec![]),
+        ("DELETE", "/cl", vec![]),
+    ];
+    for (method, path, headers) in extra {
+        requests.push(("shop.localhost".into(), method, path.into(), headers));
+    }
+
+    let mut answers: [Vec<(String, String)>; 2] = Default::default();
+    for (n, (https, root)) in [(fast_https, &fast_root), (phases_https, &phases_root)]
+        .into_iter()
+        .enumerate()
+    {
+        // Warm the caches alike: the first answers of a page are MISS.
+        for path in ["/", "/products/42", "/api/stock/42"] {
+            let client = https_client(root, "shop.localhost", https, false);
+            let url = format!("https://shop.localhost:{}{path}", https.port());
+            h2_exchange(&client, "GET", &url, &[]).await;
+        }
+        received.lock().unwrap().clear();
+        for (i, (host, method, path, headers)) in requests.iter().enumerate() {
+            let client = https_client(root, host, https, false);
+            let url = format!("https://{host}:{}{path}", https.port());
+            let item = i.to_string();
+            let mut all: Vec<(&str, &str)> = vec![("x-item", item.as_str())];
+            all.extend(headers.iter().map(|(k, v)| (*k, v.as_str())));
+            let answer = h2_exchange(&client, method, &url, &all).await;
+            let seen = received
+                .lock()
+                .unwrap()
+                .get(&item)
+                .map(|r| r.join("\n---\n"));
+            // The nodes listen on different ports: x-forwarded-host names them.
+            let seen = seen
+                .unwrap_or_default()
+                .replace(&format!(":{}", https.port()), ":*");
+            answers[n].push((answer, seen));
+        }
+    }
+    let mut differences = Vec::new();
+    for (i, (host, method, path, _)) in requests.iter().enumerate() {
+        let (a, b) = (&answers[0][i], &answers[1][i]);
+        if a != b {
+            differences.push(format!(
+                "#{i} {method} {host}{path}:\n  fast path: {:?}\n  phases:    {:?}",
+                (&a.0[..a.0.len().min(400)], &a.1),
+                (&b.0[..b.0.len().min(400)], &b.1)
+            ));
+        }
+    }
+    assert!(
+        differences.is_empty(),
+        "{} of {} HTTP/2 requests differ:\n{}",
+        differences.len(),
+        requests.len(),
+        differences.join("\n")
+    );
+    let hits = answers[0]
+        .iter()
+        .filter(|(a, _)| a.contains("x-edge-cache: HIT"))
+        .count();
+    assert!(hits > 10, "few page hits over HTTP/2");
+    let answered = r#"edgepop_fast_path_total{outcome="answered"}"#;
+    assert!(
+        fast.metric(answered).await >= hits as f64,
+        "the hits took the fast path"
+    );
+    assert_eq!(phases.metric(answered).await, 0.0);
 }

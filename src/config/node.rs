@@ -108,7 +108,7 @@ pub struct ProxyConfig {
     /// rate, only the pause limit.
     pub body_min_rate: u64,
     /// Answer what the edge answers itself (a page from the cache, a
-    /// refusal) on edgepop's own HTTP/1 path, before pingora-proxy builds
+    /// refusal; HTTP/1 and HTTP/2) on edgepop's own path, before pingora-proxy builds
     /// its request future; the same rules and bytes either way
     /// (docs/OPERATIONS.md "The fast path"). false: every request goes
     /// through Pingora's proxy phases.

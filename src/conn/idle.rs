@@ -13,7 +13,7 @@
 //! The first bytes are handed to Pingora as a pipelined prefix, so the
 //! wait costs no extra read.
 
-use super::fast::{FastPath, Served};
+use super::fast::{hand_over, head_is_hot, Decided, FastPath, Served};
 use super::park::{Lot, Resume, PARK_AFTER};
 use super::stream::{self, ClientStream};
 use async_trait::async_trait;
@@ -112,13 +112,13 @@ impl<A: HttpServerApp + Send + Sync + 'static> H1Server<A> {
             if *shutdown.borrow() {
                 session.set_keepalive(None);
             }
-            let fast = self.fast.as_deref().filter(|_| one_head);
-            let fast = fast.filter(|f| prefix.as_deref().is_some_and(|h| f.wants(h)));
+            let fast = self.fast.as_deref().filter(|f| one_head && f.enabled());
+            let fast = fast.filter(|_| prefix.as_deref().is_some_and(head_is_hot));
             let reused = match (fast, prefix) {
                 (Some(fast), Some(head)) => match offer(fast, session, head).await {
                     Offered::Answered(reused) => reused,
-                    Offered::Declined(session) => {
-                        self.app.process_new_http(session, shutdown).await
+                    Offered::Declined(session, decided) => {
+                        hand_over(&self.app, session, decided, shutdown).await
                     }
                 },
                 (_, prefix) => {
@@ -278,7 +278,7 @@ enum Offered {
     Answered(Option<ReusedHttpStream>),
     /// For Pingora's proxy: the session, its request kept for the proxy's
     /// read (or, when it could not be read, a new one over the same bytes).
-    Declined(ServerSession),
+    Declined(ServerSession, Option<Decided>),
 }
 
 /// Reads the request whose whole head is `head` with `session` (no read
@@ -299,8 +299,7 @@ async fn offer(fast: &dyn FastPath, mut session: ServerSession, head: BytesMut) 
                 // The same session goes on, its request read once (the
                 // pingora-core patch `keep_request`).
                 session.keep_request();
-                session.set_connection_user_context(decided);
-                return Offered::Declined(session);
+                return Offered::Declined(session, decided);
             }
         }
     }
@@ -313,7 +312,7 @@ async fn offer(fast: &dyn FastPath, mut session: ServerSession, head: BytesMut) 
     again.set_keepalive(keepalive);
     again.set_keepalive_reuses_remaining(reuses);
     again.set_pipelined_prefix(head);
-    Offered::Declined(again)
+    Offered::Declined(again, None)
 }
 
 /// How the wait between two requests ended.

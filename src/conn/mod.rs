@@ -11,7 +11,8 @@
 //! - `idle`: the HTTP/1 keep-alive loop (`H1Server`): the wait for the next
 //!   request outside Pingora's request future; idle plain-HTTP connections
 //!   parked as their sockets (`park`); a request whose head came whole
-//!   offered first to the upper floor's hot path (`fast`: `FastPath`).
+//!   offered first to the upper floor's hot path (`fast`: `FastPath`;
+//!   `H2Offer` does the same for each HTTP/2 stream).
 
 pub mod fast;
 pub mod gate;
@@ -22,7 +23,7 @@ mod park;
 pub mod places;
 pub mod stream;
 
-pub use fast::{FastPath, Served};
+pub use fast::{handed_over, Decided, FastPath, H2Offer, Served};
 pub use gate::Gate;
 pub use head::HeadLimits;
 pub use idle::{H1Server, KeepAlive};

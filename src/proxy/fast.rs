@@ -1,5 +1,5 @@
 //! The hot path's upper half: a request whose head the keep-alive loop
-//! (`conn/idle.rs`) has read, answered by the edge itself before
+//! (`conn/idle.rs`) has read, or an HTTP/2 stream (`conn::H2Offer`), answered by the edge itself before
 //! pingora-proxy builds its request future: a storefront page (a cache hit,
 //! 304 included) and every other answer the rules give without an upstream
 //! (a refusal, a redirect). A request that needs an upstream goes on to
@@ -25,10 +25,9 @@ pub struct HotPath {
 
 #[async_trait]
 impl FastPath for HotPath {
-    /// On (`proxy.fast_path`, it follows reloads), and a GET or HEAD.
-    fn wants(&self, head: &[u8]) -> bool {
-        (head.starts_with(b"GET ") || head.starts_with(b"HEAD "))
-            && self.edge.state().config.proxy.fast_path
+    /// `proxy.fast_path` (it follows reloads).
+    fn enabled(&self) -> bool {
+        self.edge.state().config.proxy.fast_path
     }
 
     async fn serve(&self, session: &mut ServerSession) -> Served {

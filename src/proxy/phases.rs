@@ -22,6 +22,7 @@ use super::respond::answer;
 use super::steps::{client, decide, new_ctx, prepare, record};
 use super::upstream::{self, body_late, refusal_for, refuse};
 use super::{cancel, EdgeProxy};
+use crate::conn::handed_over;
 use crate::metrics::METRICS;
 use crate::request::{choose_upstream, headers, relay, routing, Answer, Refusal, RequestCtx};
 use async_trait::async_trait;
@@ -30,7 +31,6 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
-use std::any::Any;
 use std::time::Duration;
 use tracing::warn;
 
@@ -38,20 +38,12 @@ use tracing::warn;
 impl ProxyHttp for EdgeProxy {
     type CTX = RequestCtx;
 
+    /// A request the fast path read and decided goes on with what it
+    /// decided (`crate::conn::fast`).
     fn new_ctx(&self) -> RequestCtx {
-        new_ctx(&self.edge, &self.listener)
-    }
-
-    /// A request the fast path read and decided goes on here with its
-    /// decisions (`crate::conn::fast`).
-    fn on_connection_reuse(
-        &self,
-        _session: &mut Session,
-        ctx: &mut RequestCtx,
-        decided: Box<dyn Any + Send + Sync>,
-    ) {
-        if let Ok(decided) = decided.downcast::<RequestCtx>() {
-            *ctx = *decided;
+        match handed_over().map(|d| d.downcast::<RequestCtx>()) {
+            Some(Ok(decided)) => *decided,
+            _ => new_ctx(&self.edge, &self.listener),
         }
     }
 
