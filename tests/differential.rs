@@ -512,6 +512,17 @@ async fn the_fast_path_and_the_proxy_phases_give_the_same_bytes() {
         phases.metric(answered).await + phases.metric(declined).await,
         0.0
     );
+
+    // A browser's head, cookies and all (3 KiB), comes in one read and
+    // takes the fast path too.
+    let before = fast.metric(answered).await;
+    let cookie = "c".repeat(3000);
+    let req = format!(
+        "GET / HTTP/1.1\r\nHost: shop.localhost\r\nCookie: s={cookie}\r\nConnection: close\r\n\r\n"
+    );
+    let answer = masked(&exchange(fast.http, &item("cookies".into(), req)).await);
+    assert!(answer.contains("x-edge-cache: HIT"), "{answer}");
+    assert_eq!(fast.metric(answered).await, before + 1.0);
 }
 
 /// One HTTPS node and its local CA's root, for HTTP/2.

@@ -7,8 +7,8 @@
 //! and a 4 KiB head buffer: about 30 KiB of RSS in all with the socket
 //! buffers (docs/BENCHMARKS.md, "Under abuse").
 //! Here an idle connection holds only this loop, and no buffer: the first
-//! bytes of its next head (at most 1 KiB, nginx's `client_header_buffer_size`)
-//! are read into one only once they are there; the
+//! bytes of its next head (at most 4 KiB) are read into one only once they
+//! are there; the
 //! request future and its buffers exist while a request is being served.
 //! The first bytes are handed to Pingora as a pipelined prefix, so the
 //! wait costs no extra read.
@@ -30,8 +30,9 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, ReadBuf};
 use tracing::warn;
 
-/// Bytes read while idle: enough for most request heads in one read.
-const FIRST_READ: usize = 1024;
+/// Bytes read while idle: a browser's head with its cookies in one read
+/// (so it can take the fast path), on the stack of the poll only.
+const FIRST_READ: usize = 4096;
 
 /// An HTTP app served with the idle wait above; HTTP/2 (ALPN h2) goes to
 /// Pingora's own connection handling unchanged.
