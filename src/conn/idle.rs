@@ -116,7 +116,9 @@ impl<A: HttpServerApp + Send + Sync + 'static> H1Server<A> {
             let fast = self.fast.as_deref().filter(|f| one_head && f.enabled());
             let fast = fast.filter(|_| prefix.as_deref().is_some_and(head_is_hot));
             let reused = match (fast, prefix) {
-                (Some(fast), Some(head)) => match offer(fast, session, head).await {
+                // Boxed: inline, its state (a whole HTTP/1 session) would
+                // grow every waiting connection's task by kilobytes.
+                (Some(fast), Some(head)) => match Box::pin(offer(fast, session, head)).await {
                     Offered::Answered(reused) => reused,
                     Offered::Declined(session, decided) => {
                         hand_over(&self.app, session, decided, shutdown).await
