@@ -108,10 +108,10 @@ pub struct ProxyConfig {
     /// rate, only the pause limit.
     pub body_min_rate: u64,
     /// Answer what the edge answers itself (a page from the cache, a
-    /// refusal; HTTP/1 and HTTP/2) on edgepop's own path, before pingora-proxy builds
-    /// its request future; the same rules and bytes either way
-    /// (docs/OPERATIONS.md "The fast path"). false: every request goes
-    /// through Pingora's proxy phases.
+    /// refusal), over HTTP/1 and HTTP/2, on edgepop's own path before
+    /// pingora-proxy builds its request future; the same rules and bytes
+    /// either way (docs/OPERATIONS.md "The fast path"). false: every
+    /// request goes through Pingora's proxy phases.
     pub fast_path: bool,
 }
 

@@ -39,8 +39,10 @@ pub trait FastPath: Send + Sync + 'static {
     /// Offer requests at all (asked per request: it may follow reloads).
     fn enabled(&self) -> bool;
 
-    /// `session` holds a request whose head is read and whose body is
-    /// empty: answer it on the session, or decline without writing.
+    /// `session` holds a GET or HEAD whose head is read (its body, if any,
+    /// is not): answer it on the session, or decline without writing. A
+    /// request with a body must be declined (HTTP/2 streams with one are
+    /// never offered; HTTP/1 is checked by the implementation).
     async fn serve(&self, session: &mut ServerSession) -> Served;
 }
 
