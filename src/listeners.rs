@@ -160,7 +160,7 @@ fn listener(scheme: Scheme) -> Listener {
 /// Pingora's HTTP server for `proxy`, inside edgepop's keep-alive loop;
 /// with `hot`, the proxy's hot path first (`proxy.fast_path`).
 fn keepalive_loop(conf: &Arc<ServerConf>, proxy: EdgeProxy, edge: &Arc<Edge>, hot: bool) -> Http {
-    let fast = hot.then(|| Arc::new(proxy.hot_path()) as Arc<dyn FastPath>);
+    let fast = hot.then(|| Arc::new(proxy.hot_path(conf)) as Arc<dyn FastPath>);
     let mut http = pingora_proxy::http_proxy(conf, proxy);
     http.server_options = Some(server_options(&edge.state().config.proxy));
     let edge = edge.clone();

@@ -169,7 +169,7 @@ impl Metrics {
         let fast_path = IntCounterVec::new(
             Opts::new(
                 "fast_path_total",
-                "Requests offered to the fast path (proxy.fast_path), by outcome: answered (by the edge, before pingora-proxy), declined (on to Pingora's phases)",
+                "Requests offered to the fast path (proxy.fast_path), by outcome: answered (by the edge, before pingora-proxy), proxied (to an origin server, before pingora-proxy), declined (on to Pingora's phases)",
             ),
             &["outcome"],
         )

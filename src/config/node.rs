@@ -108,8 +108,9 @@ pub struct ProxyConfig {
     /// rate, only the pause limit.
     pub body_min_rate: u64,
     /// Answer what the edge answers itself (a page from the cache, a
-    /// refusal), over HTTP/1 and HTTP/2, on edgepop's own path before
-    /// pingora-proxy builds its request future; the same rules and bytes
+    /// refusal), over HTTP/1 and HTTP/2, and small GETs for an origin over
+    /// HTTP/1, on edgepop's own path before pingora-proxy builds its
+    /// request future; the same rules and bytes
     /// either way (docs/OPERATIONS.md "The fast path"). false: every
     /// request goes through Pingora's proxy phases.
     pub fast_path: bool,

@@ -27,6 +27,10 @@ pub type Decided = Box<dyn Any + Send + Sync>;
 pub enum Served {
     /// Answered on the session (written, logged, counted).
     Answered,
+    /// Answered, but the response was cut short (its upstream failed, or
+    /// the client went away, mid-body): the connection ends now, the
+    /// response unfinished, so a client never takes a part for the whole.
+    Broken,
     /// Not answered: nothing was written. What was decided, if anything,
     /// is the proxy's to take (`handed_over`).
     Declined(Option<Decided>),
@@ -95,6 +99,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for H2Offer<A> {
                 let _ = session.finish().await; // an HTTP/2 stream is not reused
                 None
             }
+            Served::Broken => None, // dropped unfinished: the stream is reset
             Served::Declined(decided) => hand_over(&self.app, session, decided, shutdown).await,
         }
     }

@@ -298,6 +298,8 @@ async fn offer(fast: &dyn FastPath, mut session: ServerSession, head: BytesMut) 
                 let reused = reusable.map(|r| ReusedHttpStream::from_reusable_stream(r, kept));
                 return Offered::Answered(reused);
             }
+            // Dropped unfinished: the connection closes.
+            Served::Broken => return Offered::Answered(None),
             Served::Declined(decided) => {
                 // The same session goes on, its request read once (the
                 // pingora-core patch `keep_request`).

@@ -2,10 +2,12 @@
 //! (`conn/idle.rs`) has read, or an HTTP/2 stream (`conn::H2Offer`), answered by the edge itself before
 //! pingora-proxy builds its request future: a storefront page (a cache hit,
 //! 304 included) and every other answer the rules give without an upstream
-//! (a refusal, a redirect). A request that needs an upstream goes on to
+//! (a refusal, a redirect); and a small GET for an origin server
+//! (`origin.rs`). Any other request that needs an upstream goes on to
 //! Pingora's phases with what the rules decided (`RequestCtx`), so no rule
 //! runs twice and none runs on one path only.
 
+use super::origin::{self, Origins};
 use super::respond::answer;
 use super::steps::{decide, new_ctx, prepare, record};
 use crate::conn::{FastPath, Served};
@@ -21,6 +23,7 @@ use std::sync::Arc;
 pub struct HotPath {
     pub(super) edge: Arc<Edge>,
     pub(super) listener: Arc<Listener>,
+    pub(super) origins: Origins,
 }
 
 #[async_trait]
@@ -38,8 +41,18 @@ impl FastPath for HotPath {
         let mut ctx = new_ctx(&self.edge, &self.listener);
         prepare(session, &ctx, &self.listener);
         let Err(answered) = decide(&self.edge, &self.listener, session, &mut ctx).await else {
-            // An upstream is needed: Pingora's phases go on from here.
+            // An upstream is needed: a small GET goes to its origin from
+            // here, anything else on to Pingora's phases.
             ctx.decided = true;
+            if origin::proxiable(session, &ctx) {
+                let served = self.origins.serve(session, ctx).await;
+                let outcome = match served {
+                    Served::Declined(_) => "declined",
+                    _ => "proxied",
+                };
+                METRICS.fast_path.with_label_values(&[outcome]).inc();
+                return served;
+            }
             METRICS.fast_path.with_label_values(&["declined"]).inc();
             return Served::Declined(Some(Box::new(ctx)));
         };

@@ -4,10 +4,12 @@
 //! upstream as Pingora's peer and its errors as refusals (`upstream.rs`);
 //! requests a client gave up on (`cancel.rs`). `fast.rs` is the hot path's
 //! upper half: the same rules, answered before pingora-proxy's phases;
-//! `steps.rs` what both paths do in the same words.
+//! `origin.rs` its proxied GET; `steps.rs` what both paths do in the
+//! same words.
 
 mod cancel;
 mod fast;
+mod origin;
 mod phases;
 mod respond;
 mod steps;
@@ -17,6 +19,7 @@ pub use fast::HotPath;
 
 use crate::edge::Edge;
 use crate::request::Listener;
+use pingora_core::server::configuration::ServerConf;
 use std::sync::Arc;
 
 pub struct EdgeProxy {
@@ -35,11 +38,13 @@ impl EdgeProxy {
         }
     }
 
-    /// The hot path for this proxy's listener (`proxy.fast_path`).
-    pub fn hot_path(&self) -> HotPath {
+    /// The hot path for this proxy's listener (`proxy.fast_path`), with
+    /// its origin connections configured as the proxy's are (`conf`).
+    pub fn hot_path(&self, conf: &ServerConf) -> HotPath {
         HotPath {
             edge: self.edge.clone(),
             listener: self.listener.clone(),
+            origins: origin::Origins::new(conf),
         }
     }
 }

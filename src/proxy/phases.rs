@@ -19,8 +19,10 @@
 //! - `logging`: last, whatever happened: metrics and the access log.
 
 use super::respond::answer;
-use super::steps::{client, decide, new_ctx, prepare, record};
-use super::upstream::{self, body_late, refusal_for, refuse};
+use super::steps::{
+    client, decide, new_ctx, prepare, record, unasked_upgrade, upstream_request, upstream_response,
+};
+use super::upstream::{self, body_late, origin_failed, refusal_for, refuse, timed_out};
 use super::{cancel, EdgeProxy};
 use crate::conn::handed_over;
 use crate::metrics::METRICS;
@@ -75,7 +77,11 @@ impl ProxyHttp for EdgeProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        match choose_upstream(ctx, &session.req_header().method).await {
+        let chosen = match ctx.ahead.take() {
+            Some(chosen) => chosen,
+            None => choose_upstream(ctx, &session.req_header().method).await,
+        };
+        match chosen {
             Ok(chosen) => upstream::http_peer(ctx, &chosen),
             Err(refusal) => Err(refuse(ctx, refusal, None)),
         }
@@ -100,17 +106,14 @@ impl ProxyHttp for EdgeProxy {
             let refusal = Refusal::unavailable("no peer PoP reachable", ctx.retry_after());
             return refuse(ctx, refusal, Some(e));
         }
-        routing::record_origin_failure(ctx);
         // Nothing reached the origin: another server, else a peer PoP.
-        if routing::retry_allowed(ctx, method) || relay::possible(ctx, method) {
-            e.set_retry(true);
-            return e;
+        match routing::connect_failed(ctx, method) {
+            Ok(()) => {
+                e.set_retry(true);
+                e
+            }
+            Err(refusal) => refuse(ctx, refusal, Some(e)),
         }
-        // Out of servers to try: to the client no origin is available; the
-        // cause (addresses, OS errors) goes to the log only.
-        let why = format!("no origin server reachable after {} tries", ctx.tried.len());
-        let refusal = Refusal::unavailable(why, ctx.retry_after());
-        refuse(ctx, refusal, Some(e))
     }
 
     fn error_while_proxy(
@@ -133,28 +136,20 @@ impl ProxyHttp for EdgeProxy {
             let why = "the request body was not received in time";
             return refuse(ctx, Refusal::new(StatusCode::REQUEST_TIMEOUT, why), Some(e));
         }
-        // A slow origin is answered 504 at once: retrying would double the wait.
-        let timed_out = matches!(
-            e.etype(),
-            ErrorType::ReadTimedout | ErrorType::WriteTimedout
-        );
-        let replayable =
-            !timed_out && !ctx.upstream_responded() && !session.as_ref().retry_buffer_truncated();
+        let replayable = !ctx.upstream_responded() && !session.as_ref().retry_buffer_truncated();
         let method = &session.req_header().method;
         if ctx.peer().is_some() {
             // A peer's failure is not held against an origin. Retried only
             // where Pingora's default would: a stale pooled connection.
-            if replayable && method.is_idempotent() {
+            if replayable && !timed_out(&e) && method.is_idempotent() {
                 e.retry.decide_reuse(client_reused);
             } else {
                 e.set_retry(false);
             }
             return e;
         }
-        if e.esource() == &pingora_core::ErrorSource::Upstream && !timed_out {
-            routing::record_origin_failure(ctx);
-        }
-        e.set_retry(replayable && routing::retry_allowed(ctx, method));
+        let retry = origin_failed(ctx, method, &e, replayable);
+        e.set_retry(retry);
         e
     }
 
@@ -194,38 +189,20 @@ impl ProxyHttp for EdgeProxy {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        headers::strip_hop_by_hop_request(upstream);
-        // A relayed request keeps the forwarding headers of the PoP the
-        // client landed on: the peer's address is not the client's.
-        let client_ip = client(session)
-            .filter(|_| ctx.relayed_from.is_none())
-            .map(|a| a.ip().to_string());
-        headers::add_forwarded(upstream, ctx, client_ip);
-        if ctx.peer().is_some() {
-            relay::upstream_request(upstream, ctx);
-        } else {
-            ctx.sent_to_origin = true;
-        }
+        upstream_request(session, upstream, ctx);
         Ok(())
     }
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if ctx.peer().is_some() {
-            relay::response(upstream, ctx);
-        } else {
-            ctx.origin_elapsed = ctx.origin_started.map(|s| s.elapsed());
-            if let Some(guard) = &ctx.inflight {
-                guard.backend().record_success();
-            }
+        if let Some(e) = unasked_upgrade(session.req_header(), upstream) {
+            return Err(e);
         }
-        headers::strip_hop_by_hop_response(upstream);
-        // Speak HTTP/1.1 to clients even when an origin answers in 1.0.
-        upstream.set_version(http::Version::HTTP_11);
+        upstream_response(upstream, ctx);
         Ok(())
     }
 

@@ -7,9 +7,10 @@ use crate::edge::Edge;
 use crate::metrics::METRICS;
 use crate::request::log::{self, Exchange};
 use crate::request::route;
-use crate::request::{admit, relay, routing, Answer, Listener, RequestCtx};
+use crate::request::{admit, headers, relay, routing, Answer, Listener, RequestCtx};
 use pingora_core::protocols::http::ServerSession;
-use pingora_core::Error;
+use pingora_core::{Error, ErrorType};
+use pingora_http::{RequestHeader, ResponseHeader};
 use std::net::SocketAddr;
 
 /// A new request's context: the config generation in force, counted as
@@ -57,6 +58,54 @@ pub(super) async fn decide(
     let req = session.req_header();
     let domain = admit(edge, listener, req, client, ctx).await?;
     routing::route(edge, req, &domain, ctx).await
+}
+
+/// The upstream request head (a copy of the client's): hop-by-hop fields
+/// out, the forwarding headers in; a relay's id.
+pub(super) fn upstream_request(
+    session: &ServerSession,
+    upstream: &mut RequestHeader,
+    ctx: &mut RequestCtx,
+) {
+    headers::strip_hop_by_hop_request(upstream);
+    // A relayed request keeps the forwarding headers of the PoP the
+    // client landed on: the peer's address is not the client's.
+    let client_ip = client(session)
+        .filter(|_| ctx.relayed_from.is_none())
+        .map(|a| a.ip().to_string());
+    headers::add_forwarded(upstream, ctx, client_ip);
+    if ctx.peer().is_some() {
+        relay::upstream_request(upstream, ctx);
+    } else {
+        ctx.sent_to_origin = true;
+    }
+}
+
+/// An upstream's 101 to a request that asked for no upgrade: an error (a
+/// 502, as nginx answers it), since forwarded it would turn the client's
+/// connection into a tunnel the client never asked for.
+pub(super) fn unasked_upgrade(req: &RequestHeader, resp: &ResponseHeader) -> Option<Box<Error>> {
+    let asked = req.headers.contains_key(http::header::UPGRADE);
+    (resp.status == http::StatusCode::SWITCHING_PROTOCOLS && !asked).then(|| {
+        let why = "101 response to a request that asked for no upgrade";
+        Error::explain(ErrorType::InvalidHTTPHeader, why).into_up()
+    })
+}
+
+/// The upstream's response head as it arrived: what a peer said of its
+/// work noted, the origin's success counted, hop-by-hop fields out.
+pub(super) fn upstream_response(upstream: &mut ResponseHeader, ctx: &mut RequestCtx) {
+    if ctx.peer().is_some() {
+        relay::response(upstream, ctx);
+    } else {
+        ctx.origin_elapsed = ctx.origin_started.map(|s| s.elapsed());
+        if let Some(guard) = &ctx.inflight {
+            guard.backend().record_success();
+        }
+    }
+    headers::strip_hop_by_hop_response(upstream);
+    // Speak HTTP/1.1 to clients even when an origin answers in 1.0.
+    upstream.set_version(http::Version::HTTP_11);
 }
 
 /// The end of every request, whichever path served it: its slot given

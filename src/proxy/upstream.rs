@@ -2,7 +2,7 @@
 //! the rules chose, and what an error from Pingora means (a refusal for
 //! the client, a body the client is late with).
 
-use crate::request::{Refusal, RequestCtx, Upstream};
+use crate::request::{routing, Refusal, RequestCtx, Upstream};
 use http::StatusCode;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorSource, ErrorType, Result};
@@ -96,6 +96,33 @@ pub fn refusal_for(e: &Error, ctx: &mut RequestCtx) -> Option<Refusal> {
         StatusCode::SERVICE_UNAVAILABLE => Refusal::unavailable(reason, ctx.retry_after()),
         _ => Refusal::new(status, reason),
     })
+}
+
+/// A read or write of the upstream's that took too long: a slow upstream
+/// is answered 504 at once, since retrying would double the wait.
+pub fn timed_out(e: &Error) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout
+    )
+}
+
+/// An attempt at the origin failed after its connection was made: the
+/// failure counted against the server when it was the server's (not a
+/// slow one's, not the client's); true: another server may be tried
+/// (`replayable`: nothing of the response arrived, the request can be
+/// sent again).
+pub fn origin_failed(
+    ctx: &mut RequestCtx,
+    method: &http::Method,
+    e: &Error,
+    replayable: bool,
+) -> bool {
+    let timed_out = timed_out(e);
+    if e.esource() == &ErrorSource::Upstream && !timed_out {
+        routing::record_origin_failure(ctx);
+    }
+    replayable && !timed_out && routing::retry_allowed(ctx, method)
 }
 
 /// A read timed out because the client's body is late: its own read

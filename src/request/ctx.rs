@@ -134,6 +134,9 @@ pub struct RequestCtx {
     pub relayed_from: Option<PopId>,
     /// The upstream of the current attempt (None: none chosen yet).
     pub upstream: Option<Upstream>,
+    /// The first attempt's choice, made by the fast path before it handed
+    /// the request on: the next attempt takes it instead of choosing again.
+    pub ahead: Option<Result<Upstream, Refusal>>,
     /// Relaying to a peer: why, and what the peer said of its work.
     pub relay: Option<Relay>,
     /// The edge's own answer for a request that ended in an error (kept
@@ -196,6 +199,7 @@ impl RequestCtx {
             sent_to_origin: false,
             relayed_from: None,
             upstream: None,
+            ahead: None,
             relay: None,
             refusal: None,
             decided: false,

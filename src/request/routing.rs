@@ -155,6 +155,20 @@ pub fn retry_allowed(ctx: &RequestCtx, method: &http::Method) -> bool {
         && ctx.tried.len() < pool_size
 }
 
+/// The connection to this attempt's origin failed (nothing reached it):
+/// the failure counted; Ok, another server may be tried, else a peer PoP;
+/// Err, the refusal the client gets.
+pub fn connect_failed(ctx: &mut RequestCtx, method: &http::Method) -> Result<(), Refusal> {
+    record_origin_failure(ctx);
+    if retry_allowed(ctx, method) || relay::possible(ctx, method) {
+        return Ok(());
+    }
+    // To the client no origin is available; the cause (addresses, OS
+    // errors) goes to the log only.
+    let why = format!("no origin server reachable after {} tries", ctx.tried.len());
+    Err(Refusal::unavailable(why, ctx.retry_after()))
+}
+
 /// The origin of this attempt failed: its slot given back, the failure
 /// counted against it (ejected after `max_fails` in a row).
 pub fn record_origin_failure(ctx: &mut RequestCtx) {
