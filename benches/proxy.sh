@@ -43,7 +43,9 @@ if [[ " $PEERS " == *" caddy "* ]]; then
 {
   admin off
   auto_https off
-  servers { protocols h1 }
+  servers {
+    protocols h1
+  }
 }
 http://:19380 {
   bind 127.0.0.1
