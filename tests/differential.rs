@@ -16,6 +16,11 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// What the fast path did, by outcome (its metric).
+const ANSWERED: &str = r#"edgepop_fast_path_total{outcome="answered"}"#;
+const PROXIED: &str = r#"edgepop_fast_path_total{outcome="proxied"}"#;
+const DECLINED: &str = r#"edgepop_fast_path_total{outcome="declined"}"#;
+
 /// What the origin received, by the `x-item` header of each request.
 type Received = Arc<Mutex<BTreeMap<String, Vec<String>>>>;
 
@@ -514,9 +519,7 @@ async fn the_fast_path_and_the_proxy_phases_give_the_same_bytes() {
     assert!(answered("x-edge-cache: BYPASS") > 20, "few proxied answers");
     assert!(with_fast.iter().filter(|(_, o)| !o.is_empty()).count() > 20);
     // And the two nodes took their two paths.
-    let answered = r#"edgepop_fast_path_total{outcome="answered"}"#;
-    let proxied = r#"edgepop_fast_path_total{outcome="proxied"}"#;
-    let declined = r#"edgepop_fast_path_total{outcome="declined"}"#;
+    let (answered, proxied, declined) = (ANSWERED, PROXIED, DECLINED);
     assert!(
         fast.metric(answered).await > 100.0,
         "the fast path answered few"
@@ -695,12 +698,11 @@ async fn the_fast_path_and_the_proxy_phases_agree_over_http2() {
         .filter(|(a, _)| a.contains("x-edge-cache: HIT"))
         .count();
     assert!(hits > 10, "few page hits over HTTP/2");
-    let answered = r#"edgepop_fast_path_total{outcome="answered"}"#;
     assert!(
-        fast.metric(answered).await >= hits as f64,
+        fast.metric(ANSWERED).await >= hits as f64,
         "the hits took the fast path"
     );
-    assert_eq!(phases.metric(answered).await, 0.0);
+    assert_eq!(phases.metric(ANSWERED).await, 0.0);
 }
 
 /// A hot proxied GET whose origin refuses the connection is tried again on
@@ -736,16 +738,14 @@ async fn a_failed_origin_is_retried_the_same_on_both_paths() {
             seen[&n.to_string()]
         );
     }
-    let proxied = r#"edgepop_fast_path_total{outcome="proxied"}"#;
-    let declined = r#"edgepop_fast_path_total{outcome="declined"}"#;
     // Picked first (about half the time), the dead server hands the
     // request on to the phases after one try; else the fast path serves it.
     assert!(
-        fast.metric(proxied).await > 0.0,
+        fast.metric(PROXIED).await > 0.0,
         "none proxied on the fast path"
     );
     assert!(
-        fast.metric(declined).await > 0.0,
+        fast.metric(DECLINED).await > 0.0,
         "none handed on after a failure"
     );
 
