@@ -21,6 +21,7 @@ pub struct Metrics {
     pub cache_entries: IntGaugeVec,
     pub cache_bytes: IntGaugeVec,
     pub replica_up: IntGauge,
+    pub access_log_dropped: IntGauge,
     pub replica_reads: IntCounterVec,
     pub tls_handshakes: IntCounterVec,
     pub connections_open: IntGauge,
@@ -124,6 +125,11 @@ impl Metrics {
         )
         .expect("metric");
         let replica_up = IntGauge::new("replica_up", "1 when the replica answers").expect("metric");
+        let access_log_dropped = IntGauge::new(
+            "access_log_lines_dropped",
+            "Access-log lines dropped since start because the log writer was 128,000 lines behind (the log's disk slower than the traffic)",
+        )
+        .expect("metric");
         let replica_reads = IntCounterVec::new(
             Opts::new(
                 "replica_reads_total",
@@ -259,7 +265,7 @@ impl Metrics {
             &["outcome"],
         )
         .expect("metric");
-        let collectors: [Box<dyn prometheus::core::Collector>; 30] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 31] = [
             Box::new(peer_handshakes.clone()),
             Box::new(relays.clone()),
             Box::new(relays_refused.clone()),
@@ -290,6 +296,7 @@ impl Metrics {
             Box::new(cache_entries.clone()),
             Box::new(cache_bytes.clone()),
             Box::new(replica_up.clone()),
+            Box::new(access_log_dropped.clone()),
         ];
         for c in collectors {
             registry.register(c).expect("register");
@@ -308,6 +315,7 @@ impl Metrics {
             cache_entries,
             cache_bytes,
             replica_up,
+            access_log_dropped,
             replica_reads,
             tls_handshakes,
             connections_open,

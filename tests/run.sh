@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 
 # openssl: test certificates; socat: TLS in front of the broker;
 # pebble (+ pebble-challtestsrv): the ACME CA of the certificate tests;
-# bird2 + iproute2: the anycast tests (BGP between network namespaces).
-bash conf/build-deps.sh openssl socat pebble bird2 iproute2
+# bird2 + iproute2: the anycast tests (BGP between network namespaces);
+# logrotate: the shipped rotation file, run by logrotate (tests/logs.rs).
+bash conf/build-deps.sh openssl socat pebble bird2 iproute2 logrotate
 
 # Kafka: the tansu broker (about 8 minutes to build once per machine).
 if ! command -v tansu >/dev/null; then

@@ -12,7 +12,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
 pub fn run(rt: &tokio::runtime::Runtime, config: &Config) -> ExitCode {
-    super::run::init_logging(&config.log.level);
+    super::logs::init_logging(&config.log.level);
     let Some(anycast) = config.anycast.clone() else {
         eprintln!("error: the config has no [anycast] section");
         return ExitCode::from(2);

@@ -2,6 +2,7 @@
 //! and `ttfb` (the load testers' tool).
 
 mod anycast;
+mod logs;
 mod replica;
 mod run;
 mod tls;

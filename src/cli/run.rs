@@ -1,6 +1,7 @@
 //! `edgepop run`: wires the services into one Pingora server (which owns
 //! the listening sockets, signals and the graceful upgrade).
 
+use super::logs;
 use crate::admin::AdminApp;
 use crate::config::{Config, TlsConfig};
 use crate::conn::{connection_budget, Connections};
@@ -18,7 +19,7 @@ use pingora_core::server::{
 use pingora_core::services::background::{background_service, BackgroundService};
 use pingora_core::services::listening::Service;
 use std::error::Error;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -28,7 +29,7 @@ use tokio::sync::broadcast;
 use tracing::{info, warn};
 
 pub fn run(config: Config, path: &Path, upgrade: bool, daemon: bool) -> ExitCode {
-    init_logging(&config.log.level);
+    logs::init_logging(&config.log.level);
     access_log::configure(&config.log.access);
 
     let drain = config.server.drain_timeout;
@@ -118,6 +119,7 @@ pub fn run(config: Config, path: &Path, upgrade: bool, daemon: bool) -> ExitCode
         "control",
         Control {
             edge: edge.clone(),
+            error_log: config.log.error_log.clone().filter(|_| daemon),
             readiness,
             drain,
             ping_every,
@@ -235,19 +237,12 @@ fn node_name(config: &Config) -> String {
     format!("{}/{}/{}", config.pop.id, host.trim(), std::process::id())
 }
 
-pub(super) fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
-/// Health checks, SIGHUP reloads and the drain at shutdown.
+/// Health checks, SIGHUP reloads, SIGUSR1 log reopening and the drain at
+/// shutdown.
 struct Control {
     edge: Arc<Edge>,
+    /// Where a daemon's stderr goes (reopened on SIGUSR1).
+    error_log: Option<PathBuf>,
     readiness: Arc<Readiness>,
     drain: Duration,
     ping_every: Duration,
@@ -274,8 +269,10 @@ impl BackgroundService for Control {
             });
         }
         let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+        let mut usr1 = signal(SignalKind::user_defined1()).expect("SIGUSR1 handler");
         loop {
             tokio::select! {
+                _ = usr1.recv() => logs::reopen(self.error_log.as_deref()),
                 _ = hup.recv() => {
                     info!("SIGHUP: reloading config");
                     if let Ok(state) = self.edge.reload() {

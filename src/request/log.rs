@@ -4,7 +4,9 @@
 use super::ctx::RequestCtx;
 use crate::metrics::METRICS;
 use serde::Serialize;
+use std::fs::File;
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 use tracing_appender::non_blocking::{NonBlocking, WorkerGuard};
 
@@ -16,6 +18,21 @@ static GUARD: Mutex<Option<WorkerGuard>> = Mutex::new(None);
 /// Where access lines go: "stdout", "off" or a file path. Set once at start.
 pub fn configure(target: &str) {
     let _ = TARGET.set(target.to_string());
+}
+
+/// Opens the access log file again (SIGUSR1, after a rotation renamed it):
+/// lines written before go to the renamed file, the next ones to a new file
+/// at the configured path; none is lost or split between the two.
+pub fn reopen() {
+    REOPEN.store(true, Ordering::Relaxed);
+}
+
+/// Lines dropped because the writer fell its whole queue behind.
+pub fn dropped() -> usize {
+    WRITER
+        .get()
+        .and_then(Option::as_ref)
+        .map_or(0, |w| w.error_counter().dropped_lines())
 }
 
 /// Writes out what is queued (at exit).
@@ -30,11 +47,7 @@ fn writer() -> Option<&'static NonBlocking> {
             let (nb, guard) = match target {
                 "off" => return None,
                 "stdout" => tracing_appender::non_blocking(std::io::stdout()),
-                path => match std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                {
+                path => match LogFile::open(path) {
                     Ok(f) => tracing_appender::non_blocking(f),
                     Err(e) => {
                         tracing::error!(%path, "cannot open access log: {e}; using stdout");
@@ -46,6 +59,55 @@ fn writer() -> Option<&'static NonBlocking> {
             Some(nb)
         })
         .as_ref()
+}
+
+static REOPEN: AtomicBool = AtomicBool::new(false);
+
+/// The access log as a file that can be opened again at its path, between
+/// two lines (the writer thread writes each line whole, ending in `\n`).
+struct LogFile {
+    path: String,
+    file: File,
+    at_line_start: bool,
+}
+
+impl LogFile {
+    fn open(path: &str) -> std::io::Result<Self> {
+        Ok(LogFile {
+            path: path.to_string(),
+            file: Self::append(path)?,
+            at_line_start: true,
+        })
+    }
+
+    fn append(path: &str) -> std::io::Result<File> {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    }
+}
+
+impl Write for LogFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.at_line_start && REOPEN.swap(false, Ordering::Relaxed) {
+            match Self::append(&self.path) {
+                Ok(file) => self.file = file,
+                // Kept on the old file: nothing is lost, and the next
+                // SIGUSR1 tries again.
+                Err(e) => tracing::error!(path = %self.path, "cannot reopen access log: {e}"),
+            }
+        }
+        let n = self.file.write(buf)?;
+        if n > 0 {
+            self.at_line_start = buf[n - 1] == b'\n';
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
 }
 
 #[derive(Serialize)]
