@@ -1,5 +1,5 @@
-//! The hot path's proxied GET: a small GET or HEAD over HTTP/1 sent to a
-//! server of its origin pool and answered from there, without
+//! The hot path's proxied GET: a GET or HEAD over HTTP/1 (no body) sent to
+//! a server of its origin pool and answered from there, without
 //! pingora-proxy's request future (its two halves joined by channels, its
 //! cache and module machinery). Pingora's own sessions do the HTTP: its
 //! connector and pool, its HTTP/1 client session (the response's framing,
@@ -108,9 +108,7 @@ impl Origins {
             }
         }
     }
-}
 
-impl Origins {
     /// A pooled connection to `peer`, else a new one. A new connection's
     /// future (Pingora's connector, TLS included: 8.4 KB) is boxed on its
     /// own, so the request's future, moved whole into a box on every
