@@ -52,9 +52,6 @@ impl AdminApp {
         METRICS
             .replica_up
             .set(self.edge.data.storefront.replica_up() as i64);
-        METRICS
-            .access_log_dropped
-            .set(crate::request::log::dropped() as i64);
         METRICS.render()
     }
 

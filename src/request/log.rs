@@ -27,14 +27,6 @@ pub fn reopen() {
     REOPEN.store(true, Ordering::Relaxed);
 }
 
-/// Lines dropped because the writer fell its whole queue behind.
-pub fn dropped() -> usize {
-    WRITER
-        .get()
-        .and_then(Option::as_ref)
-        .map_or(0, |w| w.error_counter().dropped_lines())
-}
-
 /// Writes out what is queued (at exit).
 pub fn flush() {
     drop(crate::locked(&GUARD).take());
@@ -193,6 +185,11 @@ pub fn record(exchange: Exchange<'_>, ctx: &RequestCtx) {
     };
     json.push(b'\n');
     let _ = writer.clone().write_all(&json);
+    // A full queue drops the line (never the request): counted, not silent.
+    let dropped = writer.error_counter().dropped_lines();
+    if dropped > 0 {
+        METRICS.access_log_dropped.set(dropped as i64);
+    }
 }
 
 fn now_rfc3339() -> String {
