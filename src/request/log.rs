@@ -8,12 +8,15 @@ use std::fs::File;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
-use tracing_appender::non_blocking::{NonBlocking, WorkerGuard};
+use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, WorkerGuard};
 
 static TARGET: OnceLock<String> = OnceLock::new();
 // Started on first use, so a daemonising fork cannot lose the writer thread.
 static WRITER: OnceLock<Option<NonBlocking>> = OnceLock::new();
 static GUARD: Mutex<Option<WorkerGuard>> = Mutex::new(None);
+// The writer's count of dropped lines, kept once (asked of the writer, it
+// is an `Arc` cloned on every request).
+static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
 
 /// Where access lines go: "stdout", "off" or a file path. Set once at start.
 pub fn configure(target: &str) {
@@ -48,6 +51,7 @@ fn writer() -> Option<&'static NonBlocking> {
                 },
             };
             *crate::locked(&GUARD) = Some(guard);
+            let _ = DROPPED.set(nb.error_counter());
             Some(nb)
         })
         .as_ref()
@@ -186,7 +190,7 @@ pub fn record(exchange: Exchange<'_>, ctx: &RequestCtx) {
     json.push(b'\n');
     let _ = writer.clone().write_all(&json);
     // A full queue drops the line (never the request): counted, not silent.
-    let dropped = writer.error_counter().dropped_lines();
+    let dropped = DROPPED.get().map_or(0, ErrorCounter::dropped_lines);
     if dropped > 0 {
         METRICS.access_log_dropped.set(dropped as i64);
     }
