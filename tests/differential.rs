@@ -514,36 +514,35 @@ async fn the_fast_path_and_the_proxy_phases_give_the_same_bytes() {
     assert!(answered("x-edge-cache: BYPASS") > 20, "few proxied answers");
     assert!(with_fast.iter().filter(|(_, o)| !o.is_empty()).count() > 20);
     // And the two nodes took their two paths.
-    let (answered, proxied, declined) = (ANSWERED, PROXIED, DECLINED);
     assert!(
-        fast.metric(answered).await > 100.0,
+        fast.metric(ANSWERED).await > 100.0,
         "the fast path answered few"
     );
     assert!(
-        fast.metric(proxied).await > 50.0,
+        fast.metric(PROXIED).await > 50.0,
         "the fast path proxied few"
     );
     assert!(
-        fast.metric(declined).await > 20.0,
+        fast.metric(DECLINED).await > 20.0,
         "the fast path declined few"
     );
     assert_eq!(
-        phases.metric(answered).await
-            + phases.metric(proxied).await
-            + phases.metric(declined).await,
+        phases.metric(ANSWERED).await
+            + phases.metric(PROXIED).await
+            + phases.metric(DECLINED).await,
         0.0
     );
 
     // A browser's head, cookies and all (3 KiB), comes in one read and
     // takes the fast path too.
-    let before = fast.metric(answered).await;
+    let before = fast.metric(ANSWERED).await;
     let cookie = "c".repeat(3000);
     let req = format!(
         "GET / HTTP/1.1\r\nHost: shop.localhost\r\nCookie: s={cookie}\r\nConnection: close\r\n\r\n"
     );
     let answer = masked(&exchange(fast.http, &item("cookies".into(), req)).await);
     assert!(answer.contains("x-edge-cache: HIT"), "{answer}");
-    assert_eq!(fast.metric(answered).await, before + 1.0);
+    assert_eq!(fast.metric(ANSWERED).await, before + 1.0);
 }
 
 /// One HTTPS node and its local CA's root, for HTTP/2.

@@ -15,11 +15,16 @@ fn lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rotating_the_access_log_under_load_loses_no_line() {
+/// A node serving the demo store's pages, its access log in its dir.
+async fn demo_node() -> Edge {
     let edge = Edge::prepare(&idle_pool());
     edge.load_demo();
-    let edge = edge.launch(false).await;
+    edge.launch(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_the_access_log_under_load_loses_no_line() {
+    let edge = demo_node().await;
     let dir = edge.dir.path().to_path_buf();
     let log = dir.join("access.log");
 
@@ -130,9 +135,7 @@ impl Drop for Daemon {
 /// and after are all there, in the rotated file and the new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shipped_logrotate_file_rotates_without_losing_a_line() {
-    let edge = Edge::prepare(&idle_pool());
-    edge.load_demo();
-    let edge = edge.launch(false).await;
+    let edge = demo_node().await;
     let dir = edge.dir.path().to_path_buf();
     let d = dir.display().to_string();
     let shipped = std::fs::read_to_string("conf/logrotate/edgepop").unwrap();

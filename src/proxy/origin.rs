@@ -14,7 +14,7 @@
 //! peer, a retry after a failed attempt (its failure already counted), a
 //! refusal (written where every refusal is, in `fail_to_proxy`).
 
-use super::steps::{record, unasked_upgrade, upstream_request, upstream_response};
+use super::steps::{record, upstream_request, upstream_response};
 use super::upstream::{http_peer, origin_failed, refusal_for};
 use crate::conn::Served;
 use crate::request::{choose_upstream, headers, routing, Refusal, RequestCtx, Upstream};
@@ -74,7 +74,7 @@ impl Origins {
         let sent = send(session, &mut origin, &mut ctx).await;
         let exchanged = match sent {
             Ok(()) => relay(session, &mut origin, &mut ctx).await,
-            Err(e) => Err(Exchange::Unanswered(e)),
+            Err(e) => Err(Failure::Unanswered(e)),
         };
         match exchanged {
             Ok(()) => {
@@ -84,7 +84,7 @@ impl Origins {
                 record(session, None, &mut ctx);
                 Served::Answered
             }
-            Err(Exchange::Unanswered(e)) => {
+            Err(Failure::Unanswered(e)) => {
                 warn!(origin = %addr, "fast path: {e}; on to the proxy phases");
                 let replayable = !ctx.upstream_responded();
                 if origin_failed(&mut ctx, &method, &e, replayable) {
@@ -100,7 +100,7 @@ impl Origins {
                     }
                 }
             }
-            Err(Exchange::CutShort(e)) => {
+            Err(Failure::CutShort(e)) => {
                 origin_failed(&mut ctx, &method, &e, false);
                 ctx.error_reason = Some(e.to_string());
                 record(session, Some(&e), &mut ctx);
@@ -128,8 +128,8 @@ fn hand_on(mut ctx: RequestCtx, ahead: Option<Result<Upstream, Refusal>>) -> Ser
     Served::Declined(Some(Box::new(ctx)))
 }
 
-/// How an exchange with the origin failed.
-enum Exchange {
+/// How an attempt at the origin failed.
+enum Failure {
     /// Before anything was written to the client.
     Unanswered(Box<Error>),
     /// After the response began.
@@ -165,7 +165,7 @@ async fn relay(
     session: &mut ServerSession,
     origin: &mut HttpSession,
     ctx: &mut RequestCtx,
-) -> Result<(), Exchange> {
+) -> Result<(), Failure> {
     loop {
         let mut tasks = Vec::with_capacity(BATCH);
         tasks.push(read_task(origin).await);
@@ -180,19 +180,18 @@ async fn relay(
             let HttpTask::Header(head, end) = task else {
                 continue;
             };
-            if let Some(e) = unasked_upgrade(session.req_header(), head) {
+            if let Err(e) = upstream_response(session.req_header(), head, ctx) {
                 *task = HttpTask::Failed(e);
                 break;
             }
-            upstream_response(head, ctx);
             chunk_if_unframed(&session.req_header().method, head, *end);
             headers::decorate(head, ctx);
         }
         match session.response_duplex_vec(tasks).await {
             Ok(true) => return Ok(()),
             Ok(false) => continue,
-            Err(e) if session.response_written().is_none() => return Err(Exchange::Unanswered(e)),
-            Err(e) => return Err(Exchange::CutShort(e)),
+            Err(e) if session.response_written().is_none() => return Err(Failure::Unanswered(e)),
+            Err(e) => return Err(Failure::CutShort(e)),
         }
     }
 }

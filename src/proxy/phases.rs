@@ -19,9 +19,7 @@
 //! - `logging`: last, whatever happened: metrics and the access log.
 
 use super::respond::answer;
-use super::steps::{
-    client, decide, new_ctx, prepare, record, unasked_upgrade, upstream_request, upstream_response,
-};
+use super::steps::{client, decide, new_ctx, prepare, record, upstream_request, upstream_response};
 use super::upstream::{self, body_late, origin_failed, refusal_for, refuse, timed_out};
 use super::{cancel, EdgeProxy};
 use crate::conn::handed_over;
@@ -199,11 +197,7 @@ impl ProxyHttp for EdgeProxy {
         upstream: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(e) = unasked_upgrade(session.req_header(), upstream) {
-            return Err(e);
-        }
-        upstream_response(upstream, ctx);
-        Ok(())
+        upstream_response(session.req_header(), upstream, ctx)
     }
 
     async fn response_filter(

@@ -81,20 +81,21 @@ pub(super) fn upstream_request(
     }
 }
 
-/// An upstream's 101 to a request that asked for no upgrade: an error (a
-/// 502, as nginx answers it), since forwarded it would turn the client's
-/// connection into a tunnel the client never asked for.
-pub(super) fn unasked_upgrade(req: &RequestHeader, resp: &ResponseHeader) -> Option<Box<Error>> {
-    let asked = req.headers.contains_key(http::header::UPGRADE);
-    (resp.status == http::StatusCode::SWITCHING_PROTOCOLS && !asked).then(|| {
-        let why = "101 response to a request that asked for no upgrade";
-        Error::explain(ErrorType::InvalidHTTPHeader, why).into_up()
-    })
-}
-
 /// The upstream's response head as it arrived: what a peer said of its
-/// work noted, the origin's success counted, hop-by-hop fields out.
-pub(super) fn upstream_response(upstream: &mut ResponseHeader, ctx: &mut RequestCtx) {
+/// work noted, the origin's success counted, hop-by-hop fields out. A 101
+/// to a request that asked for no upgrade is an error (a 502, as nginx
+/// answers it): forwarded, it would turn the client's connection into a
+/// tunnel the client never asked for.
+pub(super) fn upstream_response(
+    req: &RequestHeader,
+    upstream: &mut ResponseHeader,
+    ctx: &mut RequestCtx,
+) -> Result<(), Box<Error>> {
+    let asked = req.headers.contains_key(http::header::UPGRADE);
+    if upstream.status == http::StatusCode::SWITCHING_PROTOCOLS && !asked {
+        let why = "101 response to a request that asked for no upgrade";
+        return Err(Error::explain(ErrorType::InvalidHTTPHeader, why).into_up());
+    }
     if ctx.peer().is_some() {
         relay::response(upstream, ctx);
     } else {
@@ -106,6 +107,7 @@ pub(super) fn upstream_response(upstream: &mut ResponseHeader, ctx: &mut Request
     headers::strip_hop_by_hop_response(upstream);
     // Speak HTTP/1.1 to clients even when an origin answers in 1.0.
     upstream.set_version(http::Version::HTTP_11);
+    Ok(())
 }
 
 /// The end of every request, whichever path served it: its slot given
