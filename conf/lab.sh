@@ -242,6 +242,7 @@ case "${1:-}" in
   down) down ;;
   curl) in_ns client curl -sS -i --max-time 5 -H "Host: ${HOST:-demo.localhost}" "http://$ANYCAST${2:-/}" ;;
   route) in_ns router birdc -s "$LAB_DIR/router/bird.ctl" show route "$ANYCAST/32" all ;;
+  anycast-metrics) in_ns "$2" curl -sS --max-time 5 http://127.0.0.1:9181/metrics ;;
   stop) pid=$(cat "$LAB_DIR/$2/edgepop.lab-pid"); kill -"${3:-TERM}" "$pid" ;;
   start) start_pop "$2" ;;
   client) shift; in_ns client "$@" ;;

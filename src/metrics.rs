@@ -1,8 +1,8 @@
 //! Prometheus metrics of the node, in one registry.
 
 use prometheus::{
-    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    exponential_buckets, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -40,6 +40,10 @@ pub struct Metrics {
     pub relays_refused: IntCounterVec,
     pub peer_up: IntGaugeVec,
     pub overflow: IntCounterVec,
+    pub ready: IntGauge,
+    pub build_info: IntGaugeVec,
+    pub tls_held: IntGauge,
+    pub tls_soonest_expiry: Gauge,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -50,9 +54,9 @@ impl Metrics {
         let requests = IntCounterVec::new(
             Opts::new(
                 "requests_total",
-                "Responses sent, by status and x-edge-cache",
+                "Responses sent, by status, x-edge-cache and the site's tier (none: no site, e.g. 421)",
             ),
-            &["status", "cache"],
+            &["status", "cache", "tier"],
         )
         .expect("metric");
         let latency = HistogramVec::new(
@@ -265,7 +269,35 @@ impl Metrics {
             &["outcome"],
         )
         .expect("metric");
-        let collectors: [Box<dyn prometheus::core::Collector>; 31] = [
+        let ready = IntGauge::new(
+            "ready",
+            "1 while /readyz answers ready (the anycast companion announces the prefix), 0 otherwise",
+        )
+        .expect("metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new("build_info", "Always 1: the running binary's version"),
+            &["version"],
+        )
+        .expect("metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        let tls_held = IntGauge::new(
+            "tls_certificates_held",
+            "Certificates this node holds in memory (obtained or loaded on demand, and static)",
+        )
+        .expect("metric");
+        let tls_soonest_expiry = Gauge::new(
+            "tls_certificate_soonest_expiry_timestamp_seconds",
+            "Not-after (unix time) of the soonest-expiring certificate held; +Inf when none is held",
+        )
+        .expect("metric");
+        tls_soonest_expiry.set(f64::INFINITY);
+        let collectors: [Box<dyn prometheus::core::Collector>; 35] = [
+            Box::new(ready.clone()),
+            Box::new(build_info.clone()),
+            Box::new(tls_held.clone()),
+            Box::new(tls_soonest_expiry.clone()),
             Box::new(peer_handshakes.clone()),
             Box::new(relays.clone()),
             Box::new(relays_refused.clone()),
@@ -334,13 +366,17 @@ impl Metrics {
             relays_refused,
             peer_up,
             overflow,
+            ready,
+            build_info,
+            tls_held,
+            tls_soonest_expiry,
         }
     }
 
-    pub fn observe_request(&self, status: u16, cache: &str, elapsed: Duration) {
+    pub fn observe_request(&self, status: u16, cache: &str, tier: &str, elapsed: Duration) {
         let mut buf = itoa::Buffer::new();
         self.requests
-            .with_label_values(&[buf.format(status), cache])
+            .with_label_values(&[buf.format(status), cache, tier])
             .inc();
         self.latency
             .with_label_values(&[cache])
@@ -348,8 +384,79 @@ impl Metrics {
     }
 
     pub fn render(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        out
+        encode(&self.registry)
     }
+}
+
+/// The anycast companion's own metrics (`edgepop anycast`, a process apart
+/// from the node): what BIRD was last told, and how the checks went.
+pub struct AnycastMetrics {
+    registry: Registry,
+    pub announced: IntGauge,
+    pub node_ready: IntGauge,
+    pub checks: IntCounterVec,
+    pub daemon_errors: IntCounter,
+}
+
+impl AnycastMetrics {
+    pub fn new(prefix: &str) -> Self {
+        let registry =
+            Registry::new_custom(Some("edgepop_anycast".into()), None).expect("registry");
+        let announced = IntGauge::with_opts(
+            Opts::new(
+                "announced",
+                "1 when the BGP daemon last confirmed the prefix announced, 0 withdrawn (or not yet told)",
+            )
+            .const_label("prefix", prefix),
+        )
+        .expect("metric");
+        let node_ready = IntGauge::new(
+            "node_ready",
+            "The node's last readiness check: 1 ready, 0 not",
+        )
+        .expect("metric");
+        let checks = IntCounterVec::new(
+            Opts::new(
+                "checks_total",
+                "Readiness checks of the node, by result: ready, not_ready",
+            ),
+            &["result"],
+        )
+        .expect("metric");
+        for result in ["ready", "not_ready"] {
+            checks.with_label_values(&[result]);
+        }
+        let daemon_errors = IntCounter::new(
+            "daemon_errors_total",
+            "Announce or withdraw commands the BGP daemon refused or did not answer",
+        )
+        .expect("metric");
+        let collectors: [Box<dyn prometheus::core::Collector>; 4] = [
+            Box::new(announced.clone()),
+            Box::new(node_ready.clone()),
+            Box::new(checks.clone()),
+            Box::new(daemon_errors.clone()),
+        ];
+        for c in collectors {
+            registry.register(c).expect("register");
+        }
+        AnycastMetrics {
+            registry,
+            announced,
+            node_ready,
+            checks,
+            daemon_errors,
+        }
+    }
+
+    pub fn render(&self) -> Vec<u8> {
+        encode(&self.registry)
+    }
+}
+
+/// The text exposition format of everything in `registry`.
+fn encode(registry: &Registry) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = TextEncoder::new().encode(&registry.gather(), &mut out);
+    out
 }

@@ -70,6 +70,14 @@ impl Lab {
         None
     }
 
+    /// One sample of `pop`'s companion's own metrics (its `/metrics`).
+    fn anycast_metric(&self, pop: &str, sample: &str) -> Option<f64> {
+        let out = self.sh(&["anycast-metrics", pop]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+    }
+
     fn logs(&self, pop: &str) -> String {
         let read =
             |f: &str| std::fs::read_to_string(self.dir().join(pop).join(f)).unwrap_or_default();
@@ -131,6 +139,12 @@ async fn the_router_follows_readiness_and_process_death() {
         lab.route(),
         lab.logs("fra1")
     );
+    let announced = r#"edgepop_anycast_announced{prefix="10.99.0.1/32"}"#;
+    assert_eq!(lab.anycast_metric("fra1", announced), Some(1.0));
+    assert_eq!(
+        lab.anycast_metric("fra1", "edgepop_anycast_node_ready"),
+        Some(1.0)
+    );
 
     // fra1's replica goes away: not ready, withdrawn; ams1 takes over.
     common::succeeded(lab.sh(&["replica-stop", "fra1"]), "replica-stop");
@@ -147,6 +161,11 @@ async fn the_router_follows_readiness_and_process_death() {
         "{}",
         lab.logs("fra1")
     );
+    // What an operator's alert sees: withdrawn, and why (checks failing).
+    assert_eq!(lab.anycast_metric("fra1", announced), Some(0.0));
+    let not_ready = r#"edgepop_anycast_checks_total{result="not_ready"}"#;
+    assert!(lab.anycast_metric("fra1", not_ready) >= Some(2.0));
+    assert_eq!(lab.anycast_metric("ams1", announced), Some(1.0));
 
     // Back after the rise count of ready checks.
     common::succeeded(lab.sh(&["replica-start", "fra1"]), "replica-start");

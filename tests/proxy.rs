@@ -175,6 +175,11 @@ async fn error_statuses_carry_edge_route_and_spoofed_route_is_dropped() {
             "{host}: reason body {body:?}"
         );
     }
+    // Counted by the site's tier; a name the edge does not serve has none.
+    let unknown = r#"edgepop_requests_total{cache="BYPASS",status="421",tier="none"}"#;
+    assert_eq!(edge.metric(unknown).await, 1.0);
+    let suspended = r#"edgepop_requests_total{cache="BYPASS",status="403",tier="public"}"#;
+    assert!(edge.metric(suspended).await >= 1.0);
     assert_eq!(fast.hits(), 1, "421/403/400 never reach an origin");
 
     // No Host at all.
@@ -233,6 +238,10 @@ async fn no_reachable_origin_is_503_with_retry_after() {
     let (code, body) = edge.admin_get("/readyz").await;
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("no healthy origin"), "{body}");
+    // What the alerts read: not ready, and the 503s counted for the site's tier.
+    assert_eq!(edge.metric("edgepop_ready").await, 0.0);
+    let refused = r#"edgepop_requests_total{cache="BYPASS",status="503",tier="public"}"#;
+    assert_eq!(edge.metric(refused).await, 2.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

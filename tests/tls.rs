@@ -91,6 +91,16 @@ async fn first_handshake_gets_a_certificate_and_both_http_versions_work() {
         .dir
         .path()
         .join("edgepop-data/tls/certs/shop.test.json");
+    // Watched for the expiry alert: the one certificate held, its not-after.
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&stored).unwrap()).unwrap();
+    assert_eq!(t.edge.metric("edgepop_tls_certificates_held").await, 1.0);
+    assert_eq!(
+        t.edge
+            .metric("edgepop_tls_certificate_soonest_expiry_timestamp_seconds")
+            .await,
+        saved["not_after"].as_f64().expect("not_after in the store"),
+    );
     assert_eq!(
         std::fs::metadata(&stored).unwrap().permissions().mode() & 0o777,
         0o600,
@@ -236,6 +246,16 @@ async fn static_certificates_serve_the_operators_names() {
         .expect("static certificate verifies");
     assert_eq!(r.status(), 200);
     assert_eq!(t.issued().await, 0.0, "no issuance for a static name");
+    // A static certificate is nobody's to renew: its expiry is watched too.
+    let expiry = t
+        .edge
+        .metric("edgepop_tls_certificate_soonest_expiry_timestamp_seconds")
+        .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(expiry > now && expiry < now + 3700.0 * 86400.0, "{expiry}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

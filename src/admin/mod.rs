@@ -2,6 +2,8 @@
 //! `/readyz`, `/status`. Served by Pingora's HTTP server app, so it needs no
 //! HTTP code of its own.
 
+pub mod exporter;
+
 use crate::edge::Edge;
 use crate::failover::{Readiness, RelayReason};
 use crate::metrics::METRICS;
@@ -22,7 +24,7 @@ impl AdminApp {
         AdminApp { edge, readiness }
     }
 
-    fn metrics(&self) -> Vec<u8> {
+    async fn metrics(&self) -> Vec<u8> {
         // Per-backend gauges are read at scrape time from the live pools, so
         // servers removed by a reload disappear from the output.
         METRICS.backend_inflight.reset();
@@ -52,6 +54,16 @@ impl AdminApp {
         METRICS
             .replica_up
             .set(self.edge.data.storefront.replica_up() as i64);
+        METRICS
+            .ready
+            .set(self.readiness.reasons().is_empty() as i64);
+        if let Some(certs) = self.edge.certs.get() {
+            METRICS.tls_held.set(certs.held().await as i64);
+            let soonest = certs.soonest_not_after();
+            METRICS
+                .tls_soonest_expiry
+                .set(soonest.map_or(f64::INFINITY, |t| t as f64));
+        }
         METRICS.render()
     }
 
@@ -224,7 +236,11 @@ impl ServeHttp for AdminApp {
             return reply(StatusCode::FORBIDDEN, text, body.to_vec());
         }
         match session.req_header().uri.path() {
-            "/metrics" => reply(StatusCode::OK, "text/plain; version=0.0.4", self.metrics()),
+            "/metrics" => reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                self.metrics().await,
+            ),
             "/healthz" => reply(StatusCode::OK, text, b"ok\n".to_vec()),
             "/readyz" => {
                 let reasons = self.readiness.reasons();

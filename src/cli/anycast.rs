@@ -3,11 +3,14 @@
 //! apart from edgepop (its own systemd unit), so a node killed by SIGKILL
 //! or a crash is withdrawn too: its `/readyz` stops answering.
 
+use crate::admin::exporter;
 use crate::config::{AnycastDriver, Config};
 use crate::failover::anycast::{Action, Announcement, Announcer, Bird};
+use crate::metrics::AnycastMetrics;
 use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck};
 use pingora_load_balancing::Backend;
 use std::process::ExitCode;
+use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
@@ -21,7 +24,11 @@ pub fn run(rt: &tokio::runtime::Runtime, config: &Config) -> ExitCode {
         AnycastDriver::Bird => Box::new(Bird::new(&anycast)),
     };
     let admin = config.admin.listen;
+    let metrics = Arc::new(AnycastMetrics::new(&anycast.prefix));
     rt.block_on(async move {
+        let exported = metrics.clone();
+        let render = Arc::new(move || exported.render());
+        let exporter = tokio::spawn(exporter::serve(anycast.metrics_listen, render));
         let mut check = HttpHealthCheck::new("localhost", false);
         check.req.set_uri(http::Uri::from_static("/readyz"));
         check.peer_template.options.connection_timeout = Some(anycast.check_timeout);
@@ -44,6 +51,9 @@ pub fn run(rt: &tokio::runtime::Runtime, config: &Config) -> ExitCode {
             }
             let verdict = tokio::time::timeout(anycast.check_timeout, check.check(&node)).await;
             let ready = matches!(verdict, Ok(Ok(())));
+            metrics.node_ready.set(ready as i64);
+            let result = if ready { "ready" } else { "not_ready" };
+            metrics.checks.with_label_values(&[result]).inc();
             let Some(action) = state.observe(ready) else { continue };
             let result = match action {
                 Action::Announce => announcer.announce().await,
@@ -52,6 +62,7 @@ pub fn run(rt: &tokio::runtime::Runtime, config: &Config) -> ExitCode {
             match result {
                 Ok(()) => {
                     state.applied(action);
+                    metrics.announced.set((action == Action::Announce) as i64);
                     match action {
                         Action::Announce => info!(prefix = %anycast.prefix, "anycast prefix announced: the node is ready"),
                         Action::Withdraw => {
@@ -63,7 +74,10 @@ pub fn run(rt: &tokio::runtime::Runtime, config: &Config) -> ExitCode {
                         }
                     }
                 }
-                Err(e) => error!(prefix = %anycast.prefix, error = %e, "the BGP daemon refused; asking again on the next check"),
+                Err(e) => {
+                    metrics.daemon_errors.inc();
+                    error!(prefix = %anycast.prefix, error = %e, "the BGP daemon refused; asking again on the next check")
+                }
             }
         }
         // Nobody watches the node once this process is gone.
@@ -71,6 +85,7 @@ pub fn run(rt: &tokio::runtime::Runtime, config: &Config) -> ExitCode {
             Ok(()) => info!(prefix = %anycast.prefix, "anycast prefix withdrawn: stopping"),
             Err(e) => error!(prefix = %anycast.prefix, error = %e, "withdrawal at stop failed"),
         }
+        exporter.abort();
         ExitCode::SUCCESS
     })
 }

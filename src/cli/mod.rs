@@ -59,6 +59,10 @@ enum Command {
     },
     /// Load targets and report TTFB per PoP, cache status and phase.
     Ttfb(Box<ttfb::Args>),
+    /// Write the manual pages (edgepop.1 and one per command) into DIR:
+    /// the package's, made from this very command line.
+    #[command(hide = true)]
+    Man { dir: PathBuf },
 }
 
 #[derive(Subcommand, Debug)]
@@ -140,5 +144,15 @@ pub fn main() -> ExitCode {
             command: TlsCommand::Revoke { hostname, config },
         } => with_config(&config, |c| tls::revoke(&runtime(), &c, &hostname)),
         Command::Ttfb(args) => ttfb::run(*args),
+        Command::Man { dir } => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            match clap_mangen::generate_to(cmd, &dir) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {}: {e}", dir.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }

@@ -94,6 +94,10 @@ pub struct AnycastConfig {
     /// this long for routers to converge, then closes its listeners and drains.
     #[serde(default = "default_withdraw_grace", with = "humantime_serde")]
     pub withdraw_grace: Duration,
+    /// The companion's own `/metrics` (whether the prefix is announced):
+    /// the node's admin listener cannot say so once the node is dead.
+    #[serde(default = "default_anycast_metrics")]
+    pub metrics_listen: SocketAddr,
 }
 
 /// Which BGP daemon `edgepop anycast` drives.
@@ -124,6 +128,9 @@ fn default_fall() -> u32 {
 }
 fn default_rise() -> u32 {
     5
+}
+fn default_anycast_metrics() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9181))
 }
 fn default_withdraw_grace() -> Duration {
     Duration::from_secs(2)

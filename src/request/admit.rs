@@ -50,6 +50,7 @@ pub async fn admit(
     ctx.authority = Some(authority);
     let domain = site(&host, ctx).await?;
     ctx.host = Some(host);
+    ctx.tier = Some(domain.tier);
     if domain.status == DomainStatus::Suspended {
         let reason = format!("{} is suspended", domain.hostname);
         return Err(Refusal::new(StatusCode::FORBIDDEN, reason).into());

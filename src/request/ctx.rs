@@ -2,7 +2,7 @@
 
 use super::refusal::Refusal;
 use super::route::EdgeRoute;
-use crate::domain::{Authority, Hostname, PopId};
+use crate::domain::{Authority, Hostname, PopId, Tier};
 use crate::edge::{ActiveRequest, EdgeState};
 use crate::failover::RelayReason;
 use crate::lb::{InflightGuard, Pool};
@@ -112,6 +112,8 @@ pub struct RequestCtx {
     /// and in the access log, so a client's report finds the log line.
     pub id: RequestId,
     pub host: Option<Hostname>,
+    /// The site's tier, once its domain is known (metrics by tier).
+    pub tier: Option<Tier>,
     pub pool: Option<Arc<Pool>>,
     pub cache: CacheStatus,
     /// Origins tried so far, in order.
@@ -186,6 +188,7 @@ impl RequestCtx {
             authority: None,
             id: RequestId::new(),
             host: None,
+            tier: None,
             pool: None,
             cache: CacheStatus::Bypass,
             tried: Vec::new(),

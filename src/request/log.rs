@@ -154,7 +154,8 @@ pub struct Exchange<'a> {
 pub fn record(exchange: Exchange<'_>, ctx: &RequestCtx) {
     let status = exchange.status;
     let elapsed = ctx.started.elapsed();
-    METRICS.observe_request(status, ctx.cache.as_str(), elapsed);
+    let tier = ctx.tier.map_or("none", |t| t.as_str());
+    METRICS.observe_request(status, ctx.cache.as_str(), tier, elapsed);
 
     let Some(writer) = writer() else { return };
     let line = Line {

@@ -120,17 +120,28 @@ impl Served {
 }
 
 /// Static certificates from files, for the operator's own names.
-pub fn load_static(
-    certs: &[crate::config::StaticCert],
-) -> Result<HashMap<Hostname, Arc<ServerConfig>>, CertError> {
-    let mut out = HashMap::new();
+pub fn load_static(certs: &[crate::config::StaticCert]) -> Result<StaticCerts, CertError> {
+    let mut out = StaticCerts::default();
     for c in certs {
         let chain = std::fs::read_to_string(&c.cert).map_err(FileError::at(&c.cert))?;
         let key = std::fs::read_to_string(&c.key).map_err(FileError::at(&c.key))?;
         let config = server_config(&chain, &key).map_err(CertError::about(&c.cert))?;
+        let (_, not_after) = validity(&chain).map_err(CertError::about(&c.cert))?;
+        out.soonest_not_after = Some(
+            out.soonest_not_after
+                .map_or(not_after, |t| t.min(not_after)),
+        );
         for h in &c.hostnames {
-            out.insert(h.clone(), config.clone());
+            out.by_name.insert(h.clone(), config.clone());
         }
     }
     Ok(out)
+}
+
+/// The certificates of `[[tls.certificates]]`, by the names they serve.
+#[derive(Default)]
+pub struct StaticCerts {
+    pub by_name: HashMap<Hostname, Arc<ServerConfig>>,
+    /// Nobody renews these: their expiry is watched (metrics) like the rest.
+    pub soonest_not_after: Option<i64>,
 }

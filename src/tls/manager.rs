@@ -1,7 +1,7 @@
 //! The certificate manager: answers each handshake with a certificate,
 //! obtaining one on demand, and renews what it holds in the background.
 
-use super::cert::Served;
+use super::cert::{Served, StaticCerts};
 use super::challenge::{self, ChallengeKey, Challenges};
 use super::error::{IssueError, StoreError};
 use super::issuer::Issuer;
@@ -77,6 +77,7 @@ const LOCK_POLL: Duration = Duration::from_millis(200);
 pub struct CertManager {
     policy: Arc<dyn IssuePolicy>,
     statics: HashMap<Hostname, Arc<ServerConfig>>,
+    statics_not_after: Option<i64>,
     served: Cache<Hostname, Served>,
     store: Arc<dyn CertStore>,
     lock: Arc<dyn IssuanceLock>,
@@ -91,7 +92,7 @@ pub struct CertManager {
 impl CertManager {
     pub fn new(
         policy: Arc<dyn IssuePolicy>,
-        statics: HashMap<Hostname, Arc<ServerConfig>>,
+        statics: StaticCerts,
         store: Arc<dyn CertStore>,
         lock: Arc<dyn IssuanceLock>,
         challenges: Arc<Challenges>,
@@ -100,7 +101,8 @@ impl CertManager {
     ) -> Self {
         CertManager {
             policy,
-            statics,
+            statics: statics.by_name,
+            statics_not_after: statics.soonest_not_after,
             served: Cache::builder().max_capacity(100_000).build(),
             store,
             lock,
@@ -117,6 +119,17 @@ impl CertManager {
         // moka counts lazily: settle pending inserts first.
         self.served.run_pending_tasks().await;
         self.served.entry_count() + self.statics.len() as u64
+    }
+
+    /// The not-after of the soonest-expiring certificate held (static or
+    /// obtained), None when none is held. Walks what is held: for a scrape,
+    /// not for a handshake.
+    pub fn soonest_not_after(&self) -> Option<i64> {
+        let obtained = self.served.iter().map(|(_, s)| s.not_after).min();
+        match (obtained, self.statics_not_after) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// `a` and `b` are served by one static certificate (a client may send

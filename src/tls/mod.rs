@@ -20,6 +20,6 @@ pub mod peering;
 pub mod policy;
 pub mod store;
 
-pub use cert::{load_static, server_config, validity, IssuedCert};
+pub use cert::{load_static, server_config, validity, IssuedCert, StaticCerts};
 pub use error::{CertError, IssueError, StoreError};
 pub use manager::{CertManager, IssuePolicy, Refusal, TlsSettings};
