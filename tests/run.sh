@@ -8,8 +8,17 @@ cd "$(dirname "$0")/.."
 # openssl: test certificates; socat: TLS in front of the broker;
 # pebble (+ pebble-challtestsrv): the ACME CA of the certificate tests;
 # bird2 + iproute2: the anycast tests (BGP between network namespaces);
-# logrotate: the shipped rotation file, run by logrotate (tests/logs.rs).
-bash conf/build-deps.sh openssl socat pebble bird2 iproute2 logrotate
+# logrotate: the shipped rotation file, run by logrotate (tests/logs.rs);
+# prometheus (+ promtool): the dashboard and alert rules (tests/monitoring.rs);
+# lintian, systemd (systemd-analyze, -sysusers, -tmpfiles), dpkg-dev, curl:
+# the Debian package (tests/package.rs).
+bash conf/build-deps.sh openssl socat pebble bird2 iproute2 logrotate prometheus \
+  lintian systemd dpkg-dev curl
+
+# The Debian package's builder (conf/debian/build.sh).
+if ! command -v cargo-deb >/dev/null; then
+  cargo install --locked cargo-deb@3.8.0
+fi
 
 # Kafka: the tansu broker (about 8 minutes to build once per machine).
 if ! command -v tansu >/dev/null; then
