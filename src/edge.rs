@@ -2,8 +2,9 @@
 //! atomically on reload. A request keeps the generation it started with;
 //! backend counters live in shared `BackendState`s, so they survive the swap.
 
-use crate::cache::{domain_cache, page_cache, Storefront};
-use crate::config::{Config, ConfigError, ReplicaKind};
+use crate::cache::{domain_cache, page_cache, Press, PressSettings, Storefront};
+use crate::compress::StreamPolicy;
+use crate::config::{CompressionConfig, Config, ConfigError, ReplicaKind};
 use crate::directory::{Directory, Layered, StaticDirectory};
 use crate::domain::{DomainRecord, DomainStatus, Hostname, PopId};
 use crate::failover::peers::{self, Peers};
@@ -31,6 +32,8 @@ pub struct EdgeState {
     pub peers: Arc<Peers>,
     pub generation: u64,
     pub loaded_at: SystemTime,
+    /// Which proxied answers are encoded on the fly, and how.
+    pub streaming: StreamPolicy,
 }
 
 /// What outlives config generations: the replica, the caches in front of
@@ -50,6 +53,7 @@ impl DataPlane {
             page_cache(c.max_bytes, c.negative_ttl),
             domain_cache(c.max_domains, c.negative_ttl),
             c.ignorable_query_params.clone(),
+            Press::new(press_settings(&config.compression)),
         ));
         let sync_stats = Arc::new(SyncStats::default());
         let sync = match &config.sync {
@@ -90,6 +94,20 @@ pub fn open_replica(config: &Config) -> Result<Arc<dyn Replica>, String> {
     })
 }
 
+/// `[compression]` as the page press takes it.
+fn press_settings(c: &CompressionConfig) -> PressSettings {
+    PressSettings {
+        enabled: c.pages,
+        types: c.types.clone(),
+        min_bytes: c.min_bytes,
+        min_saving: c.min_saving,
+        prefer: c.prefer.clone(),
+        levels: c.page_levels.into(),
+        workers: c.workers,
+        queue: c.queue,
+    }
+}
+
 impl EdgeState {
     fn build(
         config: Config,
@@ -103,7 +121,21 @@ impl EdgeState {
             status: s.status,
             tier: s.tier,
         });
+        let c = &config.compression;
+        let streaming = StreamPolicy {
+            on: c.proxied,
+            prefer: c.prefer.clone(),
+            levels: Some(c.proxied_levels.into()),
+            types: c.types.clone(),
+            min_bytes: c.min_bytes,
+            sites: config
+                .sites
+                .iter()
+                .filter_map(|s| Some((s.hostname.clone(), s.compress_proxied?)))
+                .collect(),
+        };
         EdgeState {
+            streaming,
             pop: config.pop.id.clone(),
             directory: Arc::new(Layered {
                 sites: StaticDirectory::new(sites),

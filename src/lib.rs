@@ -53,6 +53,7 @@ pub mod admin;
 pub mod cache;
 pub mod change;
 pub mod cli;
+pub mod compress;
 pub mod config;
 pub mod conn;
 pub mod directory;

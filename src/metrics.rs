@@ -44,6 +44,10 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     pub tls_held: IntGauge,
     pub tls_soonest_expiry: Gauge,
+    pub page_compression: IntCounterVec,
+    pub page_compression_seconds: Histogram,
+    pub page_bytes: IntGaugeVec,
+    pub encoded_responses: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -293,7 +297,43 @@ impl Metrics {
         )
         .expect("metric");
         tls_soonest_expiry.set(f64::INFINITY);
-        let collectors: [Box<dyn prometheus::core::Collector>; 35] = [
+        let page_compression = IntCounterVec::new(
+            Opts::new(
+                "page_compression_total",
+                "Page variant jobs by result: made, none_kept (no coding saved compression.min_saving), dropped (queue full: asked again on the next hit), failed",
+            ),
+            &["result"],
+        )
+        .expect("metric");
+        let page_compression_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "page_compression_seconds",
+                "Time to make one page version's variants (every coding of compression.prefer)",
+            )
+            .buckets(exponential_buckets(0.0005, 2.0, 14).expect("buckets")),
+        )
+        .expect("metric");
+        let page_bytes = IntGaugeVec::new(
+            Opts::new(
+                "cache_page_bytes",
+                "Bytes of page bodies held, by representation: identity, br, zstd, gzip",
+            ),
+            &["encoding"],
+        )
+        .expect("metric");
+        let encoded_responses = IntCounterVec::new(
+            Opts::new(
+                "encoded_responses_total",
+                "Responses sent with a content coding, by coding and source: page (a stored variant), proxied (encoded as it streamed)",
+            ),
+            &["encoding", "source"],
+        )
+        .expect("metric");
+        let collectors: [Box<dyn prometheus::core::Collector>; 39] = [
+            Box::new(page_compression.clone()),
+            Box::new(page_compression_seconds.clone()),
+            Box::new(page_bytes.clone()),
+            Box::new(encoded_responses.clone()),
             Box::new(ready.clone()),
             Box::new(build_info.clone()),
             Box::new(tls_held.clone()),
@@ -370,6 +410,10 @@ impl Metrics {
             build_info,
             tls_held,
             tls_soonest_expiry,
+            page_compression,
+            page_compression_seconds,
+            page_bytes,
+            encoded_responses,
         }
     }
 

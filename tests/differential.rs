@@ -23,10 +23,38 @@ const DECLINED: &str = r#"edgepop_fast_path_total{outcome="declined"}"#;
 
 /// Paths the recording origin answers with each framing a proxy must carry
 /// (`serve_origin`), asked over HTTP/1 and HTTP/2 alike.
-const ORIGIN_ANSWERS: [&str; 11] = [
-    "/cl", "/chunked", "/big", "/204", "/early", "/http10", "/101", "/304", "/500", "/garbage",
+const ORIGIN_ANSWERS: [&str; 13] = [
+    "/cl",
+    "/chunked",
+    "/big",
+    "/204",
+    "/early",
+    "/http10",
+    "/101",
+    "/304",
+    "/500",
+    "/garbage",
     "/reset",
+    "/html",
+    "/html-chunked",
 ];
+
+/// Codings clients ask for, each sent for the compressible origin answers.
+const ACCEPT_ENCODINGS: [&str; 6] = [
+    "br",
+    "zstd",
+    "gzip",
+    "gzip;q=0.5, br;q=0.9",
+    "identity",
+    "br, gzip, identity;q=0",
+];
+
+/// A few KB of HTML: worth encoding, and read by the edge in one piece.
+fn html() -> String {
+    (0..60)
+        .map(|i| format!("<li>item {i}: {}</li>\n", "lorem ipsum ".repeat(i % 7 + 1)))
+        .collect()
+}
 
 /// What the origin received, by the `x-item` header of each request.
 type Received = Arc<Mutex<BTreeMap<String, Vec<String>>>>;
@@ -118,6 +146,15 @@ async fn serve_origin(mut s: TcpStream, received: Received) {
                 return;
             }
             "/reset" => return,
+            "/html" => {
+                let body = html();
+                format!("HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\netag: \"o7\"\r\naccept-ranges: bytes\r\ncontent-length: {}\r\n\r\n{body}", body.len()).into_bytes()
+            }
+            "/html-chunked" => {
+                let body = html();
+                let (a, b) = body.split_at(body.len() / 2);
+                format!("HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n", a.len(), b.len()).into_bytes()
+            }
             _ => {
                 let body = format!("origin says {path}\n");
                 format!("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nkeep-alive: timeout=5\r\ncontent-length: {}\r\n\r\n{body}", body.len()).into_bytes()
@@ -247,6 +284,21 @@ fn corpus() -> Vec<Item> {
         let bytes = bytes.replace("{n}", &n.to_string());
         items.push(item(name.to_string(), bytes));
     };
+    for path in ["/html", "/html-chunked", "/chunked", "/"] {
+        for coding in ACCEPT_ENCODINGS {
+            for method in ["GET", "HEAD"] {
+                let host = if path == "/" {
+                    "shop.localhost"
+                } else {
+                    "proxied.test"
+                };
+                push(
+                    &format!("{method} {path} accept-encoding {coding}"),
+                    format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nAccept-Encoding: {coding}\r\nx-item: {{n}}\r\nConnection: close\r\n\r\n"),
+                );
+            }
+        }
+    }
     push("conditional hit", "GET / HTTP/1.1\r\nHost: shop.localhost\r\nIf-None-Match: \"v1\"\r\nConnection: close\r\n\r\n".into());
     push("conditional list", "GET / HTTP/1.1\r\nHost: shop.localhost\r\nIf-None-Match: \"v0\", W/\"v1\"\r\nConnection: close\r\n\r\n".into());
     push("conditional miss", "GET / HTTP/1.1\r\nHost: shop.localhost\r\nIf-None-Match: \"v9\"\r\nConnection: close\r\n\r\n".into());
@@ -513,6 +565,12 @@ async fn the_fast_path_and_the_proxy_phases_give_the_same_bytes() {
     assert!(answered("x-edge-cache: HIT") > 20, "few page hits");
     assert!(answered("x-edge-cache: BYPASS") > 20, "few proxied answers");
     assert!(with_fast.iter().filter(|(_, o)| !o.is_empty()).count() > 20);
+    assert!(answered("content-encoding: br") >= 4, "few encoded answers");
+    // Encoded on each path: the same bytes came from two encoders' runs.
+    for node in [&fast, &phases] {
+        let encoded = r#"edgepop_encoded_responses_total{encoding="gzip",source="proxied"}"#;
+        assert!(node.metric(encoded).await >= 2.0, "no gzip answer encoded");
+    }
     // And the two nodes took their two paths.
     assert!(
         fast.metric(ANSWERED).await > 100.0,
@@ -620,6 +678,12 @@ async fn the_fast_path_and_the_proxy_phases_agree_over_http2() {
     for (method, path, headers) in extra {
         requests.push(("shop.localhost".into(), method, path.into(), headers));
     }
+    for path in ["/html", "/html-chunked"] {
+        for coding in ACCEPT_ENCODINGS {
+            let headers = vec![("accept-encoding", coding.to_string())];
+            requests.push(("proxied.test".into(), "GET", path.into(), headers));
+        }
+    }
 
     let mut answers: [Vec<(String, String)>; 2] = Default::default();
     for (n, (https, root)) in [(fast_https, &fast_root), (phases_https, &phases_root)]
@@ -675,6 +739,11 @@ async fn the_fast_path_and_the_proxy_phases_agree_over_http2() {
         .filter(|(a, _)| a.contains("x-edge-cache: HIT"))
         .count();
     assert!(hits > 10, "few page hits over HTTP/2");
+    let encoded = answers[0]
+        .iter()
+        .filter(|(a, _)| a.contains("content-encoding: zstd"))
+        .count();
+    assert!(encoded >= 2, "no zstd answer over HTTP/2");
     assert!(
         fast.metric(ANSWERED).await >= hits as f64,
         "the hits took the fast path"

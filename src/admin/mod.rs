@@ -54,6 +54,12 @@ impl AdminApp {
         METRICS
             .replica_up
             .set(self.edge.data.storefront.replica_up() as i64);
+        for (encoding, bytes) in self.edge.data.storefront.page_bytes() {
+            METRICS
+                .page_bytes
+                .with_label_values(&[encoding])
+                .set(bytes as i64);
+        }
         METRICS
             .ready
             .set(self.readiness.reasons().is_empty() as i64);

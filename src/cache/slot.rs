@@ -2,6 +2,7 @@
 //! negative entry), single-flight loads, and a push epoch so a load that
 //! started before a pushed change cannot put the older row back.
 
+use crate::compress::Encoding;
 use crate::domain::{DomainRecord, Hostname, Page, PageKey};
 use bytes::Bytes;
 use moka::future::Cache;
@@ -22,6 +23,47 @@ pub struct CachedPage {
     pub version: i64,
     /// `"v<version>"`, quotes included.
     pub etag: String,
+    /// Its type and size are worth encoding (`[compression]`): responses
+    /// vary by Accept-Encoding, and variants are made for it.
+    pub encodable: bool,
+    /// The encoded bodies kept (each saved enough), in the server's order
+    /// of preference. Made after the page arrived: until then, none. They
+    /// belong to this version: a new version is a new `CachedPage`.
+    pub variants: Vec<Variant>,
+    /// Variants were asked for (a hit does not ask again).
+    pub pressed: std::sync::atomic::AtomicBool,
+}
+
+/// One encoded body of a page.
+#[derive(Debug, Clone)]
+pub struct Variant {
+    pub encoding: Encoding,
+    pub body: Bytes,
+    /// `"v<version>-<coding>"`: a strong tag per representation.
+    pub etag: String,
+}
+
+impl CachedPage {
+    /// This version with its variants.
+    pub fn with_variants(&self, variants: Vec<Variant>) -> CachedPage {
+        CachedPage {
+            key: self.key.clone(),
+            content_type: self.content_type.clone(),
+            body: self.body.clone(),
+            status: self.status,
+            cache_control: self.cache_control.clone(),
+            version: self.version,
+            etag: self.etag.clone(),
+            encodable: self.encodable,
+            variants,
+            pressed: std::sync::atomic::AtomicBool::new(true),
+        }
+    }
+
+    /// The tag of this version's `encoding` representation.
+    pub fn variant_etag(&self, encoding: Encoding) -> String {
+        format!("\"v{}-{}\"", self.version, encoding.as_str())
+    }
 }
 
 impl From<Page> for CachedPage {
@@ -37,6 +79,9 @@ impl From<Page> for CachedPage {
             status: p.status,
             cache_control: p.cache_control,
             version: p.version,
+            encodable: false,
+            variants: Vec::new(),
+            pressed: Default::default(),
         }
     }
 }
@@ -136,8 +181,37 @@ where
     }
 
     pub async fn put(&self, key: K, value: V) {
+        self.put_arc(key, Arc::new(value)).await
+    }
+
+    pub async fn put_arc(&self, key: K, value: Arc<V>) {
         self.pushes.fetch_add(1, Ordering::SeqCst);
-        self.inner.insert(key, Slot::Found(Arc::new(value))).await;
+        self.inner.insert(key, Slot::Found(value)).await;
+    }
+
+    /// Every entry held (for the scrape; not on a request's way).
+    pub fn iter(&self) -> impl Iterator<Item = (Arc<K>, Slot<V>)> + '_ {
+        self.inner.iter()
+    }
+
+    /// Replaces the value held for `key` with what `f` makes of it, if it
+    /// makes something; nothing when the key holds no value (evicted, or
+    /// replaced by a push since: `f` sees the current one and decides).
+    pub async fn upgrade(&self, key: K, f: impl FnOnce(&V) -> Option<V>) {
+        use moka::ops::compute::Op;
+        self.inner
+            .entry(key)
+            .and_compute_with(|held| {
+                let op = match held.as_ref().map(|e| e.value()) {
+                    Some(Slot::Found(v)) => match f(v) {
+                        Some(new) => Op::Put(Slot::Found(Arc::new(new))),
+                        None => Op::Nop,
+                    },
+                    _ => Op::Nop,
+                };
+                std::future::ready(op)
+            })
+            .await;
     }
 
     pub async fn remove(&self, key: &K) {
@@ -173,6 +247,10 @@ fn page_weight(key: &PageKey, slot: &Slot<CachedPage>) -> u32 {
     let size = match slot {
         Slot::Found(p) => {
             base + 160
+                + p.variants
+                    .iter()
+                    .map(|v| 48 + v.body.len() + v.etag.len())
+                    .sum::<usize>()
                 + p.body.len()
                 + p.content_type.len()
                 + p.key.path.len()

@@ -1,6 +1,7 @@
 //! The storefront read path: cache first, else the replica (loaded once for
 //! concurrent misses), with the replica's health deciding HIT vs STALE.
 
+use super::press::Press;
 use super::slot::{CachedPage, DomainCache, PageCache, Slot};
 use crate::change::Table;
 use crate::directory::{Directory, DirectoryError};
@@ -33,6 +34,8 @@ pub struct Storefront {
     replica_up: AtomicBool,
     /// Query parameters that do not change a page (`utm_*` is a prefix).
     ignorable: Vec<String>,
+    /// Encoded variants, made after a page arrives.
+    press: Press,
 }
 
 impl Storefront {
@@ -41,6 +44,7 @@ impl Storefront {
         pages: PageCache,
         domains: DomainCache,
         ignorable: Vec<String>,
+        press: Press,
     ) -> Self {
         Storefront {
             replica,
@@ -48,7 +52,34 @@ impl Storefront {
             domains,
             replica_up: AtomicBool::new(true),
             ignorable,
+            press,
         }
+    }
+
+    /// A replica row as the cache holds it.
+    fn cached(press: &Press, page: crate::domain::Page) -> CachedPage {
+        let mut page = CachedPage::from(page);
+        page.encodable = press.encodable(&page);
+        page
+    }
+
+    /// Bytes of pages held, by representation: `identity` and each coding.
+    pub fn page_bytes(&self) -> Vec<(&'static str, u64)> {
+        let mut identity = 0u64;
+        let mut coded = [0u64; 3];
+        for (_, slot) in self.pages.iter() {
+            if let Slot::Found(p) = slot {
+                identity += p.body.len() as u64;
+                for v in &p.variants {
+                    coded[v.encoding as usize] += v.body.len() as u64;
+                }
+            }
+        }
+        let mut out = vec![("identity", identity)];
+        for e in crate::compress::Encoding::ALL {
+            out.push((e.as_str(), coded[e as usize]));
+        }
+        out
     }
 
     pub fn replica(&self) -> &Arc<dyn Replica> {
@@ -99,7 +130,10 @@ impl Storefront {
     pub async fn page(&self, key: PageKey) -> Lookup {
         // Hits (the common case) neither clone the key nor build a loader.
         match self.pages.get(&key).await {
-            Some(Slot::Found(page)) if self.replica_up() => return Lookup::Hit(page),
+            Some(Slot::Found(page)) if self.replica_up() => {
+                self.press.request(&page, &self.pages);
+                return Lookup::Hit(page);
+            }
             Some(Slot::Found(page)) => return Lookup::Stale(page),
             Some(Slot::Missing) => return Lookup::NotFound,
             None => {}
@@ -107,6 +141,7 @@ impl Storefront {
         let started = Instant::now();
         let replica = self.replica.clone();
         let load_key = key.clone();
+        let press = &self.press;
         let loaded = self
             .pages
             .get_or_load(key, async move {
@@ -114,12 +149,13 @@ impl Storefront {
                 replica
                     .page(&load_key)
                     .await
-                    .map(|p| p.map(CachedPage::from))
+                    .map(|p| p.map(|p| Self::cached(press, p)))
             })
             .await;
         match loaded {
             Ok((Slot::Found(page), true)) => {
                 self.set_replica_up(true, "");
+                self.press.request(&page, &self.pages);
                 Lookup::Miss(page, started.elapsed())
             }
             Ok((Slot::Found(page), false)) if self.replica_up() => Lookup::Hit(page),
@@ -136,7 +172,11 @@ impl Storefront {
     pub async fn apply(&self, outcomes: &[Outcome]) {
         for o in outcomes {
             match o {
-                Outcome::Page(p) => self.pages.put(p.key(), CachedPage::from(p.clone())).await,
+                Outcome::Page(p) => {
+                    let page = Arc::new(Self::cached(&self.press, p.clone()));
+                    self.pages.put_arc(p.key(), page.clone()).await;
+                    self.press.request(&page, &self.pages);
+                }
                 Outcome::PageDeleted(key) => self.pages.remove(key).await,
                 Outcome::Domain(d) => self.domains.put(d.hostname.clone(), d.clone()).await,
                 Outcome::DomainDeleted(host) => self.domains.remove(host).await,
@@ -221,6 +261,7 @@ mod tests {
             super::super::slot::page_cache(1 << 20, Duration::from_secs(1)),
             super::super::slot::domain_cache(100, Duration::from_secs(1)),
             vec!["utm_*".into(), "gclid".into(), "fbclid".into()],
+            super::super::press::tests::press(false),
         );
         assert!(sf.page_key(StoreId(1), "/", None).is_some());
         assert!(sf

@@ -2,6 +2,7 @@
 //! kept apart from the proxy (as River does): the rest of the node receives
 //! a validated `Config` and never sees TOML.
 
+mod compression;
 mod data;
 mod failover;
 mod locate;
@@ -10,6 +11,7 @@ mod pools;
 mod tls;
 mod validate;
 
+pub use compression::*;
 pub use data::*;
 pub use failover::*;
 pub use locate::Seg;
@@ -42,6 +44,8 @@ pub struct Config {
     pub replica: ReplicaConfig,
     #[serde(default)]
     pub cache: CacheConfig,
+    #[serde(default)]
+    pub compression: CompressionConfig,
     /// The Kafka change stream; without it the replica changes only by
     /// `edgepop replica load`.
     pub sync: Option<SyncConfig>,
@@ -80,6 +84,8 @@ pub struct SiteConfig {
     pub hsts: Option<String>,
     /// Overrides `tls.allow_fronting` for this site.
     pub allow_fronting: Option<bool>,
+    /// Overrides `compression.proxied` for this site.
+    pub compress_proxied: Option<bool>,
 }
 
 /// A configuration error that names the file, the key and the line.

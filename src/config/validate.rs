@@ -32,6 +32,36 @@ impl Config {
                 "must be at least 1024".into(),
             );
         }
+        let c = &self.compression;
+        if !(0.0..1.0).contains(&c.min_saving) {
+            return at(
+                &["compression".into(), "min_saving".into()],
+                "must be at least 0 and below 1 (a share of the page)".into(),
+            );
+        }
+        for (key, levels) in [
+            ("page_levels", c.page_levels),
+            ("proxied_levels", c.proxied_levels),
+        ] {
+            for (name, ok) in [
+                ("br", levels.br <= 11),
+                ("zstd", (1..=22).contains(&levels.zstd)),
+                ("gzip", (1..=9).contains(&levels.gzip)),
+            ] {
+                if !ok {
+                    return at(
+                        &["compression".into(), key.into(), name.into()],
+                        "out of range (br 0-11, zstd 1-22, gzip 1-9)".into(),
+                    );
+                }
+            }
+        }
+        if c.workers == 0 {
+            return at(
+                &["compression".into(), "workers".into()],
+                "must be at least 1".into(),
+            );
+        }
         let second = std::time::Duration::from_secs(1);
         for (key, value) in [
             ("head_timeout", self.proxy.head_timeout),

@@ -14,7 +14,7 @@
 //! peer, a retry after a failed attempt (its failure already counted), a
 //! refusal (written where every refusal is, in `fail_to_proxy`).
 
-use super::steps::{record, upstream_request, upstream_response};
+use super::steps::{encode_body, record, upstream_request, upstream_response};
 use super::upstream::{http_peer, origin_failed, refusal_for};
 use crate::conn::Served;
 use crate::request::{choose_upstream, headers, routing, Refusal, RequestCtx, Upstream};
@@ -177,14 +177,19 @@ async fn relay(
             }
         }
         for task in tasks.iter_mut() {
-            let HttpTask::Header(head, end) = task else {
-                continue;
+            let (head, end) = match task {
+                HttpTask::Header(head, end) => (head, *end),
+                HttpTask::Body(body, end) => {
+                    encode_body(body, *end, ctx);
+                    continue;
+                }
+                _ => continue,
             };
             if let Err(e) = upstream_response(session.req_header(), head, ctx) {
                 *task = HttpTask::Failed(e);
                 break;
             }
-            chunk_if_unframed(&session.req_header().method, head, *end);
+            chunk_if_unframed(&session.req_header().method, head, end);
             headers::decorate(head, ctx);
         }
         match session.response_duplex_vec(tasks).await {

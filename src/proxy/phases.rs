@@ -19,13 +19,16 @@
 //! - `logging`: last, whatever happened: metrics and the access log.
 
 use super::respond::answer;
-use super::steps::{client, decide, new_ctx, prepare, record, upstream_request, upstream_response};
+use super::steps::{
+    client, decide, encode_body, new_ctx, prepare, record, upstream_request, upstream_response,
+};
 use super::upstream::{self, body_late, origin_failed, refusal_for, refuse, timed_out};
 use super::{cancel, EdgeProxy};
 use crate::conn::handed_over;
 use crate::metrics::METRICS;
 use crate::request::{choose_upstream, headers, relay, routing, Answer, Refusal, RequestCtx};
 use async_trait::async_trait;
+use bytes::Bytes;
 use http::StatusCode;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorType, Result};
@@ -198,6 +201,17 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         upstream_response(session.req_header(), upstream, ctx)
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        encode_body(body, end_of_stream, ctx);
+        Ok(None)
     }
 
     async fn response_filter(

@@ -8,6 +8,7 @@ use crate::metrics::METRICS;
 use crate::request::log::{self, Exchange};
 use crate::request::route;
 use crate::request::{admit, headers, relay, routing, Answer, Listener, RequestCtx};
+use bytes::Bytes;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::{Error, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -107,7 +108,35 @@ pub(super) fn upstream_response(
     headers::strip_hop_by_hop_response(upstream);
     // Speak HTTP/1.1 to clients even when an origin answers in 1.0.
     upstream.set_version(http::Version::HTTP_11);
+    encode_response(req, upstream, ctx);
     Ok(())
+}
+
+/// Whether the answer is encoded on its way (the client accepts a coding,
+/// the origin sent identity of a compressible type, no `no-transform`):
+/// decided once, on the final head; the body goes through `encode_body`.
+fn encode_response(req: &RequestHeader, upstream: &mut ResponseHeader, ctx: &mut RequestCtx) {
+    if upstream.status.is_informational() || req.method == http::Method::HEAD {
+        return;
+    }
+    let policy = &ctx.state.streaming;
+    ctx.streaming = policy.for_request(ctx.host.as_ref(), &req.headers);
+    ctx.streaming.response_head(upstream, &policy.types);
+    if let Some(e) = ctx.streaming.encoding() {
+        METRICS
+            .encoded_responses
+            .with_label_values(&[e.as_str(), "proxied"])
+            .inc();
+    }
+}
+
+/// A body chunk of a proxied answer, encoded if its head decided so.
+/// What the encoder holds back is not sent as an empty chunk: on HTTP/1.1
+/// an empty chunk would end the body.
+pub(super) fn encode_body(body: &mut Option<Bytes>, end: bool, ctx: &mut RequestCtx) {
+    if let Some(encoded) = ctx.streaming.body(body.as_ref(), end) {
+        *body = Some(encoded).filter(|b| !b.is_empty());
+    }
 }
 
 /// The end of every request, whichever path served it: its slot given

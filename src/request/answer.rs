@@ -64,7 +64,10 @@ impl Answer {
                 let refusal = Refusal::new(StatusCode::SERVICE_UNAVAILABLE, reasons.join("; "));
                 refusal_page(refusal, ctx)
             }
-            Answer::Page(page) => super::page::response(&page, &req.headers),
+            Answer::Page(page) => match super::page::response(&page, &req.headers) {
+                Ok(page) => page,
+                Err(refusal) => refusal_page(refusal, ctx),
+            },
         };
         decorate(&mut head, ctx);
         Response {

@@ -2,6 +2,7 @@
 
 use super::refusal::Refusal;
 use super::route::EdgeRoute;
+use crate::compress::Streaming;
 use crate::domain::{Authority, Hostname, PopId, Tier};
 use crate::edge::{ActiveRequest, EdgeState};
 use crate::failover::RelayReason;
@@ -139,6 +140,8 @@ pub struct RequestCtx {
     /// The first attempt's choice, made by the fast path before it handed
     /// the request on: the next attempt takes it instead of choosing again.
     pub ahead: Option<Result<Upstream, Refusal>>,
+    /// The proxied answer's encoder (decided on its head).
+    pub streaming: Streaming,
     /// Relaying to a peer: why, and what the peer said of its work.
     pub relay: Option<Relay>,
     /// The edge's own answer for a request that ended in an error (kept
@@ -203,6 +206,7 @@ impl RequestCtx {
             relayed_from: None,
             upstream: None,
             ahead: None,
+            streaming: Streaming::default(),
             relay: None,
             refusal: None,
             decided: false,

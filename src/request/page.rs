@@ -1,9 +1,15 @@
 //! Storefront pages answered by the edge itself, from the cache or the
-//! replica: `etag: "v<version>"`, 304 on a matching `If-None-Match`.
+//! replica: `etag: "v<version>"` (`"v<version>-br"` for a variant), 304 on
+//! a matching `If-None-Match`, the stored variant the client accepts best
+//! (`compress::choose`). No encoding work here: variants are made when a
+//! page arrives. `Range` is not served on pages: the whole page, 200.
 
+use super::refusal::Refusal;
 use crate::cache::CachedPage;
+use crate::compress::{add_vary, choose, Encoding, NotAcceptable};
+use crate::metrics::METRICS;
 use bytes::Bytes;
-use http::header::IF_NONE_MATCH;
+use http::header::{ACCEPT_ENCODING, IF_NONE_MATCH};
 use http::{HeaderMap, StatusCode};
 use pingora_http::ResponseHeader;
 
@@ -19,29 +25,57 @@ pub fn etag_matches(if_none_match: &[u8], etag: &str) -> bool {
 }
 
 /// The page's response head, and its body unless the client's copy is
-/// current (304).
-pub fn response(page: &CachedPage, req: &HeaderMap) -> (ResponseHeader, Option<Bytes>) {
-    let not_modified = req
-        .get_all(IF_NONE_MATCH)
-        .iter()
-        .any(|v| etag_matches(v.as_bytes(), &page.etag));
+/// current (304). A client that accepts no representation held (only an
+/// encoded one, and not this page's codings): 406.
+pub fn response(
+    page: &CachedPage,
+    req: &HeaderMap,
+) -> Result<(ResponseHeader, Option<Bytes>), Refusal> {
+    let codings: Vec<Encoding> = page.variants.iter().map(|v| v.encoding).collect();
+    let accepted = req.get_all(ACCEPT_ENCODING).iter().map(|v| v.as_bytes());
+    let variant = match choose(accepted, &codings) {
+        Ok(chosen) => chosen.and_then(|e| page.variants.iter().find(|v| v.encoding == e)),
+        Err(NotAcceptable) => {
+            let reason = "no representation of this page in an accepted content coding";
+            return Err(Refusal::new(StatusCode::NOT_ACCEPTABLE, reason));
+        }
+    };
+    let (etag, body) = match variant {
+        Some(v) => (v.etag.as_str(), &v.body),
+        None => (page.etag.as_str(), &page.body),
+    };
+    // Any representation the client holds is current: its tag names this version.
+    let not_modified = req.get_all(IF_NONE_MATCH).iter().any(|v| {
+        let held = v.as_bytes();
+        etag_matches(held, &page.etag) || page.variants.iter().any(|x| etag_matches(held, &x.etag))
+    });
     // A stored status outside HTTP's range (only a hand-edited replica
     // can hold one) is the edge's error, not the page's.
     let status = match not_modified {
         true => StatusCode::NOT_MODIFIED,
         false => StatusCode::from_u16(page.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
     };
-    let mut resp = ResponseHeader::build(status, Some(8)).expect("a StatusCode is valid");
-    let _ = resp.insert_header("etag", &page.etag);
+    let mut resp = ResponseHeader::build(status, Some(10)).expect("a StatusCode is valid");
+    let _ = resp.insert_header("etag", etag);
     if let Some(cc) = &page.cache_control {
         let _ = resp.insert_header("cache-control", cc);
     }
+    if page.encodable {
+        add_vary(&mut resp);
+    }
     if not_modified {
-        return (resp, None);
+        return Ok((resp, None));
     }
     let _ = resp.insert_header("content-type", &page.content_type);
-    let _ = resp.insert_header("content-length", page.body.len());
-    (resp, Some(page.body.clone()))
+    if let Some(v) = variant {
+        let _ = resp.insert_header("content-encoding", v.encoding.as_str());
+        METRICS
+            .encoded_responses
+            .with_label_values(&[v.encoding.as_str(), "page"])
+            .inc();
+    }
+    let _ = resp.insert_header("content-length", body.len());
+    Ok((resp, Some(body.clone())))
 }
 
 #[cfg(test)]

@@ -1,0 +1,226 @@
+//! Encoded variants of pages (br, zstd, gzip), made once per version off
+//! the request path: a bounded queue of jobs, a few blocking threads, and
+//! the variants put in beside the identity body only if that version is
+//! still the one held (a newer version pushed meanwhile wins; no variant of
+//! an older body is ever served).
+
+use super::slot::{CachedPage, PageCache, Variant};
+use crate::compress::{compressible_type, encode, Encoding, Levels};
+use crate::metrics::METRICS;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::Semaphore;
+use tracing::warn;
+
+/// What `[compression]` says of pages.
+#[derive(Debug, Clone)]
+pub struct PressSettings {
+    pub enabled: bool,
+    /// Media types worth encoding (`text/*` covers a top-level type).
+    pub types: Vec<String>,
+    pub min_bytes: usize,
+    /// A variant is kept only if it is at most (1 - this) of the identity.
+    pub min_saving: f64,
+    /// The server's order of preference, and the codings made.
+    pub prefer: Vec<Encoding>,
+    pub levels: Levels,
+    /// Blocking threads encoding at once, and jobs waiting beyond them.
+    pub workers: usize,
+    pub queue: usize,
+}
+
+pub struct Press {
+    settings: PressSettings,
+    queued: Arc<Semaphore>,
+    workers: Arc<Semaphore>,
+}
+
+impl Press {
+    pub fn new(settings: PressSettings) -> Self {
+        Press {
+            queued: Arc::new(Semaphore::new(settings.queue.max(1))),
+            workers: Arc::new(Semaphore::new(settings.workers.max(1))),
+            settings,
+        }
+    }
+
+    /// Whether a page of this type, size and status gets variants.
+    pub fn encodable(&self, page: &CachedPage) -> bool {
+        self.settings.enabled
+            && page.status == 200
+            && page.body.len() >= self.settings.min_bytes
+            && compressible_type(&page.content_type, &self.settings.types)
+    }
+
+    /// Asks for `page`'s variants (once per version), to be put into
+    /// `pages` when made. A full queue drops the job (counted): the page
+    /// is served as identity and asked again on its next hit.
+    pub fn request(&self, page: &Arc<CachedPage>, pages: &PageCache) {
+        if !page.encodable || !page.variants.is_empty() || page.pressed.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let Ok(queued) = self.queued.clone().try_acquire_owned() else {
+            page.pressed.store(false, Ordering::Release);
+            METRICS
+                .page_compression
+                .with_label_values(&["dropped"])
+                .inc();
+            return;
+        };
+        let (workers, settings) = (self.workers.clone(), self.settings.clone());
+        let (page, pages) = (page.clone(), pages.clone());
+        tokio::spawn(async move {
+            let _queued = queued;
+            let Ok(_worker) = workers.acquire().await else {
+                return;
+            };
+            let started = Instant::now();
+            let job = page.clone();
+            let made = tokio::task::spawn_blocking(move || variants(&job, &settings)).await;
+            let variants = match made {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => {
+                    METRICS
+                        .page_compression
+                        .with_label_values(&["failed"])
+                        .inc();
+                    warn!(path = %page.key.path, error = %e, "page not encoded; served as identity");
+                    return;
+                }
+                Err(e) => {
+                    METRICS
+                        .page_compression
+                        .with_label_values(&["failed"])
+                        .inc();
+                    warn!(path = %page.key.path, error = %e, "page encoder stopped");
+                    return;
+                }
+            };
+            METRICS
+                .page_compression_seconds
+                .observe(started.elapsed().as_secs_f64());
+            let result = if variants.is_empty() {
+                "none_kept"
+            } else {
+                "made"
+            };
+            METRICS.page_compression.with_label_values(&[result]).inc();
+            if variants.is_empty() {
+                return;
+            }
+            let version = page.version;
+            pages
+                .upgrade(page.key.clone(), |held| {
+                    (held.version == version && held.variants.is_empty())
+                        .then(|| held.with_variants(variants))
+                })
+                .await;
+        });
+    }
+}
+
+/// Every coding of `prefer` that saves enough, in that order.
+fn variants(page: &CachedPage, settings: &PressSettings) -> std::io::Result<Vec<Variant>> {
+    let limit = (page.body.len() as f64 * (1.0 - settings.min_saving)) as usize;
+    let mut out = Vec::new();
+    for &encoding in &settings.prefer {
+        let body = encode(encoding, &page.body, &settings.levels)?;
+        if body.len() <= limit {
+            out.push(Variant {
+                encoding,
+                body: body.into(),
+                etag: page.variant_etag(encoding),
+            });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::super::slot::{page_cache, Slot};
+    use super::*;
+    use crate::domain::{Page, StoreId};
+    use std::time::Duration;
+
+    pub fn press(enabled: bool) -> Press {
+        Press::new(PressSettings {
+            enabled,
+            types: vec!["text/*".into()],
+            min_bytes: 1024,
+            min_saving: 0.1,
+            prefer: vec![Encoding::Br, Encoding::Gzip],
+            levels: Levels {
+                br: 5,
+                zstd: 3,
+                gzip: 6,
+            },
+            workers: 1,
+            queue: 4,
+        })
+    }
+
+    fn page(version: i64, body: String) -> CachedPage {
+        CachedPage::from(Page {
+            store_id: StoreId(1),
+            path: "/".into(),
+            content_type: "text/html".into(),
+            body,
+            status: 200,
+            cache_control: None,
+            version,
+            updated_at: "t".into(),
+        })
+    }
+
+    async fn held(pages: &PageCache, key: &crate::domain::PageKey) -> Arc<CachedPage> {
+        match pages.get(key).await {
+            Some(Slot::Found(p)) => p,
+            _ => panic!("page gone"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn variants_join_their_version_and_never_a_newer_one() {
+        let press = press(true);
+        let pages = page_cache(1 << 22, Duration::from_secs(1));
+        let mut v1 = page(1, "<p>storefront</p>".repeat(200));
+        v1.encodable = press.encodable(&v1);
+        assert!(v1.encodable);
+        let v1 = Arc::new(v1);
+        let key = v1.key.clone();
+        pages.put_arc(key.clone(), v1.clone()).await;
+        press.request(&v1, &pages);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while held(&pages, &key).await.variants.is_empty() {
+            assert!(std::time::Instant::now() < deadline, "no variants");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let got = held(&pages, &key).await;
+        let codings: Vec<_> = got.variants.iter().map(|v| v.encoding).collect();
+        assert_eq!(
+            codings,
+            [Encoding::Br, Encoding::Gzip],
+            "in the order preferred"
+        );
+        assert_eq!(got.variants[0].etag, "\"v1-br\"");
+
+        // A newer version pushed: v1's variants are not put on it.
+        let v2 = Arc::new(page(2, "<p>new</p>".repeat(300)));
+        pages.put_arc(key.clone(), v2).await;
+        pages
+            .upgrade(key.clone(), |p| {
+                (p.version == 1).then(|| p.with_variants(got.variants.clone()))
+            })
+            .await;
+        let now = held(&pages, &key).await;
+        assert_eq!((now.version, now.variants.len()), (2, 0));
+
+        // Too small, or off: no variants asked for.
+        let small = page(3, "tiny".into());
+        assert!(!press.encodable(&small));
+        assert!(!super::tests::press(false).encodable(&v1));
+    }
+}

@@ -1,0 +1,256 @@
+//! A proxied answer encoded as it streams: the coding chosen by
+//! `super::choose`, the rules of when not to encode, the head's changes
+//! (no Content-Length, chunked on HTTP/1.1, a weakened ETag) and the
+//! streaming writers of the brotli, zstd and flate2 crates, each finished
+//! properly at the end of the body. (Pingora 0.9's brotli encoder flushes
+//! but never finishes its stream: decoders see it cut short.)
+
+use super::coding::{choose, compressible_type, Encoding, Levels};
+use crate::domain::Hostname;
+use bytes::Bytes;
+use http::header::{
+    ACCEPT_ENCODING, ACCEPT_RANGES, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE,
+    ETAG, TRANSFER_ENCODING, VARY,
+};
+use http::HeaderMap;
+use pingora_http::ResponseHeader;
+use std::collections::HashMap;
+use std::io::Write;
+use tracing::warn;
+
+/// When proxied answers are encoded, and how: `[compression]` with each
+/// config site's override.
+#[derive(Debug, Clone, Default)]
+pub struct StreamPolicy {
+    pub on: bool,
+    pub prefer: Vec<Encoding>,
+    pub levels: Option<Levels>,
+    pub types: Vec<String>,
+    /// Answers whose Content-Length says less are sent as they are.
+    pub min_bytes: usize,
+    pub sites: HashMap<Hostname, bool>,
+}
+
+impl StreamPolicy {
+    /// The encoder for one request to `host`.
+    pub fn for_request(&self, host: Option<&Hostname>, req: &HeaderMap) -> Streaming {
+        let on = host
+            .and_then(|h| self.sites.get(h))
+            .copied()
+            .unwrap_or(self.on);
+        match (on, self.levels) {
+            (true, Some(levels)) => {
+                let mut s = Streaming::for_request(req, &self.prefer, &levels);
+                s.min_bytes = self.min_bytes;
+                s
+            }
+            _ => Streaming::default(),
+        }
+    }
+}
+
+/// One proxied response's encoder: nothing until the response head says
+/// it may be encoded, then every body chunk through it.
+#[derive(Default)]
+pub struct Streaming {
+    /// The coding the client accepts best (None: identity).
+    chosen: Option<Encoding>,
+    levels: Option<Levels>,
+    writer: Option<Writer>,
+    /// The site encodes proxied answers (so they vary by Accept-Encoding).
+    on: bool,
+    min_bytes: usize,
+}
+
+impl std::fmt::Debug for Streaming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Streaming")
+            .field("chosen", &self.chosen)
+            .field("encoding", &self.writer.is_some())
+            .finish()
+    }
+}
+
+impl Streaming {
+    /// For a request whose site encodes proxied answers: the coding its
+    /// `Accept-Encoding` takes best among `prefer`, in that order.
+    fn for_request(req: &HeaderMap, prefer: &[Encoding], levels: &Levels) -> Self {
+        let accepted = req.get_all(ACCEPT_ENCODING).iter().map(|v| v.as_bytes());
+        Streaming {
+            chosen: choose(accepted, prefer).ok().flatten(),
+            levels: Some(*levels),
+            writer: None,
+            on: true,
+            min_bytes: 0,
+        }
+    }
+
+    /// Whether the body is being encoded (after `response_head`).
+    pub fn encoding(&self) -> Option<Encoding> {
+        self.writer.as_ref().and(self.chosen)
+    }
+
+    /// Decides on the response head: encode a 200 of a type in `types`
+    /// that the origin did not encode and did not mark `no-transform`. Any
+    /// such response varies by Accept-Encoding, whether this client gets a
+    /// coding or not.
+    pub fn response_head(&mut self, resp: &mut ResponseHeader, types: &[String]) {
+        if !self.on || !could_encode(resp, types, self.min_bytes) {
+            return;
+        }
+        add_vary(resp);
+        let (Some(chosen), Some(levels)) = (self.chosen, self.levels) else {
+            return;
+        };
+        let writer = match Writer::new(chosen, &levels) {
+            Ok(w) => w,
+            Err(e) => {
+                warn!(error = %e, coding = chosen.as_str(), "encoder not made; sent as identity");
+                return;
+            }
+        };
+        // The length is not known ahead, and ranges of the identity body
+        // are not ranges of this one.
+        resp.remove_header(&CONTENT_LENGTH);
+        resp.remove_header(&ACCEPT_RANGES);
+        let _ = resp.insert_header(TRANSFER_ENCODING, "chunked");
+        let _ = resp.insert_header("content-encoding", chosen.as_str());
+        weaken_etag(resp);
+        self.writer = Some(writer);
+    }
+
+    /// One body chunk (None with `end`: the end of the body) in, what to
+    /// send instead out (None: send the chunk as it is). At `end` the
+    /// coding's stream is finished.
+    pub fn body(&mut self, data: Option<&Bytes>, end: bool) -> Option<Bytes> {
+        let writer = self.writer.as_mut()?;
+        let out = writer.write(data.map_or(&[][..], |d| d.as_ref()), end);
+        match out {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                // Bytes already sent cannot be taken back: the rest is lost,
+                // and the client sees a cut-short stream, as on any break.
+                warn!(error = %e, "encoder failed mid-body");
+                Some(Bytes::new())
+            }
+        }
+    }
+}
+
+/// A 200 with a body of a type and size worth encoding, identity, and
+/// transformable.
+fn could_encode(resp: &ResponseHeader, types: &[String], min_bytes: usize) -> bool {
+    let h = &resp.headers;
+    let length = h
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<usize>().ok());
+    resp.status == http::StatusCode::OK
+        && length.is_none_or(|n| n >= min_bytes)
+        && h.get(CONTENT_ENCODING).is_none()
+        && !h
+            .get_all(CACHE_CONTROL)
+            .iter()
+            .any(|v| has_token(v.as_bytes(), b"no-transform"))
+        && h.get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| compressible_type(t, types))
+}
+
+/// RFC 9110 §8.8.1: another representation, so the origin's strong tag
+/// becomes weak (as nginx's gzip filter does); one not quoted is dropped.
+fn weaken_etag(resp: &mut ResponseHeader) {
+    let Some(tag) = resp.headers.get(ETAG).map(|v| v.as_bytes().to_vec()) else {
+        return;
+    };
+    if tag.starts_with(b"\"") {
+        let weak = [&b"W/"[..], &tag].concat();
+        let _ = resp.insert_header(ETAG, weak);
+    } else if !tag.starts_with(b"W/") {
+        resp.remove_header(&ETAG);
+    }
+}
+
+/// The crates' streaming encoders, writing into a buffer taken after each
+/// chunk.
+enum Writer {
+    Br(Option<Box<brotli::CompressorWriter<Vec<u8>>>>),
+    Zstd(Option<zstd::stream::write::Encoder<'static, Vec<u8>>>),
+    Gzip(Option<flate2::write::GzEncoder<Vec<u8>>>),
+}
+
+impl Writer {
+    fn new(e: Encoding, levels: &Levels) -> std::io::Result<Self> {
+        Ok(match e {
+            Encoding::Br => Writer::Br(Some(Box::new(brotli::CompressorWriter::new(
+                Vec::new(),
+                16 * 1024,
+                levels.br.min(11),
+                22,
+            )))),
+            Encoding::Zstd => Writer::Zstd(Some(zstd::stream::write::Encoder::new(
+                Vec::new(),
+                levels.zstd.clamp(1, 22),
+            )?)),
+            Encoding::Gzip => Writer::Gzip(Some(flate2::write::GzEncoder::new(
+                Vec::new(),
+                flate2::Compression::new(levels.gzip.min(9)),
+            ))),
+        })
+    }
+
+    fn write(&mut self, input: &[u8], end: bool) -> std::io::Result<Bytes> {
+        let gone = || std::io::Error::other("encoder already finished");
+        let out = match self {
+            Writer::Br(w) => {
+                let mut enc = w.take().ok_or_else(gone)?;
+                enc.write_all(input)?;
+                if end {
+                    enc.into_inner()
+                } else {
+                    let out = std::mem::take(enc.get_mut());
+                    *w = Some(enc);
+                    out
+                }
+            }
+            Writer::Zstd(w) => {
+                let mut enc = w.take().ok_or_else(gone)?;
+                enc.write_all(input)?;
+                if end {
+                    enc.finish()?
+                } else {
+                    let out = std::mem::take(enc.get_mut());
+                    *w = Some(enc);
+                    out
+                }
+            }
+            Writer::Gzip(w) => {
+                let mut enc = w.take().ok_or_else(gone)?;
+                enc.write_all(input)?;
+                if end {
+                    enc.finish()?
+                } else {
+                    let out = std::mem::take(enc.get_mut());
+                    *w = Some(enc);
+                    out
+                }
+            }
+        };
+        Ok(Bytes::from(out))
+    }
+}
+
+fn has_token(list: &[u8], token: &[u8]) -> bool {
+    list.split(|b| *b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// `Vary: Accept-Encoding`, once.
+pub fn add_vary(resp: &mut ResponseHeader) {
+    let present = resp.headers.get_all(VARY).iter().any(|v| {
+        let v = v.as_bytes();
+        has_token(v, b"accept-encoding") || has_token(v, b"*")
+    });
+    if !present {
+        let _ = resp.append_header(VARY, "Accept-Encoding");
+    }
+}
