@@ -129,6 +129,9 @@ impl IssueError {
         use instant_acme::Error as Acme;
         match self {
             IssueError::Ca { err, .. } => match err {
+                // The CA reporting a failed validation (RFC 8555 §6.7) is
+                // the challenge's failure, not a refusal.
+                Acme::Api(problem) if validation_problem(problem.r#type.as_deref()) => "challenge",
                 Acme::Api(_) => "ca_refused",
                 Acme::Timeout(_) => "timeout",
                 Acme::Http(_) | Acme::Hyper(_) => "ca_unreachable",
@@ -147,6 +150,20 @@ impl IssueError {
     }
 }
 
+/// ACME problem types that say the CA could not validate the challenge.
+fn validation_problem(kind: Option<&str>) -> bool {
+    const VALIDATION: [&str; 6] = [
+        "connection",
+        "dns",
+        "incorrectResponse",
+        "tls",
+        "unauthorized",
+        "caa",
+    ];
+    kind.and_then(|k| k.strip_prefix("urn:ietf:params:acme:error:"))
+        .is_some_and(|k| VALIDATION.contains(&k))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +176,16 @@ mod tests {
         .unwrap();
         let refused = IssueError::ca("new order")(problem.into());
         assert_eq!(refused.cause(), "ca_refused");
+        let unreached: instant_acme::Problem = serde_json::from_str(
+            r#"{"type": "urn:ietf:params:acme:error:connection", "detail": "no answer at :80"}"#,
+        )
+        .unwrap();
+        let failed = IssueError::ca("challenge ready")(unreached.into());
+        assert_eq!(
+            failed.cause(),
+            "challenge",
+            "a validation the CA reports failed"
+        );
         assert!(refused.to_string().starts_with("new order: "), "{refused}");
         let polled = IssueError::ca("validation")(instant_acme::Error::Timeout(None));
         assert_eq!(polled.cause(), "timeout");
