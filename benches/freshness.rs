@@ -3,6 +3,10 @@
 //!
 //!   cargo bench --bench freshness -- [changes=1000]
 //!
+//! PAGE_BYTES=N pads each version to N bytes of HTML, so every change is
+//! also encoded (br, zstd, gzip: `[compression]`) while it is polled;
+//! PAGES_ENCODED=false turns the variants off for a baseline.
+//!
 //! Uses the test harness (tests/common): broker, edge, Debezium records.
 
 #[path = "../tests/common/mod.rs"]
@@ -22,7 +26,13 @@ async fn main() {
     let broker = Broker::start().await;
     // The embedded replica (the default), no access log.
     let sync = broker.sync_topics(&[DOMAINS, PAGES]);
-    let edge = Edge::start_quiet(&format!("{sync}{}", idle_pool())).await;
+    // PAGES_ENCODED=false: the same run with page variants off (the baseline).
+    let encoded = std::env::var("PAGES_ENCODED").unwrap_or_else(|_| "true".into());
+    let edge = Edge::start_quiet(&format!(
+        "{sync}{}[compression]\npages = {encoded}\n",
+        idle_pool()
+    ))
+    .await;
 
     let producer = broker.producer();
     let domain = domain(HOST, STORE, "active", 1, false);
@@ -42,9 +52,14 @@ async fn main() {
         "edge never served the first page"
     );
 
+    let pad: usize = std::env::var("PAGE_BYTES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let filler = "<p>storefront, product and price</p>".repeat(pad / 36 + 1);
     let mut took = Vec::with_capacity(changes as usize);
     for v in 2..=changes + 1 {
-        let body = format!("v{v}");
+        let body = format!("v{v}{}", &filler[..pad.saturating_sub(8).min(filler.len())]);
         let started = Instant::now();
         publish(v, &body).await;
         assert!(

@@ -8,6 +8,9 @@
 # page: the cached 8 KiB page (edgepop's cache; nginx proxy_cache).
 # proxy: a 1 KiB GET through a 3-server least-connections pool.
 # FAST_PATH=false counts edgepop with proxy.fast_path off (default: on).
+# ACCEPT_ENCODING=... sends that header (page: edgepop serves its stored
+# variant; the peer is then nginx gzip_static on a gzip -9 copy of the
+# page, as benches/compression.sh).
 source "$(dirname "$0")/lib.sh"
 bash conf/build-deps.sh valgrind
 WHAT=${1:-page}; SECS=${2:-10}
@@ -22,7 +25,14 @@ http { access_log off; keepalive_requests 1000000;
   server { listen 127.0.0.1:19101; listen 127.0.0.1:19102; listen 127.0.0.1:19103; root $W;
     location / { try_files /$( [ "$WHAT" = page ] && echo page || echo small ).html =404; } } }"
 
-if [ "$WHAT" = page ]; then
+AE=(); [ -n "${ACCEPT_ENCODING:-}" ] && AE=(-H "Accept-Encoding: $ACCEPT_ENCODING")
+if [ "$WHAT" = page ] && [ ${#AE[@]} -gt 0 ]; then
+  gzip -9 -k -n "$W/page.html"
+  PEER_HTTP="server { listen 127.0.0.1:19180; root $W; default_type text/html;
+    location / { gzip_static on; gzip_vary on; try_files /page.html =404; } }"
+  POOL='[pools.public]
+servers = [{ addr = "127.0.0.1:19101" }]'
+elif [ "$WHAT" = page ]; then
   PEER_HTTP="proxy_cache_path $W/nginx-cache keys_zone=pages:10m;
   server { listen 127.0.0.1:19180; location / { proxy_cache pages; proxy_cache_valid 200 1h;
     proxy_pass http://127.0.0.1:19101; add_header x-edge-cache \$upstream_cache_status; } }"
@@ -57,10 +67,11 @@ count() {
   valgrind --tool=callgrind --callgrind-out-file="$W/$name.cg" "$@" >/dev/null 2>"$W/$name.vg" &
   local pid=$!
   for _ in $(seq 1 600); do curl -s -o /dev/null -H 'Host: shop.bench' "$url" && break; sleep 0.1; done
-  wrk -t1 -c8 -d3s -H 'Host: shop.bench' "$url" >/dev/null   # warm-up
+  wrk -t1 -c8 -d3s -H 'Host: shop.bench' "${AE[@]}" "$url" >/dev/null   # warm-up (and the page's variants made)
+  echo "$name answers: $(curl -s -o /dev/null -w '%{size_download} bytes' -H 'Host: shop.bench' "${AE[@]}" "$url")" >&2
   callgrind_control -z "$pid" >/dev/null 2>&1
   local requests
-  requests=$(wrk -t1 -c8 -d"${SECS}s" -H 'Host: shop.bench' "$url" | awk '/requests in/ { print $1 }')
+  requests=$(wrk -t1 -c8 -d"${SECS}s" -H 'Host: shop.bench' "${AE[@]}" "$url" | awk '/requests in/ { print $1 }')
   callgrind_control -d "$pid" >/dev/null 2>&1
   sleep 1
   local dump

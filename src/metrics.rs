@@ -300,7 +300,7 @@ impl Metrics {
         let page_compression = IntCounterVec::new(
             Opts::new(
                 "page_compression_total",
-                "Page variant jobs by result: made, none_kept (no coding saved compression.min_saving), dropped (queue full: asked again on the next hit), failed",
+                "Page variant jobs by result: made, none_kept (no coding saved compression.min_saving), superseded (a newer version arrived first), dropped (queue full: asked again on the next hit), failed",
             ),
             &["result"],
         )

@@ -1,16 +1,17 @@
 //! Encoded variants of pages (br, zstd, gzip), made once per version off
-//! the request path: a bounded queue of jobs, a few blocking threads, and
-//! the variants put in beside the identity body only if that version is
-//! still the one held (a newer version pushed meanwhile wins; no variant of
-//! an older body is ever served).
+//! the request path: a bounded queue of jobs, a few threads of their own at
+//! the idle CPU priority (encoding at br 11 never takes a core from
+//! requests or the change stream), and the variants put in beside the
+//! identity body only if that version is still the one held (a newer
+//! version pushed meanwhile wins; no variant of an older body is served).
 
 use super::slot::{CachedPage, PageCache, Variant};
 use crate::compress::{compressible_type, encode, Encoding, Levels};
 use crate::metrics::METRICS;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use tokio::sync::Semaphore;
 use tracing::warn;
 
 /// What `[compression]` says of pages.
@@ -25,24 +26,37 @@ pub struct PressSettings {
     /// The server's order of preference, and the codings made.
     pub prefer: Vec<Encoding>,
     pub levels: Levels,
-    /// Blocking threads encoding at once, and jobs waiting beyond them.
+    /// Threads encoding at once, and jobs waiting for them.
     pub workers: usize,
     pub queue: usize,
 }
 
+/// One page version to encode, and the cache to put its variants in.
+struct Job {
+    page: Arc<CachedPage>,
+    pages: PageCache,
+}
+
 pub struct Press {
-    settings: PressSettings,
-    queued: Arc<Semaphore>,
-    workers: Arc<Semaphore>,
+    settings: Arc<PressSettings>,
+    jobs: SyncSender<Job>,
 }
 
 impl Press {
     pub fn new(settings: PressSettings) -> Self {
-        Press {
-            queued: Arc::new(Semaphore::new(settings.queue.max(1))),
-            workers: Arc::new(Semaphore::new(settings.workers.max(1))),
-            settings,
+        let settings = Arc::new(settings);
+        let (jobs, queue) = sync_channel(settings.queue.max(1));
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..settings.workers.max(1) {
+            let (queue, settings) = (queue.clone(), settings.clone());
+            let started = std::thread::Builder::new()
+                .name(format!("edgepop-press-{n}"))
+                .spawn(move || work(&queue, &settings));
+            if let Err(e) = started {
+                warn!(error = %e, "page encoder thread not started");
+            }
         }
+        Press { settings, jobs }
     }
 
     /// Whether a page of this type, size and status gets variants.
@@ -61,63 +75,79 @@ impl Press {
         {
             return;
         }
-        let Ok(queued) = self.queued.clone().try_acquire_owned() else {
+        let job = Job {
+            page: page.clone(),
+            pages: pages.clone(),
+        };
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.jobs.try_send(job)
+        {
             page.pressed.store(false, Ordering::Release);
             METRICS
                 .page_compression
                 .with_label_values(&["dropped"])
                 .inc();
-            return;
+        }
+    }
+}
+
+/// An encoder thread: lowest priority, one job at a time.
+fn work(queue: &Mutex<Receiver<Job>>, settings: &PressSettings) {
+    // SCHED_IDLE: this thread runs only on a core nothing else wants, and
+    // yields it at once to a request or the change stream (nice 19 still
+    // cost 2-3 ms at p90 of freshness: benches/freshness.rs, PAGE_BYTES).
+    // A fully busy node serves identity until it has a moment.
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 names the calling thread; `param` outlives the call.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
+        // SAFETY: as above, for the fallback (who = 0: this thread).
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+    }
+    loop {
+        let next = match queue.lock() {
+            Ok(q) => q.recv(),
+            Err(_) => return,
         };
-        let (workers, settings) = (self.workers.clone(), self.settings.clone());
-        let (page, pages) = (page.clone(), pages.clone());
-        tokio::spawn(async move {
-            let _queued = queued;
-            let Ok(_worker) = workers.acquire().await else {
-                return;
-            };
-            let started = Instant::now();
-            let job = page.clone();
-            let made = tokio::task::spawn_blocking(move || variants(&job, &settings)).await;
-            let variants = match made {
-                Ok(Ok(v)) => v,
-                Ok(Err(e)) => {
-                    METRICS
-                        .page_compression
-                        .with_label_values(&["failed"])
-                        .inc();
-                    warn!(path = %page.key.path, error = %e, "page not encoded; served as identity");
-                    return;
-                }
-                Err(e) => {
-                    METRICS
-                        .page_compression
-                        .with_label_values(&["failed"])
-                        .inc();
-                    warn!(path = %page.key.path, error = %e, "page encoder stopped");
-                    return;
-                }
-            };
+        let Ok(Job { page, pages }) = next else {
+            return; // the press is gone
+        };
+        // A newer version arrived while this one waited: not worth encoding.
+        if page.superseded.load(Ordering::Acquire) {
             METRICS
-                .page_compression_seconds
-                .observe(started.elapsed().as_secs_f64());
-            let result = if variants.is_empty() {
-                "none_kept"
-            } else {
-                "made"
-            };
-            METRICS.page_compression.with_label_values(&[result]).inc();
-            if variants.is_empty() {
-                return;
+                .page_compression
+                .with_label_values(&["superseded"])
+                .inc();
+            continue;
+        }
+        let started = Instant::now();
+        let variants = match variants(&page, settings) {
+            Ok(v) => v,
+            Err(e) => {
+                METRICS
+                    .page_compression
+                    .with_label_values(&["failed"])
+                    .inc();
+                warn!(path = %page.key.path, error = %e, "page not encoded; served as identity");
+                continue;
             }
-            let version = page.version;
-            pages
-                .upgrade(page.key.clone(), |held| {
-                    (held.version == version && held.variants.is_empty())
-                        .then(|| held.with_variants(variants))
-                })
-                .await;
-        });
+        };
+        METRICS
+            .page_compression_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let result = if variants.is_empty() {
+            "none_kept"
+        } else {
+            "made"
+        };
+        METRICS.page_compression.with_label_values(&[result]).inc();
+        if variants.is_empty() {
+            continue;
+        }
+        let version = page.version;
+        // moka's future cache needs no runtime: this thread waits on it.
+        futures::executor::block_on(pages.upgrade(page.key.clone(), |held| {
+            (held.version == version && held.variants.is_empty())
+                .then(|| held.with_variants(variants))
+        }));
     }
 }
 
@@ -140,7 +170,7 @@ fn variants(page: &CachedPage, settings: &PressSettings) -> std::io::Result<Vec<
 
 #[cfg(test)]
 pub(super) mod tests {
-    use super::super::slot::{page_cache, Slot};
+    use super::super::slot::page_cache;
     use super::*;
     use crate::domain::{Page, StoreId};
     use std::time::Duration;

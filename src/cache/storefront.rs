@@ -174,10 +174,14 @@ impl Storefront {
             match o {
                 Outcome::Page(p) => {
                     let page = Arc::new(Self::cached(&self.press, p.clone()));
+                    self.supersede(&page.key).await;
                     self.pages.put_arc(p.key(), page.clone()).await;
                     self.press.request(&page, &self.pages);
                 }
-                Outcome::PageDeleted(key) => self.pages.remove(key).await,
+                Outcome::PageDeleted(key) => {
+                    self.supersede(key).await;
+                    self.pages.remove(key).await
+                }
                 Outcome::Domain(d) => self.domains.put(d.hostname.clone(), d.clone()).await,
                 Outcome::DomainDeleted(host) => self.domains.remove(host).await,
                 // Stale here may mean another process on this replica got
@@ -198,6 +202,14 @@ impl Storefront {
                 Outcome::Truncated(Table::Domains, _) => self.domains.clear(),
                 Outcome::Incomplete(_) => {}
             }
+        }
+    }
+
+    /// The page held for `key` is being replaced: its pending variants are
+    /// dropped before they cost a core.
+    async fn supersede(&self, key: &PageKey) {
+        if let Some(Slot::Found(old)) = self.pages.get(key).await {
+            old.superseded.store(true, Ordering::Release);
         }
     }
 

@@ -31,9 +31,14 @@ pub fn response(
     page: &CachedPage,
     req: &HeaderMap,
 ) -> Result<(ResponseHeader, Option<Bytes>), Refusal> {
-    let codings: Vec<Encoding> = page.variants.iter().map(|v| v.encoding).collect();
+    // At most one variant per coding, in the order preferred: no allocation.
+    let mut held = [Encoding::Br; 3];
+    let n = page.variants.len().min(3);
+    for (slot, v) in held.iter_mut().zip(&page.variants) {
+        *slot = v.encoding;
+    }
     let accepted = req.get_all(ACCEPT_ENCODING).iter().map(|v| v.as_bytes());
-    let variant = match choose(accepted, &codings) {
+    let variant = match choose(accepted, &held[..n]) {
         Ok(chosen) => chosen.and_then(|e| page.variants.iter().find(|v| v.encoding == e)),
         Err(NotAcceptable) => {
             let reason = "no representation of this page in an accepted content coding";
