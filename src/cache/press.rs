@@ -170,7 +170,7 @@ fn variants(page: &CachedPage, settings: &PressSettings) -> std::io::Result<Vec<
 
 #[cfg(test)]
 pub(super) mod tests {
-    use super::super::slot::page_cache;
+    use super::super::slot::{page_cache, Slot};
     use super::*;
     use crate::domain::{Page, StoreId};
     use std::time::Duration;
