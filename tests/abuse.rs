@@ -486,16 +486,6 @@ fn raise_nofile(want: u64) -> u64 {
     }
 }
 
-/// Resident memory of process `pid`, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 /// A keep-alive connection from `ip` that has had one answer and now idles.
 async fn idle_after_one_request(ip: String, to: SocketAddr) -> Option<TcpStream> {
     let mut s = connect_from(&ip, to).await;

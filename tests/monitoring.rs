@@ -484,21 +484,6 @@ fn birdc(socket: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
-/// An HTTP/2 connection over TLS to `addr` for `host`, trusting `root`.
-async fn h2_connect(
-    addr: SocketAddr,
-    host: &str,
-    root: &Path,
-) -> h2::client::SendRequest<bytes::Bytes> {
-    let connector = tls_connector(root, &[b"h2"]);
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let name = rustls_pki_types::ServerName::try_from(host.to_string()).unwrap();
-    let tls = connector.connect(name, tcp).await.unwrap();
-    let (send, conn) = h2::client::handshake(tls).await.unwrap();
-    tokio::spawn(conn);
-    send
-}
-
 /// A request head over the 32 KiB limit (431), over a raw connection: the
 /// edge may close it before the whole head is written.
 async fn oversized_head(addr: SocketAddr) {

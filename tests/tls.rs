@@ -370,21 +370,6 @@ async fn a_revoked_certificate_is_dropped_and_replaced() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no stored certificate for nothing.test"));
 }
 
-/// An HTTP/2 connection over TLS to `addr` for `host`, trusting `root`.
-async fn h2_connect(
-    addr: SocketAddr,
-    host: &str,
-    root: &std::path::Path,
-) -> h2::client::SendRequest<bytes::Bytes> {
-    let connector = tls_connector(root, &[b"h2"]);
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let name = rustls_pki_types::ServerName::try_from(host.to_string()).unwrap();
-    let tls = connector.connect(name, tcp).await.unwrap();
-    let (send, conn) = h2::client::handshake(tls).await.unwrap();
-    tokio::spawn(conn);
-    send
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reset_streams_are_cancelled_and_logged_once_per_connection() {
     // An origin that takes its time: a stream it sees is still in flight

@@ -199,44 +199,33 @@ impl Writer {
     }
 
     fn write(&mut self, input: &[u8], end: bool) -> std::io::Result<Bytes> {
-        let gone = || std::io::Error::other("encoder already finished");
         let out = match self {
-            Writer::Br(w) => {
-                let mut enc = w.take().ok_or_else(gone)?;
-                enc.write_all(input)?;
-                if end {
-                    enc.into_inner()
-                } else {
-                    let out = std::mem::take(enc.get_mut());
-                    *w = Some(enc);
-                    out
-                }
-            }
-            Writer::Zstd(w) => {
-                let mut enc = w.take().ok_or_else(gone)?;
-                enc.write_all(input)?;
-                if end {
-                    enc.finish()?
-                } else {
-                    let out = std::mem::take(enc.get_mut());
-                    *w = Some(enc);
-                    out
-                }
-            }
-            Writer::Gzip(w) => {
-                let mut enc = w.take().ok_or_else(gone)?;
-                enc.write_all(input)?;
-                if end {
-                    enc.finish()?
-                } else {
-                    let out = std::mem::take(enc.get_mut());
-                    *w = Some(enc);
-                    out
-                }
-            }
+            Writer::Br(w) => step(w, input, end, |e| e.get_mut(), |e| Ok(e.into_inner()))?,
+            Writer::Zstd(w) => step(w, input, end, |e| e.get_mut(), |e| e.finish())?,
+            Writer::Gzip(w) => step(w, input, end, |e| e.get_mut(), |e| e.finish())?,
         };
         Ok(Bytes::from(out))
     }
+}
+
+/// One chunk into a streaming encoder writing into a `Vec`: what it has
+/// produced so far, or at `end` the rest of its stream, finished.
+fn step<W: Write>(
+    slot: &mut Option<W>,
+    input: &[u8],
+    end: bool,
+    buffer: impl FnOnce(&mut W) -> &mut Vec<u8>,
+    finish: impl FnOnce(W) -> std::io::Result<Vec<u8>>,
+) -> std::io::Result<Vec<u8>> {
+    let gone = || std::io::Error::other("encoder already finished");
+    let mut enc = slot.take().ok_or_else(gone)?;
+    enc.write_all(input)?;
+    if end {
+        return finish(enc);
+    }
+    let out = std::mem::take(buffer(&mut enc));
+    *slot = Some(enc);
+    Ok(out)
 }
 
 fn has_token(list: &[u8], token: &[u8]) -> bool {

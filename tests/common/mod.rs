@@ -583,3 +583,28 @@ pub async fn peer_cert(
         .ok_or("no certificate")?;
     Ok(certs[0].to_vec())
 }
+
+/// Resident memory of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// An HTTP/2 connection over TLS to `addr` for `host`, trusting `root`.
+pub async fn h2_connect(
+    addr: SocketAddr,
+    host: &str,
+    root: &std::path::Path,
+) -> h2::client::SendRequest<bytes::Bytes> {
+    let connector = tls_connector(root, &[b"h2"]);
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from(host.to_string()).unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    let (send, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(conn);
+    send
+}
