@@ -48,6 +48,7 @@ pub struct Metrics {
     pub page_compression_seconds: Histogram,
     pub page_bytes: IntGaugeVec,
     pub encoded_responses: IntCounterVec,
+    pub sync_broker_up: IntGauge,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -329,7 +330,13 @@ impl Metrics {
             &["encoding", "source"],
         )
         .expect("metric");
-        let collectors: [Box<dyn prometheus::core::Collector>; 39] = [
+        let sync_broker_up = IntGauge::new(
+            "sync_broker_up",
+            "1 while the Kafka broker answers the change stream's watermark queries (each second), 0 when none answered: sync_records_behind then stands still",
+        )
+        .expect("metric");
+        let collectors: [Box<dyn prometheus::core::Collector>; 40] = [
+            Box::new(sync_broker_up.clone()),
             Box::new(page_compression.clone()),
             Box::new(page_compression_seconds.clone()),
             Box::new(page_bytes.clone()),
@@ -414,6 +421,7 @@ impl Metrics {
             page_compression_seconds,
             page_bytes,
             encoded_responses,
+            sync_broker_up,
         }
     }
 

@@ -214,6 +214,15 @@ async fn broker_outage_under_load_loses_nothing() {
             "change /p{i} published during the outage was lost"
         );
     }
+
+    // What an operator's alert reads: the broker not answering, then back.
+    let up = || async { edge.metric("edgepop_sync_broker_up").await };
+    assert!(eventually(SEC(30), || async { up().await == 1.0 }).await);
+    s.broker.pause();
+    let down = eventually(SEC(30), || async { up().await == 0.0 }).await;
+    s.broker.resume();
+    assert!(down, "a silent broker never showed as down");
+    assert!(eventually(SEC(30), || async { up().await == 1.0 }).await);
 }
 
 async fn killed_mid_stream_resumes_exactly(kind: Kind) {

@@ -129,6 +129,7 @@ impl ChangeStream {
     pub async fn run(self: Arc<Self>) {
         loop {
             if let Err(e) = self.session().await {
+                METRICS.sync_broker_up.set(0);
                 warn!(error = %e, "change stream session ended; retrying");
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -407,6 +408,7 @@ async fn watch_lag(
     stats: Arc<SyncStats>,
 ) {
     loop {
+        let mut answered = false;
         for (topic, partition) in &partitions {
             let (c, t, p) = (consumer.clone(), topic.clone(), *partition);
             if let Ok(Ok((_, high))) = tokio::task::spawn_blocking(move || {
@@ -415,8 +417,11 @@ async fn watch_lag(
             .await
             {
                 stats.set_high(topic, *partition, high);
+                answered = true;
             }
         }
+        // Without answers the lag above stands still: this says why.
+        METRICS.sync_broker_up.set(answered as i64);
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
