@@ -49,6 +49,8 @@ pub struct Metrics {
     pub page_bytes: IntGaugeVec,
     pub encoded_responses: IntCounterVec,
     pub sync_broker_up: IntGauge,
+    pub tls_ahead: IntCounterVec,
+    pub tls_ahead_queued: IntGauge,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -335,7 +337,22 @@ impl Metrics {
             "1 while the Kafka broker answers the change stream's watermark queries (each second), 0 when none answered: sync_records_behind then stands still",
         )
         .expect("metric");
-        let collectors: [Box<dyn prometheus::core::Collector>; 40] = [
+        let tls_ahead = IntCounterVec::new(
+            Opts::new(
+                "tls_ahead_total",
+                "Domains made active by the change stream, by what their certificate ordered ahead became: issued_ahead (in memory before any handshake, obtained here or from the store), held (already held), refused (not active any more when its turn came), failed, dropped (queue full: left to the first handshake)",
+            ),
+            &["result"],
+        )
+        .expect("metric");
+        let tls_ahead_queued = IntGauge::new(
+            "tls_ahead_queued",
+            "Domains waiting for their certificate to be ordered ahead",
+        )
+        .expect("metric");
+        let collectors: [Box<dyn prometheus::core::Collector>; 42] = [
+            Box::new(tls_ahead.clone()),
+            Box::new(tls_ahead_queued.clone()),
             Box::new(sync_broker_up.clone()),
             Box::new(page_compression.clone()),
             Box::new(page_compression_seconds.clone()),
@@ -422,6 +439,8 @@ impl Metrics {
             page_bytes,
             encoded_responses,
             sync_broker_up,
+            tls_ahead,
+            tls_ahead_queued,
         }
     }
 

@@ -31,12 +31,27 @@ impl Node {
 
     /// `tls_extra`: plain keys of `[tls]`; `store`: the shared database.
     async fn launch(
+        self,
+        pebble: &Pebble,
+        challenge: &str,
+        tls_extra: &str,
+        store: Option<&Pg>,
+        origin: &Origin,
+    ) -> Node {
+        self.launch_with(pebble, challenge, tls_extra, store, origin, "")
+            .await
+    }
+
+    /// `launch`, with `tail` (whole tables, e.g. `[sync]`) at the end and
+    /// the replica made first.
+    async fn launch_with(
         mut self,
         pebble: &Pebble,
         challenge: &str,
         tls_extra: &str,
         store: Option<&Pg>,
         origin: &Origin,
+        tail: &str,
     ) -> Node {
         let store = store
             .map(|pg| format!("[tls.store]\npostgres = \"{}\"\n", pg.url()))
@@ -59,7 +74,10 @@ impl Node {
             site(GONE, "public", "suspended"),
             site(LATE, "public", "active"),
         );
-        self.edge.write_config(&body);
+        self.edge.write_config(&format!("{body}{tail}"));
+        if !tail.is_empty() {
+            self.edge.command(&["replica", "init"]);
+        }
         self.edge = self.edge.launch(false).await;
         self
     }
@@ -469,4 +487,48 @@ async fn a_node_still_orders_when_the_shared_store_is_down() {
     node.cert(SHOP, &pebble)
         .await
         .expect("held certificates keep serving");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_domain_the_stream_makes_active_is_ordered_once_for_the_network_before_any_handshake() {
+    use common::stream::{domain, Broker, DOMAINS};
+    const AHEAD: &str = "ahead.example.com";
+    let broker = Broker::start().await;
+    let origin = Origin::start(Duration::from_millis(1)).await;
+    let pg = Pg::create();
+    let (a, b) = (Node::prepare(), Node::prepare());
+    let pebble = Pebble::start(b.edge.http.port(), b.https.port()).await;
+    let sync = broker.sync_section();
+    let a = a
+        .launch_with(&pebble, "http-01", "", Some(&pg), &origin, &sync)
+        .await;
+    let b = b
+        .launch_with(&pebble, "http-01", "", Some(&pg), &origin, &sync)
+        .await;
+
+    // Committed at the primary: both PoPs hear of it at once.
+    let record = domain(AHEAD, 9, "active", 1, false);
+    let key = format!("{{\"hostname\":\"{AHEAD}\"}}");
+    broker.producer().send(DOMAINS, &key, Some(&record)).await;
+    let ahead = "edgepop_tls_ahead_total{result=\"issued_ahead\"}";
+    for node in [&a, &b] {
+        assert!(
+            eventually(Duration::from_secs(60), || async {
+                node.metric(ahead).await == 1.0
+            })
+            .await,
+            "a PoP has no certificate ahead\n{}",
+            node.edge.stderr()
+        );
+    }
+    // One order for the network; the other PoP took it from the store.
+    assert_eq!(a.issued().await + b.issued().await, 1.0);
+    assert_eq!(pebble.orders(), 1, "{}", pebble.log());
+
+    // Every PoP's first handshake for the name issues nothing.
+    for node in [&a, &b] {
+        node.cert(AHEAD, &pebble).await.expect("served");
+    }
+    assert_eq!(a.issued().await + b.issued().await, 1.0);
+    assert_eq!(pebble.orders(), 1);
 }

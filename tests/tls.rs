@@ -455,3 +455,77 @@ async fn a_request_for_another_site_than_the_sni_is_421_unless_the_site_allows_i
     assert_eq!(ask("open.test").await.unwrap().status(), 200);
     assert_eq!(t.origin.hits(), 2, "the fronted request reached the origin");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_domain_the_stream_makes_active_has_its_certificate_before_its_first_visitor() {
+    use common::stream::{domain, Broker, DOMAINS};
+    let broker = Broker::start().await;
+    let origin = Origin::start(Duration::from_millis(1)).await;
+    let https = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let edge = Edge::start_initialised(&format!(
+        "[tls]\nlisten = [\"{https}\"]\nissue_timeout = \"5s\"\n{}{}",
+        broker.sync_section(),
+        pool("public", &[(origin.addr, 1)]),
+    ))
+    .await;
+    let t = Tls {
+        edge,
+        https,
+        origin,
+    };
+    let producer = broker.producer();
+    let publish = |host: &'static str, status: &'static str, version: i64| {
+        let record = domain(host, 9, status, version, false);
+        let key = format!("{{\"hostname\":\"{host}\"}}");
+        let producer = &producer;
+        async move { producer.send(DOMAINS, &key, Some(&record)).await }
+    };
+    publish("new.test", "active", 1).await;
+
+    // Ordered as the change arrived: issued, stored, held, no handshake yet.
+    let ahead = "edgepop_tls_ahead_total{result=\"issued_ahead\"}";
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            t.edge.metric(ahead).await == 1.0
+        })
+        .await,
+        "no certificate ordered ahead\n{}",
+        t.edge.stderr()
+    );
+    assert_eq!(t.issued().await, 1.0);
+    let stored = t
+        .edge
+        .dir
+        .path()
+        .join("edgepop-data/tls/certs/new.test.json");
+    assert!(stored.exists(), "in the store for the other PoPs");
+    assert_eq!(
+        t.edge
+            .metric("edgepop_tls_handshakes_total{result=\"ok\"}")
+            .await,
+        0.0
+    );
+
+    // The first visitor's handshake issues nothing.
+    let r = t.get("new.test", true).await.expect("verified TLS");
+    assert_eq!(r.status(), 200);
+    assert_eq!(t.issued().await, 1.0, "the first handshake did no issuance");
+
+    // A suspended domain gets no order; one made active again is held.
+    publish("paused.test", "suspended", 1).await;
+    publish("new.test", "active", 2).await;
+    let held = "edgepop_tls_ahead_total{result=\"held\"}";
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            t.edge.metric(held).await == 1.0
+        })
+        .await
+    );
+    assert_eq!(t.issued().await, 1.0, "nothing for the suspended name");
+    assert!(!t
+        .edge
+        .dir
+        .path()
+        .join("edgepop-data/tls/certs/paused.test.json")
+        .exists());
+}

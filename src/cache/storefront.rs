@@ -5,7 +5,7 @@ use super::press::Press;
 use super::slot::{CachedPage, DomainCache, PageCache, Slot};
 use crate::change::Table;
 use crate::directory::{Directory, DirectoryError};
-use crate::domain::{DomainRecord, Hostname, PageKey, StoreId};
+use crate::domain::{DomainRecord, DomainStatus, Hostname, PageKey, StoreId};
 use crate::metrics::METRICS;
 use crate::replica::{Outcome, Replica, ReplicaError};
 use async_trait::async_trait;
@@ -36,6 +36,8 @@ pub struct Storefront {
     ignorable: Vec<String>,
     /// Encoded variants, made after a page arrives.
     press: Press,
+    /// Told of every domain the stream makes active (certificates ahead).
+    activations: std::sync::OnceLock<tokio::sync::mpsc::Sender<Hostname>>,
 }
 
 impl Storefront {
@@ -53,7 +55,15 @@ impl Storefront {
             replica_up: AtomicBool::new(true),
             ignorable,
             press,
+            activations: Default::default(),
         }
+    }
+
+    /// The names of domains the change stream makes active, from now on;
+    /// at most `queue` waiting (more are dropped, counted). Once.
+    pub fn watch_activations(&self, queue: usize) -> Option<tokio::sync::mpsc::Receiver<Hostname>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(queue.max(1));
+        self.activations.set(tx).ok().map(|()| rx)
     }
 
     /// A replica row as the cache holds it.
@@ -182,7 +192,12 @@ impl Storefront {
                     self.supersede(key).await;
                     self.pages.remove(key).await
                 }
-                Outcome::Domain(d) => self.domains.put(d.hostname.clone(), d.clone()).await,
+                Outcome::Domain(d) => {
+                    self.domains.put(d.hostname.clone(), d.clone()).await;
+                    if d.status == DomainStatus::Active {
+                        self.activated(&d.hostname);
+                    }
+                }
                 Outcome::DomainDeleted(host) => self.domains.remove(host).await,
                 // Stale here may mean another process on this replica got
                 // there first: a copy older than the event is reloaded from
@@ -202,6 +217,15 @@ impl Storefront {
                 Outcome::Truncated(Table::Domains, _) => self.domains.clear(),
                 Outcome::Incomplete(_) => {}
             }
+        }
+    }
+
+    fn activated(&self, host: &Hostname) {
+        let Some(tx) = self.activations.get() else {
+            return;
+        };
+        if tx.try_send(host.clone()).is_err() {
+            METRICS.tls_ahead.with_label_values(&["dropped"]).inc();
         }
     }
 

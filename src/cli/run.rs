@@ -256,6 +256,13 @@ impl BackgroundService for Control {
         self.edge.data.spawn(self.ping_every);
         if let Some(certs) = self.edge.certs.get() {
             tokio::spawn(certs.clone().renew_loop());
+            let tls = self.edge.state().config.tls.clone();
+            if let Some(tls) = tls.filter(|t| t.issue_ahead) {
+                let storefront = &self.edge.data.storefront;
+                if let Some(activated) = storefront.watch_activations(tls.issue_ahead_queue) {
+                    tokio::spawn(certs.clone().issue_ahead(activated));
+                }
+            }
         }
         if let Some(mut phases) = crate::locked(&self.phases).take() {
             let edge = self.edge.clone();

@@ -36,6 +36,14 @@ pub struct TlsConfig {
     /// How often held certificates are checked for renewal.
     #[serde(default = "default_renew_check", with = "humantime_serde")]
     pub renew_check: Duration,
+    /// A domain the change stream makes active gets its certificate ordered
+    /// at once, before its first visitor (one PoP orders: the store's lock).
+    #[serde(default = "default_true")]
+    pub issue_ahead: bool,
+    /// Names waiting to be ordered ahead; more are dropped (counted) and
+    /// left to their first handshake.
+    #[serde(default = "default_ahead_queue")]
+    pub issue_ahead_queue: usize,
     /// Certificates from files, for the operator's own names.
     #[serde(default)]
     pub certificates: Vec<StaticCert>,
@@ -122,6 +130,12 @@ fn default_validity() -> Duration {
 }
 fn default_renew_fraction() -> f64 {
     1.0 / 3.0
+}
+fn default_true() -> bool {
+    true
+}
+fn default_ahead_queue() -> usize {
+    10_000
 }
 fn default_renew_check() -> Duration {
     Duration::from_secs(60)

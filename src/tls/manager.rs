@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
+mod ahead;
 mod renew;
 
 /// Whether a name may get a certificate on demand (certmagic's

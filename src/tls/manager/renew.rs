@@ -26,6 +26,12 @@ impl CertManager {
                 .map(|(h, s)| ((*h).clone(), s))
                 .collect();
             for (host, old) in due {
+                // A domain suspended or deleted since: not renewed again.
+                if !self.policy.may_issue(&host).await {
+                    info!(%host, "certificate not renewed: the name is no longer served");
+                    self.served.invalidate(&host).await;
+                    continue;
+                }
                 match self.obtain(&host, Some(old.not_after)).await {
                     Ok(new) => self.served.insert(host, new).await,
                     Err(e) => {
