@@ -106,6 +106,23 @@ async fn first_handshake_gets_a_certificate_and_both_http_versions_work() {
         0o600,
         "private key file is 0600"
     );
+    // What an operator asks of the store.
+    let out = t.edge.command(&["tls", "status", "shop.test"]);
+    let said = String::from_utf8(out.stdout).unwrap();
+    for line in [
+        "store:       file",
+        "state:       valid",
+        "not after:",
+        "renew from:",
+    ] {
+        assert!(said.contains(line), "{line}: {said}");
+    }
+    let none = Command::new(bin())
+        .args(["tls", "status", "never.test", "--config"])
+        .arg(t.edge.config_path())
+        .output()
+        .unwrap();
+    assert_eq!(none.status.code(), Some(1), "nothing stored: exit 1");
     let key = t.edge.dir.path().join("edgepop-data/tls/ca/ca.key");
     assert_eq!(
         std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,

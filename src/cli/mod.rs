@@ -74,6 +74,13 @@ enum TlsCommand {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// What the store holds for a name: store, issuer, validity, when its
+    /// renewal starts, revoked or not (exit 1: nothing stored).
+    Status {
+        hostname: String,
+        #[arg(short, long)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -143,6 +150,9 @@ pub fn main() -> ExitCode {
         Command::Tls {
             command: TlsCommand::Revoke { hostname, config },
         } => with_config(&config, |c| tls::revoke(&runtime(), &c, &hostname)),
+        Command::Tls {
+            command: TlsCommand::Status { hostname, config },
+        } => with_config(&config, |c| tls::status(&runtime(), &c, &hostname)),
         Command::Ttfb(args) => ttfb::run(*args),
         Command::Man { dir } => {
             let cmd = <Cli as clap::CommandFactory>::command();

@@ -1,5 +1,5 @@
 //! The certificate store and issuer a config names (shared by `run` and
-//! the `edgepop tls` commands), and `edgepop tls revoke`.
+//! the `edgepop tls` commands), `edgepop tls revoke` and `edgepop tls status`.
 
 use crate::config::{Config, TlsConfig};
 use crate::domain::Hostname;
@@ -104,4 +104,62 @@ async fn revoke_stored(config: &Config, host: &str) -> Result<String, Box<dyn Er
         "{host}: revoked (issuer {}); nodes drop it within tls.renew_check",
         cert.issuer
     ))
+}
+
+/// What the store holds for `host`: store, issuer, validity, when renewal
+/// starts (`tls.renew_when_left`), revoked or not. Exit 1 when nothing is
+/// stored (the name gets its certificate on its first handshake).
+pub fn status(rt: &tokio::runtime::Runtime, config: &Config, host: &str) -> ExitCode {
+    match rt.block_on(stored_status(config, host)) {
+        Ok(Some(lines)) => {
+            println!("{lines}");
+            ExitCode::SUCCESS
+        }
+        Ok(None) => {
+            println!("{host}: no certificate stored (ordered ahead or on the first handshake)");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn stored_status(config: &Config, host: &str) -> Result<Option<String>, Box<dyn Error>> {
+    let tls = config.tls.as_ref().ok_or("the config has no [tls] table")?;
+    let host = Hostname::parse(host).map_err(|e| format!("{host}: {e}"))?;
+    let store = stores(tls)?.certs;
+    let Some(cert) = store.load(&host).await? else {
+        return Ok(None);
+    };
+    let when = |t: i64| {
+        time::OffsetDateTime::from_unix_timestamp(t)
+            .ok()
+            .and_then(|d| {
+                d.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_else(|| t.to_string())
+    };
+    let lifetime = (cert.not_after - cert.not_before).max(0) as f64;
+    let renew_from = cert.not_after - (lifetime * tls.renew_when_left) as i64;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let state = match () {
+        _ if cert.revoked => "revoked: not served; the next handshake orders a new one",
+        _ if now >= cert.not_after => "expired: not served; the next handshake orders a new one",
+        _ if now >= renew_from => {
+            "due for renewal: the nodes holding it renew it in the background"
+        }
+        _ => "valid",
+    };
+    Ok(Some(format!(
+        "{host}\n  store:       {}\n  issuer:      {}\n  not before:  {}\n  not after:   {}\n  renew from:  {} (tls.renew_when_left = {})\n  state:       {state}",
+        store.kind(),
+        cert.issuer,
+        when(cert.not_before),
+        when(cert.not_after),
+        when(renew_from),
+        tls.renew_when_left,
+    )))
 }
