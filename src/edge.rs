@@ -98,8 +98,7 @@ pub fn open_replica(config: &Config) -> Result<Arc<dyn Replica>, String> {
 fn press_settings(c: &CompressionConfig) -> PressSettings {
     PressSettings {
         enabled: c.pages,
-        types: c.types.clone(),
-        min_bytes: c.min_bytes,
+        worth: c.worth(),
         min_saving: c.min_saving,
         prefer: c.prefer.clone(),
         levels: c.page_levels.into(),
@@ -125,9 +124,8 @@ impl EdgeState {
         let streaming = StreamPolicy {
             on: c.proxied,
             prefer: c.prefer.clone(),
-            levels: Some(c.proxied_levels.into()),
-            types: c.types.clone(),
-            min_bytes: c.min_bytes,
+            levels: c.proxied_levels.into(),
+            worth: c.worth(),
             sites: config
                 .sites
                 .iter()

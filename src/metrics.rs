@@ -303,7 +303,7 @@ impl Metrics {
         let page_compression = IntCounterVec::new(
             Opts::new(
                 "page_compression_total",
-                "Page variant jobs by result: made, none_kept (no coding saved compression.min_saving), superseded (a newer version arrived first), dropped (queue full: asked again on the next hit), failed",
+                "Page variant jobs by result: made, none_kept (no coding saved compression.min_saving), superseded (replaced, removed or evicted before its turn), dropped (queue full: asked again on the next hit), failed",
             ),
             &["result"],
         )
@@ -350,7 +350,7 @@ impl Metrics {
             "Domains waiting for their certificate to be ordered ahead",
         )
         .expect("metric");
-        let collectors: [Box<dyn prometheus::core::Collector>; 42] = [
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(tls_ahead.clone()),
             Box::new(tls_ahead_queued.clone()),
             Box::new(sync_broker_up.clone()),
@@ -502,7 +502,7 @@ impl AnycastMetrics {
             "Announce or withdraw commands the BGP daemon refused or did not answer",
         )
         .expect("metric");
-        let collectors: [Box<dyn prometheus::core::Collector>; 4] = [
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(announced.clone()),
             Box::new(node_ready.clone()),
             Box::new(checks.clone()),

@@ -5,11 +5,11 @@
 //! identity body only if that version is still the one held (a newer
 //! version pushed meanwhile wins; no variant of an older body is served).
 
-use super::slot::{CachedPage, PageCache, Variant};
-use crate::compress::{compressible_type, encode, Encoding, Levels};
+use super::slot::{CachedPage, PageCache, Slot, Variant};
+use crate::compress::{encode, Encoding, Levels, Worth};
 use crate::metrics::METRICS;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tracing::warn;
@@ -18,9 +18,8 @@ use tracing::warn;
 #[derive(Debug, Clone)]
 pub struct PressSettings {
     pub enabled: bool,
-    /// Media types worth encoding (`text/*` covers a top-level type).
-    pub types: Vec<String>,
-    pub min_bytes: usize,
+    /// Which pages: as for proxied answers.
+    pub worth: Worth,
     /// A variant is kept only if it is at most (1 - this) of the identity.
     pub min_saving: f64,
     /// The server's order of preference, and the codings made.
@@ -61,10 +60,9 @@ impl Press {
 
     /// Whether a page of this type, size and status gets variants.
     pub fn encodable(&self, page: &CachedPage) -> bool {
+        let worth = &self.settings.worth;
         self.settings.enabled
-            && page.status == 200
-            && page.body.len() >= self.settings.min_bytes
-            && compressible_type(&page.content_type, &self.settings.types)
+            && worth.allows(page.status, &page.content_type, Some(page.body.len()))
     }
 
     /// Asks for `page`'s variants (once per version), to be put into
@@ -79,8 +77,7 @@ impl Press {
             page: page.clone(),
             pages: pages.clone(),
         };
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.jobs.try_send(job)
-        {
+        if self.jobs.try_send(job).is_err() {
             page.pressed.store(false, Ordering::Release);
             METRICS
                 .page_compression
@@ -110,8 +107,10 @@ fn work(queue: &Mutex<Receiver<Job>>, settings: &PressSettings) {
         let Ok(Job { page, pages }) = next else {
             return; // the press is gone
         };
-        // A newer version arrived while this one waited: not worth encoding.
-        if page.superseded.load(Ordering::Acquire) {
+        // Replaced, removed or evicted while it waited: not worth encoding.
+        // moka's future cache needs no runtime: this thread waits on it.
+        let held = futures::executor::block_on(pages.get(&page.key));
+        if !matches!(held, Some(Slot::Found(p)) if Arc::ptr_eq(&p, &page)) {
             METRICS
                 .page_compression
                 .with_label_values(&["superseded"])
@@ -133,17 +132,15 @@ fn work(queue: &Mutex<Receiver<Job>>, settings: &PressSettings) {
         METRICS
             .page_compression_seconds
             .observe(started.elapsed().as_secs_f64());
-        let result = if variants.is_empty() {
-            "none_kept"
-        } else {
-            "made"
-        };
-        METRICS.page_compression.with_label_values(&[result]).inc();
         if variants.is_empty() {
+            METRICS
+                .page_compression
+                .with_label_values(&["none_kept"])
+                .inc();
             continue;
         }
+        METRICS.page_compression.with_label_values(&["made"]).inc();
         let version = page.version;
-        // moka's future cache needs no runtime: this thread waits on it.
         futures::executor::block_on(pages.upgrade(page.key.clone(), |held| {
             (held.version == version && held.variants.is_empty())
                 .then(|| held.with_variants(variants))
@@ -170,7 +167,7 @@ fn variants(page: &CachedPage, settings: &PressSettings) -> std::io::Result<Vec<
 
 #[cfg(test)]
 pub(super) mod tests {
-    use super::super::slot::{page_cache, Slot};
+    use super::super::slot::page_cache;
     use super::*;
     use crate::domain::{Page, StoreId};
     use std::time::Duration;
@@ -178,8 +175,10 @@ pub(super) mod tests {
     pub fn press(enabled: bool) -> Press {
         Press::new(PressSettings {
             enabled,
-            types: vec!["text/*".into()],
-            min_bytes: 1024,
+            worth: Worth {
+                types: vec!["text/*".into()],
+                min_bytes: 1024,
+            },
             min_saving: 0.1,
             prefer: vec![Encoding::Br, Encoding::Gzip],
             levels: Levels {

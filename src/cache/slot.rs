@@ -32,9 +32,6 @@ pub struct CachedPage {
     pub variants: Vec<Variant>,
     /// Variants were asked for (a hit does not ask again).
     pub pressed: std::sync::atomic::AtomicBool,
-    /// A newer version (or a delete) replaced this one: its variants are
-    /// not worth making.
-    pub superseded: std::sync::atomic::AtomicBool,
 }
 
 /// One encoded body of a page.
@@ -60,7 +57,6 @@ impl CachedPage {
             encodable: self.encodable,
             variants,
             pressed: std::sync::atomic::AtomicBool::new(true),
-            superseded: Default::default(),
         }
     }
 
@@ -86,7 +82,6 @@ impl From<Page> for CachedPage {
             encodable: false,
             variants: Vec::new(),
             pressed: Default::default(),
-            superseded: Default::default(),
         }
     }
 }

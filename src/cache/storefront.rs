@@ -184,14 +184,10 @@ impl Storefront {
             match o {
                 Outcome::Page(p) => {
                     let page = Arc::new(Self::cached(&self.press, p.clone()));
-                    self.supersede(&page.key).await;
                     self.pages.put_arc(p.key(), page.clone()).await;
                     self.press.request(&page, &self.pages);
                 }
-                Outcome::PageDeleted(key) => {
-                    self.supersede(key).await;
-                    self.pages.remove(key).await
-                }
+                Outcome::PageDeleted(key) => self.pages.remove(key).await,
                 Outcome::Domain(d) => {
                     self.domains.put(d.hostname.clone(), d.clone()).await;
                     if d.status == DomainStatus::Active {
@@ -226,14 +222,6 @@ impl Storefront {
         };
         if tx.try_send(host.clone()).is_err() {
             METRICS.tls_ahead.with_label_values(&["dropped"]).inc();
-        }
-    }
-
-    /// The page held for `key` is being replaced: its pending variants are
-    /// dropped before they cost a core.
-    async fn supersede(&self, key: &PageKey) {
-        if let Some(Slot::Found(old)) = self.pages.get(key).await {
-            old.superseded.store(true, Ordering::Release);
         }
     }
 

@@ -26,10 +26,11 @@ impl Encoding {
 
     /// The coding a client's `Accept-Encoding` token names (`x-gzip` is gzip).
     fn from_token(token: &str) -> Option<Self> {
-        match token.to_ascii_lowercase().as_str() {
-            "br" => Some(Encoding::Br),
-            "zstd" => Some(Encoding::Zstd),
-            "gzip" | "x-gzip" => Some(Encoding::Gzip),
+        let named = |name: &str| token.eq_ignore_ascii_case(name);
+        match () {
+            _ if named("br") => Some(Encoding::Br),
+            _ if named("zstd") => Some(Encoding::Zstd),
+            _ if named("gzip") || named("x-gzip") => Some(Encoding::Gzip),
             _ => None,
         }
     }
@@ -47,7 +48,7 @@ pub struct NotAcceptable;
 /// server's order, and any coding before identity.
 pub fn choose<'a>(
     accept_encoding: impl IntoIterator<Item = &'a [u8]>,
-    available: &[Encoding],
+    available: impl IntoIterator<Item = Encoding>,
 ) -> Result<Option<Encoding>, NotAcceptable> {
     let mut q_of = [None::<u16>; 3];
     let (mut identity, mut star) = (None::<u16>, None::<u16>);
@@ -79,13 +80,14 @@ pub fn choose<'a>(
     if !said {
         return Ok(None);
     }
-    let best = available
-        .iter()
-        .filter_map(|&e| Some((e, q_of[e as usize].or(star)?)))
-        .filter(|&(_, q)| q > 0)
-        // max_by_key keeps the last of equals: reversed, the first.
-        .rev()
-        .max_by_key(|&(_, q)| q);
+    // The highest q; among equals the first in the server's order.
+    let mut best: Option<(Encoding, u16)> = None;
+    for e in available {
+        let q = q_of[e as usize].or(star).unwrap_or(0);
+        if q > 0 && best.is_none_or(|(_, b)| q > b) {
+            best = Some((e, q));
+        }
+    }
     // `*` covers identity too when identity is not named (§12.5.3).
     let identity_q = identity.or(star).unwrap_or(1000);
     match best {
@@ -117,37 +119,39 @@ fn qvalue(param: &str) -> Option<u16> {
     Some((int * 1000 + thousandths).min(1000))
 }
 
-/// Whether a `Content-Type` is worth encoding: its media type (before any
-/// parameter) is in `types`, where `text/*` covers a whole top-level type.
-pub fn compressible_type(content_type: &str, types: &[String]) -> bool {
-    let media = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    types.iter().any(|t| match t.strip_suffix("/*") {
-        Some(top) => media.split('/').next() == Some(top),
-        None => media == *t,
-    })
+/// Which responses are worth encoding (`[compression]`): a 200, not
+/// shorter than `min_bytes`, of a media type in `types` (`text/*` covers a
+/// whole top-level type). Pages and proxied answers ask the same.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Worth {
+    pub types: Vec<String>,
+    pub min_bytes: usize,
+}
+
+impl Worth {
+    /// `length`: None when not known ahead (a streamed answer).
+    pub fn allows(&self, status: u16, content_type: &str, length: Option<usize>) -> bool {
+        status == 200
+            && length.is_none_or(|n| n >= self.min_bytes)
+            && self.compressible(content_type)
+    }
+
+    fn compressible(&self, content_type: &str) -> bool {
+        let media = content_type.split(';').next().unwrap_or("").trim();
+        let top = media.split('/').next().unwrap_or("");
+        self.types.iter().any(|t| match t.strip_suffix("/*") {
+            Some(wanted) => top.eq_ignore_ascii_case(wanted),
+            None => media.eq_ignore_ascii_case(t),
+        })
+    }
 }
 
 /// How hard each coding works (the levels of `[compression]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Levels {
     pub br: u32,
     pub zstd: i32,
     pub gzip: u32,
-}
-
-impl Levels {
-    pub fn of(&self, e: Encoding) -> u32 {
-        match e {
-            Encoding::Br => self.br,
-            Encoding::Zstd => self.zstd.max(1) as u32,
-            Encoding::Gzip => self.gzip,
-        }
-    }
 }
 
 /// `body` encoded with `e` in one go (a page, on a blocking thread).
@@ -180,13 +184,13 @@ mod tests {
     use Encoding::*;
 
     fn pick(header: &str, available: &[Encoding]) -> Result<Option<Encoding>, NotAcceptable> {
-        choose([header.as_bytes()], available)
+        choose([header.as_bytes()], available.iter().copied())
     }
 
     #[test]
     fn negotiation_follows_q_values_and_the_servers_order() {
         let all = [Br, Zstd, Gzip];
-        assert_eq!(choose([], &all), Ok(None), "no header: identity");
+        assert_eq!(choose([], all), Ok(None), "no header: identity");
         assert_eq!(pick("", &all), Ok(None), "empty header: identity");
         assert_eq!(
             pick("gzip, br", &all),
@@ -213,19 +217,28 @@ mod tests {
         );
         assert_eq!(pick("gzip;q=2", &all), Ok(Some(Gzip)), "bad q: 1");
         assert_eq!(
-            choose([&b"br;q=0.1"[..], &b"zstd"[..]], &all),
+            choose([&b"br;q=0.1"[..], &b"zstd"[..]], all),
             Ok(Some(Zstd)),
             "two header lines are one list"
         );
     }
 
     #[test]
-    fn types_match_by_media_type() {
-        let types = vec!["text/*".to_string(), "application/json".to_string()];
-        assert!(compressible_type("text/html; charset=utf-8", &types));
-        assert!(compressible_type("Application/JSON", &types));
-        assert!(!compressible_type("image/png", &types));
-        assert!(!compressible_type("application/jsonx", &types));
+    fn worth_is_status_size_and_media_type() {
+        let worth = Worth {
+            types: vec!["text/*".to_string(), "application/json".to_string()],
+            min_bytes: 1024,
+        };
+        assert!(worth.allows(200, "text/html; charset=utf-8", Some(2048)));
+        assert!(
+            worth.allows(200, "Application/JSON", None),
+            "length unknown"
+        );
+        assert!(worth.allows(200, "TEXT/plain", Some(1024)));
+        assert!(!worth.allows(200, "image/png", Some(2048)));
+        assert!(!worth.allows(200, "application/jsonx", Some(2048)));
+        assert!(!worth.allows(200, "text/html", Some(1023)), "too small");
+        assert!(!worth.allows(206, "text/html", Some(2048)), "not a 200");
     }
 
     #[test]

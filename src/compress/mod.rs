@@ -6,5 +6,5 @@
 mod coding;
 mod stream;
 
-pub use coding::{choose, compressible_type, encode, Encoding, Levels, NotAcceptable};
+pub use coding::{choose, encode, Encoding, Levels, NotAcceptable, Worth};
 pub use stream::{add_vary, StreamPolicy, Streaming};

@@ -5,7 +5,7 @@
 //! properly at the end of the body. (Pingora 0.9's brotli encoder flushes
 //! but never finishes its stream: decoders see it cut short.)
 
-use super::coding::{choose, compressible_type, Encoding, Levels};
+use super::coding::{choose, Encoding, Levels, Worth};
 use crate::domain::Hostname;
 use bytes::Bytes;
 use http::header::{
@@ -24,27 +24,27 @@ use tracing::warn;
 pub struct StreamPolicy {
     pub on: bool,
     pub prefer: Vec<Encoding>,
-    pub levels: Option<Levels>,
-    pub types: Vec<String>,
-    /// Answers whose Content-Length says less are sent as they are.
-    pub min_bytes: usize,
+    pub levels: Levels,
+    pub worth: Worth,
     pub sites: HashMap<Hostname, bool>,
 }
 
 impl StreamPolicy {
-    /// The encoder for one request to `host`.
+    /// The encoder for one request to `host`: whether its site encodes,
+    /// and the coding its `Accept-Encoding` takes best among `prefer`.
     pub fn for_request(&self, host: Option<&Hostname>, req: &HeaderMap) -> Streaming {
         let on = host
             .and_then(|h| self.sites.get(h))
             .copied()
             .unwrap_or(self.on);
-        match (on, self.levels) {
-            (true, Some(levels)) => {
-                let mut s = Streaming::for_request(req, &self.prefer, &levels);
-                s.min_bytes = self.min_bytes;
-                s
-            }
-            _ => Streaming::default(),
+        if !on {
+            return Streaming::default();
+        }
+        let accepted = req.get_all(ACCEPT_ENCODING).iter().map(|v| v.as_bytes());
+        Streaming {
+            on,
+            chosen: choose(accepted, self.prefer.iter().copied()).ok().flatten(),
+            writer: None,
         }
     }
 }
@@ -53,13 +53,11 @@ impl StreamPolicy {
 /// it may be encoded, then every body chunk through it.
 #[derive(Default)]
 pub struct Streaming {
-    /// The coding the client accepts best (None: identity).
-    chosen: Option<Encoding>,
-    levels: Option<Levels>,
-    writer: Option<Writer>,
     /// The site encodes proxied answers (so they vary by Accept-Encoding).
     on: bool,
-    min_bytes: usize,
+    /// The coding the client accepts best (None: identity).
+    chosen: Option<Encoding>,
+    writer: Option<Writer>,
 }
 
 impl std::fmt::Debug for Streaming {
@@ -72,37 +70,24 @@ impl std::fmt::Debug for Streaming {
 }
 
 impl Streaming {
-    /// For a request whose site encodes proxied answers: the coding its
-    /// `Accept-Encoding` takes best among `prefer`, in that order.
-    fn for_request(req: &HeaderMap, prefer: &[Encoding], levels: &Levels) -> Self {
-        let accepted = req.get_all(ACCEPT_ENCODING).iter().map(|v| v.as_bytes());
-        Streaming {
-            chosen: choose(accepted, prefer).ok().flatten(),
-            levels: Some(*levels),
-            writer: None,
-            on: true,
-            min_bytes: 0,
-        }
-    }
-
     /// Whether the body is being encoded (after `response_head`).
     pub fn encoding(&self) -> Option<Encoding> {
         self.writer.as_ref().and(self.chosen)
     }
 
-    /// Decides on the response head: encode a 200 of a type in `types`
+    /// Decides on the response head: encode what `policy` finds worth it,
     /// that the origin did not encode and did not mark `no-transform`. Any
     /// such response varies by Accept-Encoding, whether this client gets a
     /// coding or not.
-    pub fn response_head(&mut self, resp: &mut ResponseHeader, types: &[String]) {
-        if !self.on || !could_encode(resp, types, self.min_bytes) {
+    pub fn response_head(&mut self, resp: &mut ResponseHeader, policy: &StreamPolicy) {
+        if !self.on || !could_encode(resp, &policy.worth) {
             return;
         }
         add_vary(resp);
-        let (Some(chosen), Some(levels)) = (self.chosen, self.levels) else {
+        let Some(chosen) = self.chosen else {
             return;
         };
-        let writer = match Writer::new(chosen, &levels) {
+        let writer = match Writer::new(chosen, &policy.levels) {
             Ok(w) => w,
             Err(e) => {
                 warn!(error = %e, coding = chosen.as_str(), "encoder not made; sent as identity");
@@ -137,23 +122,20 @@ impl Streaming {
     }
 }
 
-/// A 200 with a body of a type and size worth encoding, identity, and
-/// transformable.
-fn could_encode(resp: &ResponseHeader, types: &[String], min_bytes: usize) -> bool {
+/// Worth encoding, identity, and transformable.
+fn could_encode(resp: &ResponseHeader, worth: &Worth) -> bool {
     let h = &resp.headers;
     let length = h
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.trim().parse::<usize>().ok());
-    resp.status == http::StatusCode::OK
-        && length.is_none_or(|n| n >= min_bytes)
-        && h.get(CONTENT_ENCODING).is_none()
+    h.get(CONTENT_ENCODING).is_none()
         && !h
             .get_all(CACHE_CONTROL)
             .iter()
             .any(|v| has_token(v.as_bytes(), b"no-transform"))
         && h.get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|t| compressible_type(t, types))
+            .is_some_and(|t| worth.allows(resp.status.as_u16(), t, length))
 }
 
 /// RFC 9110 §8.8.1: another representation, so the origin's strong tag

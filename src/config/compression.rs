@@ -1,7 +1,7 @@
 //! `[compression]`: encoded variants of pages (made once per version) and
 //! proxied answers encoded as they stream.
 
-use crate::compress::{Encoding, Levels};
+use crate::compress::{Encoding, Levels, Worth};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -45,6 +45,16 @@ impl From<LevelsConfig> for Levels {
             br: l.br,
             zstd: l.zstd,
             gzip: l.gzip,
+        }
+    }
+}
+
+impl CompressionConfig {
+    /// What both pages and proxied answers must be to get encoded.
+    pub fn worth(&self) -> Worth {
+        Worth {
+            types: self.types.clone(),
+            min_bytes: self.min_bytes,
         }
     }
 }

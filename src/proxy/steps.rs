@@ -121,7 +121,7 @@ fn encode_response(req: &RequestHeader, upstream: &mut ResponseHeader, ctx: &mut
     }
     let policy = &ctx.state.streaming;
     ctx.streaming = policy.for_request(ctx.host.as_ref(), &req.headers);
-    ctx.streaming.response_head(upstream, &policy.types);
+    ctx.streaming.response_head(upstream, policy);
     if let Some(e) = ctx.streaming.encoding() {
         METRICS
             .encoded_responses

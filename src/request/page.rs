@@ -6,7 +6,7 @@
 
 use super::refusal::Refusal;
 use crate::cache::CachedPage;
-use crate::compress::{add_vary, choose, Encoding, NotAcceptable};
+use crate::compress::{add_vary, choose, NotAcceptable};
 use crate::metrics::METRICS;
 use bytes::Bytes;
 use http::header::{ACCEPT_ENCODING, IF_NONE_MATCH};
@@ -31,14 +31,9 @@ pub fn response(
     page: &CachedPage,
     req: &HeaderMap,
 ) -> Result<(ResponseHeader, Option<Bytes>), Refusal> {
-    // At most one variant per coding, in the order preferred: no allocation.
-    let mut held = [Encoding::Br; 3];
-    let n = page.variants.len().min(3);
-    for (slot, v) in held.iter_mut().zip(&page.variants) {
-        *slot = v.encoding;
-    }
     let accepted = req.get_all(ACCEPT_ENCODING).iter().map(|v| v.as_bytes());
-    let variant = match choose(accepted, &held[..n]) {
+    let held = page.variants.iter().map(|v| v.encoding);
+    let variant = match choose(accepted, held) {
         Ok(chosen) => chosen.and_then(|e| page.variants.iter().find(|v| v.encoding == e)),
         Err(NotAcceptable) => {
             let reason = "no representation of this page in an accepted content coding";
