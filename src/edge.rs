@@ -305,4 +305,13 @@ impl IssuePolicy for Edge {
             Ok(Some(d)) if d.status == DomainStatus::Active
         )
     }
+
+    async fn allowed_names(&self, after: Option<&Hostname>, limit: usize) -> Vec<Hostname> {
+        let replica = self.data.storefront.replica();
+        replica
+            .active_domains(after, limit)
+            .await
+            .inspect_err(|e| tracing::warn!(error = %e, "replica: active domains not read"))
+            .unwrap_or_default()
+    }
 }

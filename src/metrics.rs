@@ -51,6 +51,7 @@ pub struct Metrics {
     pub sync_broker_up: IntGauge,
     pub tls_ahead: IntCounterVec,
     pub tls_ahead_queued: IntGauge,
+    pub tls_issuer_orders: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -210,7 +211,7 @@ impl Metrics {
         let tls_issuance_failures = IntCounterVec::new(
             Opts::new(
                 "tls_issuance_failures_total",
-                "Failed issuances (result=failed above) by cause: ca_refused, ca_unreachable, challenge, timeout, store, other",
+                "Failed issuances (result=failed above) by cause: ca_refused, rate_limited, ca_unreachable, challenge, timeout, store, other",
             ),
             &["cause"],
         )
@@ -350,7 +351,16 @@ impl Metrics {
             "Domains waiting for their certificate to be ordered ahead",
         )
         .expect("metric");
+        let tls_issuer_orders = IntCounterVec::new(
+            Opts::new(
+                "tls_issuer_orders_total",
+                "Orders placed at each CA of tls.issuers, by result: issued, or the failure's cause (ca_refused, rate_limited, ca_unreachable, timeout, challenge, store, other); a failure other than challenge passes the order to the next CA",
+            ),
+            &["issuer", "result"],
+        )
+        .expect("metric");
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(tls_issuer_orders.clone()),
             Box::new(tls_ahead.clone()),
             Box::new(tls_ahead_queued.clone()),
             Box::new(sync_broker_up.clone()),
@@ -441,6 +451,7 @@ impl Metrics {
             sync_broker_up,
             tls_ahead,
             tls_ahead_queued,
+            tls_issuer_orders,
         }
     }
 

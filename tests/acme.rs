@@ -532,3 +532,86 @@ async fn a_domain_the_stream_makes_active_is_ordered_once_for_the_network_before
     assert_eq!(a.issued().await + b.issued().await, 1.0);
     assert_eq!(pebble.orders(), 1);
 }
+
+/// Revokes `leaf` at the CA under the node's own ACME account (from its
+/// file store), as a CA does in a mass revocation: the node is not told.
+async fn revoke_at_the_ca(node: &Node, pebble: &Pebble, leaf: &[u8]) {
+    let accounts = node.edge.dir.path().join("edgepop-data/tls/accounts");
+    let file = std::fs::read_dir(&accounts)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let creds: instant_acme::AccountCredentials =
+        serde_json::from_slice(&std::fs::read(file.path()).unwrap()).unwrap();
+    let account = instant_acme::Account::builder_with_root(&pebble.listener_ca)
+        .unwrap()
+        .from_credentials(creds)
+        .await
+        .unwrap();
+    let leaf = rustls_pki_types::CertificateDer::from(leaf.to_vec());
+    let request = instant_acme::RevocationRequest {
+        certificate: &leaf,
+        reason: None,
+    };
+    account.revoke(&request).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_certificate_the_ca_revoked_is_renewed_at_once_through_ari_and_replaced() {
+    let origin = Origin::start(Duration::from_millis(1)).await;
+    let node = Node::prepare();
+    let month = Duration::from_secs(30 * 24 * 3600);
+    let pebble = Pebble::start_with_ari(node.edge.http.port(), node.https.port(), month).await;
+    let mut node = node
+        .launch(&pebble, "http-01", "renew_check = \"1s\"", None, &origin)
+        .await;
+    let first = node.cert(SHOP, &pebble).await.unwrap();
+
+    // The CA's window for a 30-day certificate: about two thirds in.
+    let asked = eventually(Duration::from_secs(30), || async {
+        node.edge.stderr().contains("CA's renewal window")
+    })
+    .await;
+    assert!(
+        asked,
+        "the node asked the CA's renewal information\n{}",
+        node.edge.stderr()
+    );
+    let said = String::from_utf8(node.edge.command(&["tls", "status", SHOP]).stdout).unwrap();
+    assert!(said.contains("within the CA's ARI window"), "{said}");
+    assert!(said.contains("state:       valid"), "{said}");
+    assert_eq!(
+        node.metric("edgepop_tls_issuance_total{result=\"renewed\"}")
+            .await,
+        0.0
+    );
+
+    // The CA revokes it behind the node's back; its renewal information
+    // now says "at once". The node asks again after the CA's Retry-After
+    // (6 h): a restart asks now.
+    revoke_at_the_ca(&node, &pebble, &first).await;
+    node.edge.kill9();
+    node.edge = node.edge.launch(false).await;
+    // Still served from the store (the node was not told), now held.
+    assert_eq!(node.cert(SHOP, &pebble).await.unwrap(), first);
+    let renewed = eventually(Duration::from_secs(60), || async {
+        node.metric("edgepop_tls_issuance_total{result=\"renewed\"}")
+            .await
+            == 1.0
+    })
+    .await;
+    assert!(renewed, "renewed at once\n{}", node.edge.stderr());
+    let log = pebble.log();
+    assert!(
+        log.contains("is a replacement of"),
+        "the new order named the certificate it replaces (ARI `replaces`)\n{log}"
+    );
+    let second = node.cert(SHOP, &pebble).await.unwrap();
+    assert_ne!(second, first, "the replacement is served");
+    assert_eq!(
+        node.metric("edgepop_tls_issuance_total{result=\"failed\"}")
+            .await,
+        0.0
+    );
+}

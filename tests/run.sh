@@ -11,9 +11,22 @@ cd "$(dirname "$0")/.."
 # logrotate: the shipped rotation file, run by logrotate (tests/logs.rs);
 # prometheus (+ promtool): the dashboard and alert rules (tests/monitoring.rs);
 # lintian, systemd (systemd-analyze, -sysusers, -tmpfiles), dpkg-dev, curl:
-# the Debian package (tests/package.rs).
+# the Debian package (tests/package.rs); xz-utils (and curl): the ARI pebble below.
 bash conf/build-deps.sh openssl socat pebble bird2 iproute2 logrotate prometheus \
-  lintian systemd dpkg-dev curl
+  lintian systemd dpkg-dev curl xz-utils
+
+# Debian trixie's pebble 2.6, beside bookworm's 2.4: the CA of the ARI
+# test (RFC 9773 renewal information; 2.4 has none). Unpacked, not
+# installed: one static binary.
+if [ ! -x /opt/pebble-2.6/usr/bin/pebble ]; then
+  # The file name from trixie's index: a rebuild (+bN) renames it.
+  file=$(curl -fsS -m 120 http://deb.debian.org/debian/dists/trixie/main/binary-amd64/Packages.xz \
+    | xz -d | awk '/^Package: pebble$/ {p = 1} p && /^Filename:/ && !done {print $2; done = 1}')
+  deb=/tmp/pebble-trixie.deb
+  curl -fsS -m 120 -o "$deb" "http://deb.debian.org/debian/$file"
+  mkdir -p /opt/pebble-2.6
+  dpkg-deb -x "$deb" /opt/pebble-2.6
+fi
 
 # The Debian package's builder (conf/debian/build.sh).
 if ! command -v cargo-deb >/dev/null; then

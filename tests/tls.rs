@@ -113,7 +113,9 @@ async fn first_handshake_gets_a_certificate_and_both_http_versions_work() {
         "store:       file",
         "state:       valid",
         "not after:",
-        "renew from:",
+        "renewal:     ",
+        "no ARI from the CA; spread over",
+        "last error:  none",
     ] {
         assert!(said.contains(line), "{line}: {said}");
     }
@@ -545,4 +547,85 @@ async fn a_domain_the_stream_makes_active_has_its_certificate_before_its_first_v
         .path()
         .join("edgepop-data/tls/certs/paused.test.json")
         .exists());
+}
+
+/// A Debezium snapshot record (`op: r`) of one domain, as `replica load` reads it.
+fn domain_snapshot(host: &str, status: &str) -> String {
+    format!(
+        "{{\"before\": null, \"after\": {{\"hostname\": \"{host}\", \"store_id\": 1, \"status\": \"{status}\", \"tier\": \"public\", \"version\": 1}}, \"source\": {{\"table\": \"domains\", \"lsn\": 1001, \"ts_ms\": 1795000000000}}, \"op\": \"r\", \"ts_ms\": 1795000000000}}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn domains_loaded_from_a_snapshot_have_certificates_before_their_first_visitor() {
+    let origin = Origin::start(Duration::from_millis(1)).await;
+    let https = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let edge = Edge::prepare(&format!(
+        "[tls]\nlisten = [\"{https}\"]\nissue_timeout = \"5s\"\n{}",
+        pool("public", &[(origin.addr, 1)]),
+    ));
+    // A new PoP bootstrapped from a snapshot, before it first starts.
+    let snapshot = edge.dir.path().join("domains.jsonl");
+    std::fs::write(
+        &snapshot,
+        [
+            domain_snapshot("one.test", "active"),
+            domain_snapshot("two.test", "active"),
+            domain_snapshot("paused.test", "suspended"),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    edge.command(&["replica", "init"]);
+    edge.command(&["replica", "load", snapshot.to_str().unwrap()]);
+    let certs = edge.dir.path().join("edgepop-data/tls/certs");
+    let edge = edge.launch(false).await;
+    let mut t = Tls {
+        edge,
+        https,
+        origin,
+    };
+    let ahead = "edgepop_tls_ahead_total{result=\"issued_ahead\"}";
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            t.edge.metric(ahead).await == 2.0
+        })
+        .await,
+        "both active domains ordered ahead\n{}",
+        t.edge.stderr()
+    );
+    assert!(certs.join("one.test.json").exists() && certs.join("two.test.json").exists());
+    assert!(
+        !certs.join("paused.test.json").exists(),
+        "nothing for a suspended domain"
+    );
+    assert_eq!(
+        t.edge
+            .metric("edgepop_tls_handshakes_total{result=\"ok\"}")
+            .await,
+        0.0,
+        "before any handshake"
+    );
+
+    // Restarted: what the store holds is neither ordered again nor loaded
+    // until a handshake wants it.
+    t.edge.kill9();
+    t.edge = t.edge.launch(false).await;
+    let checked = eventually(Duration::from_secs(30), || async {
+        t.edge.stderr().contains("active domains checked")
+    })
+    .await;
+    assert!(checked, "{}", t.edge.stderr());
+    assert_eq!(t.edge.metric(ahead).await, 0.0);
+    assert_eq!(t.issued().await, 0.0);
+    assert_eq!(t.edge.metric("edgepop_tls_certificates_held").await, 0.0);
+    let r = t.get("one.test", true).await.expect("verified TLS");
+    assert_eq!(r.status(), 200);
+    assert_eq!(t.issued().await, 0.0, "the first handshake did no issuance");
+    assert_eq!(
+        t.edge
+            .metric("edgepop_tls_issuance_total{result=\"from_store\"}")
+            .await,
+        1.0
+    );
 }

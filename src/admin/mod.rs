@@ -113,6 +113,7 @@ impl AdminApp {
                         "issued": issuance("issued"),
                         "renewed": issuance("renewed"),
                         "failed": issuance("failed") + issuance("renew_failed"),
+                        "issuers": c.issuers(),
                     })
                 }
                 None => serde_json::Value::Null,

@@ -203,6 +203,7 @@ fn cert_manager(
         issue_per_minute: tls.issue_per_minute,
         renew_when_left: tls.renew_when_left,
         renew_check: tls.renew_check,
+        hold_at_most: tls.hold_at_most,
         node,
     };
     Ok(CertManager::new(
@@ -261,6 +262,7 @@ impl BackgroundService for Control {
                 let storefront = &self.edge.data.storefront;
                 if let Some(activated) = storefront.watch_activations(tls.issue_ahead_queue) {
                     tokio::spawn(certs.clone().issue_ahead(activated));
+                    tokio::spawn(certs.clone().catch_up());
                 }
             }
         }

@@ -6,7 +6,9 @@ use crate::domain::Hostname;
 use crate::tls::acme::{AcmeIssuer, AcmeSettings};
 use crate::tls::challenge::{ChallengeBoard, Challenges};
 use crate::tls::issuer::{Issuer, LocalCa};
+use crate::tls::issuers::Issuers;
 use crate::tls::store::{CertStore, FileStore, IssuanceLock, MemoryLock, PostgresStore};
+use crate::tls::CertId;
 use crate::tls::{CertError, StoreError};
 use std::error::Error;
 use std::process::ExitCode;
@@ -40,29 +42,39 @@ pub fn stores(tls: &TlsConfig) -> Result<Stores, StoreError> {
     })
 }
 
+/// The issuers `[tls]` names, in order: each `[[tls.issuers]]` CA (or
+/// `[tls.acme]`), else the local CA.
 pub fn issuer(
     tls: &TlsConfig,
     store: Arc<dyn CertStore>,
     challenges: Arc<Challenges>,
-) -> Result<Arc<dyn Issuer>, CertError> {
-    Ok(match &tls.acme {
-        Some(acme) => {
-            info!(directory = %acme.directory, challenge = ?acme.challenge, store = store.kind(), "ACME issuer");
-            let settings = AcmeSettings {
-                directory: acme.directory.clone(),
-                contact: acme.contact.clone(),
-                ca_root: acme.ca_root.clone(),
-                challenge: acme.challenge,
-                order_timeout: tls.order_timeout,
-            };
-            Arc::new(AcmeIssuer::new(settings, store, challenges))
-        }
-        None => {
-            let ca = LocalCa::load_or_create(&tls.dir.join("ca"), tls.local_ca_validity)?;
-            info!(root = %ca.root_path.display(), store = store.kind(), "local CA ready");
-            Arc::new(ca)
-        }
-    })
+) -> Result<Arc<Issuers>, CertError> {
+    let mut each: Vec<Arc<dyn Issuer>> = Vec::new();
+    for acme in tls.acme_issuers() {
+        let name = acme.label();
+        info!(issuer = %name, directory = %acme.directory, challenge = ?acme.challenge, store = store.kind(), "ACME issuer");
+        let settings = AcmeSettings {
+            name,
+            directory: acme.directory.clone(),
+            contact: acme.contact.clone(),
+            ca_root: acme.ca_root.clone(),
+            challenge: acme.challenge,
+            timeout: acme.timeout,
+            // Checked when the config was read.
+            eab: acme.eab().ok().flatten(),
+        };
+        each.push(Arc::new(AcmeIssuer::new(
+            settings,
+            store.clone(),
+            challenges.clone(),
+        )));
+    }
+    if each.is_empty() {
+        let ca = LocalCa::load_or_create(&tls.dir.join("ca"), tls.local_ca_validity)?;
+        info!(root = %ca.root_path.display(), store = store.kind(), "local CA ready");
+        each.push(Arc::new(ca));
+    }
+    Ok(Arc::new(Issuers::new(each)))
 }
 
 /// Revokes the stored certificate of `host` at its CA and marks it revoked
@@ -95,9 +107,8 @@ async fn revoke_stored(config: &Config, host: &str) -> Result<String, Box<dyn Er
     }
     let challenges = Arc::new(Challenges::new(stores.board));
     let issuer = issuer(tls, store.clone(), challenges)?;
-    if cert.issuer == issuer.name() {
-        issuer.revoke(&cert).await?;
-    }
+    // Told to the CA that issued it, if it is still on the list.
+    issuer.revoke(&cert).await?;
     cert.revoked = true;
     store.save(&host, &cert).await?;
     Ok(format!(
@@ -111,12 +122,12 @@ async fn revoke_stored(config: &Config, host: &str) -> Result<String, Box<dyn Er
 /// stored (the name gets its certificate on its first handshake).
 pub fn status(rt: &tokio::runtime::Runtime, config: &Config, host: &str) -> ExitCode {
     match rt.block_on(stored_status(config, host)) {
-        Ok(Some(lines)) => {
+        Ok((true, lines)) => {
             println!("{lines}");
             ExitCode::SUCCESS
         }
-        Ok(None) => {
-            println!("{host}: no certificate stored (ordered ahead or on the first handshake)");
+        Ok((false, lines)) => {
+            println!("{lines}");
             ExitCode::from(1)
         }
         Err(e) => {
@@ -126,13 +137,11 @@ pub fn status(rt: &tokio::runtime::Runtime, config: &Config, host: &str) -> Exit
     }
 }
 
-async fn stored_status(config: &Config, host: &str) -> Result<Option<String>, Box<dyn Error>> {
+/// Whether a certificate is stored, and what to print.
+async fn stored_status(config: &Config, host: &str) -> Result<(bool, String), Box<dyn Error>> {
     let tls = config.tls.as_ref().ok_or("the config has no [tls] table")?;
     let host = Hostname::parse(host).map_err(|e| format!("{host}: {e}"))?;
     let store = stores(tls)?.certs;
-    let Some(cert) = store.load(&host).await? else {
-        return Ok(None);
-    };
     let when = |t: i64| {
         time::OffsetDateTime::from_unix_timestamp(t)
             .ok()
@@ -142,9 +151,45 @@ async fn stored_status(config: &Config, host: &str) -> Result<Option<String>, Bo
             })
             .unwrap_or_else(|| t.to_string())
     };
-    let lifetime = (cert.not_after - cert.not_before).max(0) as f64;
-    let renew_from = cert.not_after - (lifetime * tls.renew_when_left) as i64;
+    let last_error = match store.last_failure(&host).await? {
+        Some((at, error)) => format!("{}: {error}", when(at)),
+        None => "none".into(),
+    };
+    let Some(cert) = store.load(&host).await? else {
+        let none = "no certificate stored (ordered ahead or on the first handshake)";
+        return Ok((
+            false,
+            format!("{host}: {none}\n  last error:  {last_error}"),
+        ));
+    };
+    let (fixed, planned) = cert.planned_renewal(tls.renew_when_left);
+    // The CA's renewal information, where its issuer is an ACME CA that
+    // offers it (no local CA is created to ask).
+    let ari = if tls.acme_issuers().any(|a| a.label() == cert.issuer) {
+        let challenges = Arc::new(Challenges::new(None));
+        issuer(tls, store.clone(), challenges)?
+            .renewal_window(&CertId::of(&cert))
+            .await
+    } else {
+        None
+    };
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    // With ARI each node picks its own point of the window.
+    let renew_from = ari.as_ref().map_or(planned, |s| s.window.start);
+    let renewal = match &ari {
+        Some(s) => format!(
+            "within the CA's ARI window, {} to {}",
+            when(s.window.start),
+            when(s.window.end)
+        ),
+        None => format!(
+            "{} (no ARI from the CA; spread over {} to {}: tls.renew_when_left = {})",
+            when(planned),
+            when(fixed.start),
+            when(fixed.end),
+            tls.renew_when_left
+        ),
+    };
     let state = match () {
         _ if cert.revoked => "revoked: not served; the next handshake orders a new one",
         _ if now >= cert.not_after => "expired: not served; the next handshake orders a new one",
@@ -153,13 +198,11 @@ async fn stored_status(config: &Config, host: &str) -> Result<Option<String>, Bo
         }
         _ => "valid",
     };
-    Ok(Some(format!(
-        "{host}\n  store:       {}\n  issuer:      {}\n  not before:  {}\n  not after:   {}\n  renew from:  {} (tls.renew_when_left = {})\n  state:       {state}",
+    Ok((true, format!(
+        "{host}\n  store:       {}\n  issuer:      {}\n  not before:  {}\n  not after:   {}\n  renewal:     {renewal}\n  state:       {state}\n  last error:  {last_error}",
         store.kind(),
         cert.issuer,
         when(cert.not_before),
         when(cert.not_after),
-        when(renew_from),
-        tls.renew_when_left,
     )))
 }

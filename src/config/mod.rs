@@ -153,7 +153,12 @@ impl Config {
                         .iter_mut()
                         .flat_map(|c| [&mut c.cert, &mut c.key]),
                 )
-                .chain(tls.acme.iter_mut().filter_map(|a| a.ca_root.as_mut()))
+                .chain(
+                    tls.acme
+                        .iter_mut()
+                        .chain(tls.issuers.iter_mut())
+                        .filter_map(|a| a.ca_root.as_mut()),
+                )
             {
                 if p.is_relative() {
                     *p = base.join(&*p);
@@ -270,6 +275,50 @@ tier = "public"
             tls.replace("ca_root", "challenge = \"dns-01\"\nca_root")
         ));
         assert_eq!(e.key, "tls.acme.challenge");
+    }
+
+    #[test]
+    fn an_issuer_list_is_checked_per_entry() {
+        let entry = |name: &str, dir: &str| {
+            format!(
+                "[[tls.issuers]]\nname = \"{name}\"\ndirectory = \"{dir}\"\nca_root = \"ca.pem\"\n"
+            )
+        };
+        let tls = format!(
+            "\n[tls]\nlisten = [\"127.0.0.1:8443\"]\n{}{}[[tls.issuers]]\ndirectory = \"https://acme.zerossl.com/v2/DV90\"\ntimeout = \"5s\"\n",
+            entry("le", "https://le.example/dir"),
+            entry("backup", "https://backup.example/dir"),
+        );
+        let c = Config::parse(&format!("{GOOD}{tls}"), Path::new("/etc/edgepop/t.toml")).unwrap();
+        let t = c.tls.unwrap();
+        let labels: Vec<String> = t.acme_issuers().map(|a| a.label()).collect();
+        assert_eq!(
+            labels,
+            ["le", "backup", "acme.zerossl.com"],
+            "in order; default name: the host"
+        );
+        assert_eq!(
+            t.issuers[0].ca_root.as_deref(),
+            Some(Path::new("/etc/edgepop/ca.pem"))
+        );
+        assert_eq!(
+            t.issuers[0].timeout,
+            std::time::Duration::from_secs(30),
+            "default"
+        );
+        assert_eq!(t.issuers[2].timeout, std::time::Duration::from_secs(5));
+
+        let e = err(&format!(
+            "{GOOD}{}",
+            tls.replace("https://backup", "http://backup")
+        ));
+        assert_eq!(e.key, "tls.issuers[1].directory");
+        assert!(e.line.is_some());
+        let e = err(&format!("{GOOD}{}", tls.replace("\"backup\"", "\"le\"")));
+        assert_eq!(e.key, "tls.issuers[1].name");
+        assert!(e.message.contains("two issuers"), "{}", e.message);
+        let both = format!("{GOOD}{tls}[tls.acme]\ndirectory = \"https://x.example/dir\"\n");
+        assert_eq!(err(&both).key, "tls.acme");
     }
 
     #[test]

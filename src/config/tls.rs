@@ -36,6 +36,10 @@ pub struct TlsConfig {
     /// How often held certificates are checked for renewal.
     #[serde(default = "default_renew_check", with = "humantime_serde")]
     pub renew_check: Duration,
+    /// Parsed certificates kept in memory at most (a bounded cache); the
+    /// others stay in the store and are loaded on their next handshake.
+    #[serde(default = "default_hold_at_most")]
+    pub hold_at_most: u64,
     /// A domain the change stream makes active gets its certificate ordered
     /// at once, before its first visitor (one PoP orders: the store's lock).
     #[serde(default = "default_true")]
@@ -57,8 +61,14 @@ pub struct TlsConfig {
     /// cannot front for another's site (per site: `allow_fronting`).
     #[serde(default)]
     pub allow_fronting: bool,
-    /// Certificates from an ACME CA; without this table the local CA issues.
+    /// Certificates from an ACME CA; without this table (and without
+    /// `[[tls.issuers]]`) the local CA issues.
     pub acme: Option<AcmeConfig>,
+    /// ACME CAs in order of preference: when one fails an order (refused,
+    /// rate-limited, unreachable, timed out), the next is tried for that
+    /// order. Instead of `[tls.acme]`, not beside it.
+    #[serde(default)]
+    pub issuers: Vec<AcmeConfig>,
     /// Where certificates, the ACME account, challenges and locks are kept.
     #[serde(default)]
     pub store: CertStoreConfig,
@@ -69,6 +79,17 @@ pub struct TlsConfig {
 pub struct AcmeConfig {
     /// The CA's directory URL, e.g. https://acme-v02.api.letsencrypt.org/directory
     pub directory: String,
+    /// The CA's name in logs, metrics, `/status` and the store; default:
+    /// the directory's host.
+    pub name: Option<String>,
+    /// Longest one order may take at this CA before the next one is tried.
+    #[serde(default = "default_ca_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// External account binding (RFC 8555 §7.3.4), for CAs that require
+    /// one (ZeroSSL, Google Trust Services): the key id and the base64url
+    /// HMAC key the CA gave.
+    pub eab_kid: Option<String>,
+    pub eab_hmac_key: Option<String>,
     /// e.g. ["mailto:ops@example.com"]
     #[serde(default)]
     pub contact: Vec<String>,
@@ -79,6 +100,44 @@ pub struct AcmeConfig {
     /// (needs an HTTPS listener on port 443).
     #[serde(default = "default_challenge")]
     pub challenge: ChallengeKind,
+}
+
+impl AcmeConfig {
+    /// The external account binding: key id and raw HMAC key; Err names
+    /// what is wrong with the settings.
+    pub fn eab(&self) -> Result<Option<(String, Vec<u8>)>, String> {
+        use base64::Engine;
+        match (&self.eab_kid, &self.eab_hmac_key) {
+            (None, None) => Ok(None),
+            (Some(kid), Some(key)) => {
+                let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(key.trim_end_matches('='))
+                    .map_err(|e| format!("not base64url: {e}"))?;
+                Ok(Some((kid.clone(), raw)))
+            }
+            _ => Err("eab_kid and eab_hmac_key go together".into()),
+        }
+    }
+
+    /// What the CA is called in logs, metrics and the store.
+    pub fn label(&self) -> String {
+        if let Some(name) = &self.name {
+            return name.clone();
+        }
+        let rest = self
+            .directory
+            .split_once("://")
+            .map_or(self.directory.as_str(), |(_, r)| r);
+        rest.split(['/', '?']).next().unwrap_or(rest).to_string()
+    }
+}
+
+impl TlsConfig {
+    /// The ACME CAs in the order they are tried (`[tls.acme]` or
+    /// `[[tls.issuers]]`); empty: the local CA issues.
+    pub fn acme_issuers(&self) -> impl Iterator<Item = &AcmeConfig> {
+        self.acme.iter().chain(&self.issuers)
+    }
 }
 
 /// Which challenge a node answers when it orders.
@@ -115,6 +174,12 @@ fn default_tls_dir() -> PathBuf {
 }
 fn default_issue_timeout() -> Duration {
     Duration::from_secs(10)
+}
+fn default_hold_at_most() -> u64 {
+    100_000
+}
+fn default_ca_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 fn default_order_timeout() -> Duration {
     Duration::from_secs(90)

@@ -202,19 +202,50 @@ impl Config {
                     "must be at least tls.issue_timeout".into(),
                 );
             }
+            if tls.hold_at_most == 0 {
+                return at(
+                    &["tls".into(), "hold_at_most".into()],
+                    "must be at least 1".into(),
+                );
+            }
             if tls.issue_per_minute == 0 {
                 return at(
                     &["tls".into(), "issue_per_minute".into()],
                     "must be at least 1".into(),
                 );
             }
-            if let Some(acme) = &tls.acme {
-                let key = |k: &str| -> [Seg; 3] { ["tls".into(), "acme".into(), k.into()] };
+            if tls.acme.is_some() && !tls.issuers.is_empty() {
+                return at(
+                    &["tls".into(), "acme".into()],
+                    "set [tls.acme] or [[tls.issuers]], not both".into(),
+                );
+            }
+            let mut labels = std::collections::HashSet::new();
+            for (i, acme) in tls.acme_issuers().enumerate() {
+                let key = |k: &str| -> Vec<Seg> {
+                    match &tls.acme {
+                        Some(_) => vec!["tls".into(), "acme".into(), k.into()],
+                        None => vec!["tls".into(), "issuers".into(), Seg::Index(i), k.into()],
+                    }
+                };
                 if !acme.directory.starts_with("https://") {
                     return at(&key("directory"), "must be an https:// URL".into());
                 }
                 if let Some(c) = acme.contact.iter().find(|c| !c.starts_with("mailto:")) {
                     return at(&key("contact"), format!("{c:?} must be a mailto: URI"));
+                }
+                if let Err(why) = acme.eab() {
+                    return at(&key("eab_hmac_key"), why);
+                }
+                if acme.timeout.is_zero() {
+                    return at(&key("timeout"), "must be more than 0s".into());
+                }
+                let label = acme.label();
+                if !labels.insert(label.clone()) {
+                    return at(
+                        &key("name"),
+                        format!("{label:?} names two issuers; give each its own name"),
+                    );
                 }
             }
         }

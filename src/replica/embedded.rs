@@ -338,6 +338,31 @@ impl Replica for EmbeddedReplica {
         self.db.store(None);
     }
 
+    async fn active_domains(
+        &self,
+        after: Option<&Hostname>,
+        limit: usize,
+    ) -> Result<Vec<Hostname>, ReplicaError> {
+        use std::ops::Bound;
+        let tx = self.db().await?.begin_read().map_err(err)?;
+        let t = tx.open_table(DOMAINS).map_err(err)?;
+        let from = after.map_or(Bound::Unbounded, |h| Bound::Excluded(h.as_str()));
+        let mut out = Vec::new();
+        for entry in t.range::<&str>((from, Bound::Unbounded)).map_err(err)? {
+            let (key, value) = entry.map_err(err)?;
+            let record: Versioned<DomainRecord> = decode(value.value())?;
+            if record.row.status == crate::domain::DomainStatus::Active {
+                if let Ok(host) = Hostname::parse(key.value()) {
+                    out.push(host);
+                }
+            }
+            if out.len() == limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     async fn counts(&self) -> Result<(u64, u64), ReplicaError> {
         let tx = self.db().await?.begin_read().map_err(err)?;
         let d = tx.open_table(DOMAINS).map_err(err)?.len().map_err(err)?;

@@ -63,6 +63,14 @@ pub trait Replica: Send + Sync {
     async fn ping(&self) -> Result<(), ReplicaError>;
     /// (domains, pages) held, for /status.
     async fn counts(&self) -> Result<(u64, u64), ReplicaError>;
+    /// Up to `limit` active domains in name order, after `after`: a walk
+    /// of the directory in pages (certificates ordered ahead for domains
+    /// that were active before the node started).
+    async fn active_domains(
+        &self,
+        after: Option<&Hostname>,
+        limit: usize,
+    ) -> Result<Vec<Hostname>, ReplicaError>;
     /// Lets go of resources a successor process needs (graceful upgrade).
     fn release(&self) {}
 }

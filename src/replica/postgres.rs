@@ -399,6 +399,26 @@ impl Replica for PostgresReplica {
         Ok(())
     }
 
+    async fn active_domains(
+        &self,
+        after: Option<&Hostname>,
+        limit: usize,
+    ) -> Result<Vec<Hostname>, ReplicaError> {
+        let c = self.pool.get().await.map_err(err)?;
+        let rows = c
+            .query(
+                "SELECT hostname FROM domains WHERE status = 'active' AND hostname > $1
+                 ORDER BY hostname LIMIT $2",
+                &[&after.map_or("", |h| h.as_str()), &(limit as i64)],
+            )
+            .await
+            .map_err(err)?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| Hostname::parse(r.get::<_, &str>(0)).ok())
+            .collect())
+    }
+
     async fn counts(&self) -> Result<(u64, u64), ReplicaError> {
         let c = self.pool.get().await.map_err(err)?;
         let r = c

@@ -5,10 +5,11 @@
 //! board, if any) before the CA is told to validate, and removed when the
 //! order is done either way.
 
-use super::cert::{leaf, validity, IssuedCert};
+use super::cert::{leaf, validity, CertId, IssuedCert};
 use super::challenge::{ChallengeKey, Challenges};
 use super::error::{CertError, IssueError, StoreError};
 use super::issuer::Issuer;
+use super::renewal::{Suggested, Window};
 use super::store::CertStore;
 use crate::config::ChallengeKind;
 use crate::domain::Hostname;
@@ -20,8 +21,9 @@ use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
 use instant_acme::BodyWrapper;
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
-    NewOrder, Order, OrderStatus, RetryPolicy, RevocationRequest,
+    Account, AccountCredentials, AuthorizationStatus, CertificateIdentifier, ChallengeType,
+    ExternalAccountKey, Identifier, NewAccount, NewOrder, Order, OrderStatus, RetryPolicy,
+    RevocationRequest,
 };
 use rcgen::{CertificateParams, DistinguishedName, KeyPair};
 use rustls_pki_types::pem::PemObject;
@@ -33,14 +35,21 @@ use tokio::sync::OnceCell;
 use tracing::{debug, info};
 
 pub struct AcmeSettings {
+    /// The CA's name in logs, metrics and `IssuedCert::issuer`.
+    pub name: String,
     pub directory: String,
     pub contact: Vec<String>,
     /// Trust for the directory's own TLS (a test CA such as pebble's).
     pub ca_root: Option<PathBuf>,
     pub challenge: ChallengeKind,
-    /// How long one order may take, validation included.
-    pub order_timeout: Duration,
+    /// How long one order may take at this CA, validation included.
+    pub timeout: Duration,
+    /// External account binding: key id and raw HMAC key.
+    pub eab: Option<(String, Vec<u8>)>,
 }
+
+/// How long the CA's renewal information may take to answer.
+const ARI_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct AcmeIssuer {
     settings: AcmeSettings,
@@ -115,9 +124,14 @@ impl AcmeIssuer {
                     terms_of_service_agreed: true,
                     only_return_existing: false,
                 };
+                let eab = self
+                    .settings
+                    .eab
+                    .as_ref()
+                    .map(|(kid, key)| ExternalAccountKey::new(kid.clone(), key));
                 let (account, creds) = self
                     .builder()?
-                    .create(&new, dir.clone(), None)
+                    .create(&new, dir.clone(), eab.as_ref())
                     .await
                     .map_err(IssueError::ca(format!("ACME account creation at {dir}")))?;
                 let json = serde_json::to_string(&creds)
@@ -171,7 +185,7 @@ impl AcmeIssuer {
             };
             let key_auth = challenge.key_authorization();
             self.challenges
-                .publish(&key, key_auth.as_str(), self.settings.order_timeout * 2)
+                .publish(&key, key_auth.as_str(), self.settings.timeout * 2)
                 .await;
             published.push(key);
             challenge
@@ -185,20 +199,30 @@ impl AcmeIssuer {
     async fn order(
         &self,
         host: &Hostname,
+        replacing: Option<&CertId>,
         published: &mut Vec<ChallengeKey>,
     ) -> Result<IssuedCert, IssueError> {
         let account = self.account().await?;
         let ids = [Identifier::Dns(host.to_string())];
-        let mut order = account
-            .new_order(&NewOrder::new(&ids))
-            .await
-            .map_err(IssueError::ca("new order"))?;
+        let replaces = replacing.and_then(|c| c.ari.as_deref()).and_then(ari_id);
+        let placed = match replaces {
+            Some(id) => match account.new_order(&NewOrder::new(&ids).replaces(id)).await {
+                // No ARI at this CA, or it takes no replacement of this
+                // certificate (replaced already): a plain order.
+                Err(instant_acme::Error::Unsupported(_) | instant_acme::Error::Api(_)) => {
+                    account.new_order(&NewOrder::new(&ids)).await
+                }
+                placed => placed,
+            },
+            None => account.new_order(&NewOrder::new(&ids)).await,
+        };
+        let mut order = placed.map_err(IssueError::ca("new order"))?;
         debug!(%host, url = order.url(), "ACME order placed");
         published.extend(self.answer(&mut order).await?);
         let retries = RetryPolicy::new()
             .initial_delay(Duration::from_millis(10))
             .backoff(1.5)
-            .timeout(self.settings.order_timeout);
+            .timeout(self.settings.timeout);
         let status = order.poll_ready(&retries).await.map_err(|e| match e {
             // The order's own problem: the name did not validate.
             instant_acme::Error::Api(p) => IssueError::Challenge(format!("validation: {p}")),
@@ -228,10 +252,19 @@ impl AcmeIssuer {
             key_pem: key.serialize_pem(),
             not_before,
             not_after,
-            issuer: "acme".into(),
+            issuer: self.settings.name.clone(),
             revoked: false,
         })
     }
+}
+
+/// instant-acme's form of an ARI identifier (`CertId::ari`).
+fn ari_id(id: &str) -> Option<CertificateIdentifier<'_>> {
+    let (aki, serial) = id.split_once('.')?;
+    Some(CertificateIdentifier {
+        authority_key_identifier: aki.into(),
+        serial: serial.into(),
+    })
 }
 
 /// The CA's own words for a failed validation.
@@ -254,8 +287,21 @@ async fn why_invalid(order: &mut Order) -> String {
 
 #[async_trait]
 impl Issuer for AcmeIssuer {
-    fn name(&self) -> &'static str {
-        "acme"
+    fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    /// Asked of the CA's `renewalInfo` resource; None where the directory
+    /// has none (Debian's pebble 2.4) or the CA did not answer in time.
+    async fn renewal_window(&self, cert: &CertId) -> Option<Suggested> {
+        let id = ari_id(cert.ari.as_deref()?)?;
+        let ask = async { self.account().await.ok()?.renewal_info(&id).await.ok() };
+        let (info, retry_after) = tokio::time::timeout(ARI_TIMEOUT, ask).await.ok()??;
+        let window = Window {
+            start: info.suggested_window.start.unix_timestamp(),
+            end: info.suggested_window.end.unix_timestamp(),
+        };
+        Some(Suggested::new(window, retry_after))
     }
 
     async fn revoke(&self, cert: &IssuedCert) -> Result<(), IssueError> {
@@ -271,9 +317,17 @@ impl Issuer for AcmeIssuer {
             .map_err(IssueError::ca("ACME revocation"))
     }
 
-    async fn issue(&self, host: &Hostname) -> Result<IssuedCert, IssueError> {
+    async fn issue(
+        &self,
+        host: &Hostname,
+        replacing: Option<&CertId>,
+    ) -> Result<IssuedCert, IssueError> {
         let mut published = Vec::new();
-        let result = self.order(host, &mut published).await;
+        let order = self.order(host, replacing, &mut published);
+        // A CA that does not answer costs this long, then the next is tried.
+        let result = tokio::time::timeout(self.settings.timeout, order)
+            .await
+            .unwrap_or(Err(IssueError::TimedOut));
         for key in &published {
             self.challenges.withdraw(key).await;
         }

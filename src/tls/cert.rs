@@ -2,6 +2,7 @@
 //! as handshakes use it (`Served`: a rustls config with its window).
 
 use super::error::{CertError, FileError};
+use super::renewal::Window;
 use crate::domain::Hostname;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
@@ -43,9 +44,16 @@ pub(super) fn now_unix() -> i64 {
 
 impl IssuedCert {
     /// Usable for a handshake now.
-    pub(super) fn valid(&self) -> bool {
+    pub(crate) fn valid(&self) -> bool {
         let now = now_unix();
         !self.revoked && self.not_before <= now && now < self.not_after
+    }
+
+    /// When renewal is due without the CA's word (ARI): a point of the
+    /// fixed window that every node computes alike for this certificate.
+    pub fn planned_renewal(&self, left: f64) -> (Window, i64) {
+        let fixed = Window::fixed(self.not_before, self.not_after, left);
+        (fixed, fixed.pick(self.fingerprint()))
     }
 
     /// Tells one certificate from another of the same name.
@@ -89,22 +97,57 @@ pub fn server_config(chain_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>
     Ok(Arc::new(config))
 }
 
-/// A certificate ready for handshakes, with its validity window.
+/// Who issued a certificate and, for ARI (RFC 9773 §4.1), its identity at
+/// that CA (`base64url(AKI).base64url(serial)`): what a renewal order
+/// `replaces` and what the CA's renewal information is asked about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertId {
+    pub issuer: String,
+    /// None for a leaf without an authority key identifier.
+    pub ari: Option<String>,
+}
+
+impl CertId {
+    pub fn of(cert: &IssuedCert) -> CertId {
+        let ari = leaf(&cert.chain_pem).ok().and_then(|der| {
+            instant_acme::CertificateIdentifier::try_from(&der)
+                .ok()
+                .map(|id| id.to_string())
+        });
+        CertId {
+            issuer: cert.issuer.clone(),
+            ari,
+        }
+    }
+}
+
+/// A certificate ready for handshakes, with its validity window and when
+/// it is to be renewed.
 #[derive(Clone)]
 pub(super) struct Served {
     pub config: Arc<ServerConfig>,
     pub not_before: i64,
     pub not_after: i64,
     pub fingerprint: u64,
+    pub id: Arc<CertId>,
+    /// When renewal is due (`renewal::renew_at`).
+    pub renew_at: i64,
+    /// When to ask the CA's renewal information again (0: not asked yet).
+    pub ask_ari_at: i64,
 }
 
 impl Served {
-    pub fn new(cert: &IssuedCert) -> Result<Self, CertError> {
+    /// `left`: `tls.renew_when_left`, the fixed renewal share.
+    pub fn new(cert: &IssuedCert, left: f64) -> Result<Self, CertError> {
+        let (_, renew_at) = cert.planned_renewal(left);
         Ok(Served {
             config: server_config(&cert.chain_pem, &cert.key_pem)?,
             not_before: cert.not_before,
             not_after: cert.not_after,
             fingerprint: cert.fingerprint(),
+            id: Arc::new(CertId::of(cert)),
+            renew_at,
+            ask_ari_at: 0,
         })
     }
 
@@ -112,10 +155,8 @@ impl Served {
         now_unix() < self.not_after
     }
 
-    /// Less than `fraction` of the lifetime left.
-    pub fn due(&self, fraction: f64) -> bool {
-        let lifetime = (self.not_after - self.not_before).max(1) as f64;
-        ((self.not_after - now_unix()) as f64) < lifetime * fraction
+    pub fn due(&self, now: i64) -> bool {
+        self.renew_at <= now
     }
 }
 

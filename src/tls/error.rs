@@ -115,6 +115,9 @@ pub enum IssueError {
     /// The order's task ended without an answer (it panicked).
     #[error("{0}")]
     Aborted(String),
+    /// Every CA of `tls.issuers` failed the order: each one's reason.
+    #[error("{}", tried.iter().map(|(ca, e)| format!("{ca}: {e}")).collect::<Vec<_>>().join("; "))]
+    Issuers { tried: Vec<(String, IssueError)> },
 }
 
 impl IssueError {
@@ -122,6 +125,14 @@ impl IssueError {
     pub fn ca(doing: impl Into<String>) -> impl FnOnce(instant_acme::Error) -> IssueError {
         let doing = doing.into();
         move |err| IssueError::Ca { doing, err }
+    }
+
+    /// Whether the next CA of `tls.issuers` may succeed where this one
+    /// failed: yes for the CA's own trouble (refused, rate-limited,
+    /// unreachable, slow); no when the name did not validate, which would
+    /// fail at any CA (its DNS does not point here).
+    pub fn next_ca_may_help(&self) -> bool {
+        self.cause() != "challenge"
     }
 
     /// The `cause` label of `edgepop_tls_issuance_failures_total`.
@@ -132,6 +143,12 @@ impl IssueError {
                 // The CA reporting a failed validation (RFC 8555 §6.7) is
                 // the challenge's failure, not a refusal.
                 Acme::Api(problem) if validation_problem(problem.r#type.as_deref()) => "challenge",
+                Acme::Api(problem)
+                    if problem.r#type.as_deref()
+                        == Some("urn:ietf:params:acme:error:rateLimited") =>
+                {
+                    "rate_limited"
+                }
                 Acme::Api(_) => "ca_refused",
                 Acme::Timeout(_) => "timeout",
                 Acme::Http(_) | Acme::Hyper(_) => "ca_unreachable",
@@ -140,6 +157,7 @@ impl IssueError {
                 _ => "other",
             },
             IssueError::Challenge(_) => "challenge",
+            IssueError::Issuers { tried } => tried.last().map_or("other", |(_, e)| e.cause()),
             IssueError::TimedOut => "timeout",
             IssueError::Store(_) => "store",
             IssueError::LockHeld
@@ -172,6 +190,12 @@ mod tests {
     fn failures_are_labelled_by_cause() {
         let problem: instant_acme::Problem = serde_json::from_str(
             r#"{"type": "urn:ietf:params:acme:error:rateLimited", "detail": "too many"}"#,
+        )
+        .unwrap();
+        let limited = IssueError::ca("new order")(problem.into());
+        assert_eq!(limited.cause(), "rate_limited");
+        let problem: instant_acme::Problem = serde_json::from_str(
+            r#"{"type": "urn:ietf:params:acme:error:rejectedIdentifier", "detail": "blocked"}"#,
         )
         .unwrap();
         let refused = IssueError::ca("new order")(problem.into());

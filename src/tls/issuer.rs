@@ -2,8 +2,9 @@
 //! under the TLS folder (the single-box default); its root is written to
 //! `ca.pem` for clients to trust. (ACME is the production issuer.)
 
-use super::cert::IssuedCert;
+use super::cert::{CertId, IssuedCert};
 use super::error::{CertError, FileError, IssueError};
+use super::renewal::Suggested;
 use super::store::write_private;
 use crate::domain::Hostname;
 use async_trait::async_trait;
@@ -14,12 +15,29 @@ use rcgen::{
 use std::path::{Path, PathBuf};
 use time::{Duration as TimeDelta, OffsetDateTime};
 
+/// A CA (certmagic's Issuer). Contract: `issue` returns a certificate for
+/// `host` whose `IssuedCert::issuer` is `name()`, or says why not (the
+/// `IssueError::cause` tells a refusal from an outage); it bounds its own
+/// time. `revoke` and `renewal_window` are only asked about certificates
+/// this issuer issued.
 #[async_trait]
 pub trait Issuer: Send + Sync {
-    fn name(&self) -> &'static str;
-    async fn issue(&self, host: &Hostname) -> Result<IssuedCert, IssueError>;
+    /// The issuer's name in logs, metrics and the store.
+    fn name(&self) -> &str;
+    /// A new certificate for `host`; `replacing`: the one it renews, so a
+    /// CA that takes ARI can be told (RFC 9773 `replaces`).
+    async fn issue(
+        &self,
+        host: &Hostname,
+        replacing: Option<&CertId>,
+    ) -> Result<IssuedCert, IssueError>;
     /// Tells the CA a certificate must no longer be trusted.
     async fn revoke(&self, cert: &IssuedCert) -> Result<(), IssueError>;
+    /// The CA's suggested renewal window for a certificate (ARI), None
+    /// where the CA offers none or did not answer.
+    async fn renewal_window(&self, _cert: &CertId) -> Option<Suggested> {
+        None
+    }
 }
 
 pub struct LocalCa {
@@ -70,7 +88,7 @@ impl LocalCa {
 
 #[async_trait]
 impl Issuer for LocalCa {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "local"
     }
 
@@ -80,7 +98,11 @@ impl Issuer for LocalCa {
         Ok(())
     }
 
-    async fn issue(&self, host: &Hostname) -> Result<IssuedCert, IssueError> {
+    async fn issue(
+        &self,
+        host: &Hostname,
+        _replacing: Option<&CertId>,
+    ) -> Result<IssuedCert, IssueError> {
         let key = KeyPair::generate().map_err(CertError::from)?;
         let mut params = CertificateParams::new(vec![host.to_string()]).map_err(CertError::from)?;
         params

@@ -92,12 +92,24 @@ impl RateLimit {
     }
 
     pub fn take(&self) -> bool {
+        self.take_above(0.0)
+    }
+
+    /// Takes one only down to half the bucket: orders
+    /// made ahead (a bulk import, a catch-up) never use up what first
+    /// handshakes need.
+    pub fn take_spare(&self) -> bool {
+        // Whole tokens: a rate of 1 a minute still lets one through.
+        self.take_above((self.per_minute / 2.0).floor())
+    }
+
+    fn take_above(&self, keep: f64) -> bool {
         let mut bucket = locked(&self.bucket);
         let now = Instant::now();
         let refill = now.duration_since(bucket.1).as_secs_f64() * self.per_minute / 60.0;
         bucket.0 = (bucket.0 + refill).min(self.per_minute);
         bucket.1 = now;
-        if bucket.0 >= 1.0 {
+        if bucket.0 >= 1.0 + keep {
             bucket.0 -= 1.0;
             true
         } else {
@@ -144,5 +156,16 @@ mod tests {
         let r = RateLimit::new(3);
         assert!((0..3).all(|_| r.take()));
         assert!(!r.take());
+    }
+
+    #[test]
+    fn background_orders_leave_half_the_rate_to_handshakes() {
+        let r = RateLimit::new(10);
+        let spare = (0..10).take_while(|_| r.take_spare()).count();
+        assert_eq!(spare, 5, "only down to half the bucket");
+        let urgent = (0..10).take_while(|_| r.take()).count();
+        assert_eq!(urgent, 5, "the other half is for handshakes");
+        let one = RateLimit::new(1);
+        assert!(one.take_spare(), "a rate of one a minute is not starved");
     }
 }

@@ -1,10 +1,11 @@
 //! The certificate manager: answers each handshake with a certificate,
 //! obtaining one on demand, and renews what it holds in the background.
 
-use super::cert::{Served, StaticCerts};
+use super::cert::{now_unix, Served, StaticCerts};
 use super::challenge::{self, ChallengeKey, Challenges};
 use super::error::{IssueError, StoreError};
 use super::issuer::Issuer;
+use super::issuers::{IssuerStatus, Issuers};
 use super::limits::{Backoffs, Pending, RateLimit};
 use super::store::{CertStore, IssuanceLock, Lock};
 use crate::domain::Hostname;
@@ -28,6 +29,21 @@ mod renew;
 #[async_trait]
 pub trait IssuePolicy: Send + Sync {
     async fn may_issue(&self, host: &Hostname) -> bool;
+    /// Up to `limit` names that may issue, in name order after `after`:
+    /// walked once at start, so names allowed before the node started get
+    /// their certificates ahead too. Default: none.
+    async fn allowed_names(&self, _after: Option<&Hostname>, _limit: usize) -> Vec<Hostname> {
+        Vec::new()
+    }
+}
+
+/// Who an order is for: a handshake waiting now, or the background (an
+/// order ahead, a renewal), which leaves half the issuance rate to
+/// handshakes.
+#[derive(Clone, Copy)]
+enum Urgency {
+    Handshake,
+    Background,
 }
 
 /// An order in progress, awaited by every handshake that wants its name.
@@ -68,6 +84,9 @@ pub struct TlsSettings {
     pub issue_per_minute: u32,
     pub renew_when_left: f64,
     pub renew_check: Duration,
+    /// Parsed certificates kept in memory at most; the rest are loaded
+    /// from the store on their next handshake.
+    pub hold_at_most: u64,
     /// This node's name as an issuance lock holder.
     pub node: String,
 }
@@ -83,7 +102,7 @@ pub struct CertManager {
     store: Arc<dyn CertStore>,
     lock: Arc<dyn IssuanceLock>,
     challenges: Arc<Challenges>,
-    issuer: Arc<dyn Issuer>,
+    issuer: Arc<Issuers>,
     inflight: std::sync::Mutex<HashMap<Hostname, Order>>,
     backoff: Backoffs,
     limit: RateLimit,
@@ -97,14 +116,14 @@ impl CertManager {
         store: Arc<dyn CertStore>,
         lock: Arc<dyn IssuanceLock>,
         challenges: Arc<Challenges>,
-        issuer: Arc<dyn Issuer>,
+        issuer: Arc<Issuers>,
         settings: TlsSettings,
     ) -> Self {
         CertManager {
             policy,
             statics: statics.by_name,
             statics_not_after: statics.soonest_not_after,
-            served: Cache::builder().max_capacity(100_000).build(),
+            served: Cache::builder().max_capacity(settings.hold_at_most).build(),
             store,
             lock,
             challenges,
@@ -150,6 +169,11 @@ impl CertManager {
         self.store.kind()
     }
 
+    /// Each CA of `tls.issuers`, in order, with its counts and last failure.
+    pub fn issuers(&self) -> Vec<IssuerStatus> {
+        self.issuer.status()
+    }
+
     pub async fn config_for(
         self: &Arc<Self>,
         sni: Option<&str>,
@@ -176,7 +200,7 @@ impl CertManager {
         // One load-or-issue per name, however many handshakes wait for it;
         // it runs as its own task, so an order outlives a handshake that
         // stops waiting (the next handshake finds the certificate).
-        let order = self.order_for(&host);
+        let order = self.order_for(&host, Urgency::Handshake);
         match tokio::time::timeout(self.settings.issue_timeout, order).await {
             Ok(Ok(s)) => {
                 self.backoff.clear(&host);
@@ -188,14 +212,14 @@ impl CertManager {
     }
 
     /// The running order for `host`, or a new one.
-    fn order_for(self: &Arc<Self>, host: &Hostname) -> Order {
+    fn order_for(self: &Arc<Self>, host: &Hostname, urgency: Urgency) -> Order {
         let mut inflight = locked(&self.inflight);
         if let Some(order) = inflight.get(host) {
             return order.clone();
         }
         let (this, name) = (Arc::clone(self), host.clone());
         let task = tokio::spawn(async move {
-            let result = this.obtain(&name, None).await;
+            let result = this.obtain(&name, None, urgency).await;
             if let Ok(s) = &result {
                 this.served.insert(name.clone(), s.clone()).await;
             }
@@ -214,10 +238,17 @@ impl CertManager {
         order
     }
 
-    /// A stored certificate if it is valid (and newer than `newer_than`),
-    /// else a new one from the issuer. With a shared store only the holder
-    /// of the name's lock orders; the others wait for its certificate.
-    async fn obtain(&self, host: &Hostname, newer_than: Option<i64>) -> Result<Served, Refusal> {
+    /// A stored certificate if it is valid (and newer than the one it is
+    /// `renewing`), else a new one from the issuer. With a shared store only
+    /// the holder of the name's lock orders; the others wait for its
+    /// certificate.
+    async fn obtain(
+        &self,
+        host: &Hostname,
+        renewing: Option<&Served>,
+        urgency: Urgency,
+    ) -> Result<Served, Refusal> {
+        let newer_than = renewing.map(|s| s.not_after);
         let _pending = Pending::start();
         let deadline = Instant::now() + self.settings.order_timeout;
         // Outlives the holder's own timeout; a crashed holder's lock lapses.
@@ -245,7 +276,7 @@ impl CertManager {
         // The previous holder may have saved its certificate just now.
         let result = match self.stored_cert(host, newer_than).await? {
             Some(s) => Ok(s),
-            None => self.issue(host, newer_than, deadline).await,
+            None => self.issue(host, renewing, deadline, urgency).await,
         };
         let backoff = match &result {
             Err(Refusal::Failed(..)) => self.backoff.left(host),
@@ -269,7 +300,7 @@ impl CertManager {
                     .tls_issuance
                     .with_label_values(&["from_store"])
                     .inc();
-                Served::new(&cert)
+                Served::new(&cert, self.settings.renew_when_left)
                     .map(Some)
                     .map_err(|e| Refusal::failed(host.clone(), e))
             }
@@ -284,10 +315,15 @@ impl CertManager {
     async fn issue(
         &self,
         host: &Hostname,
-        newer_than: Option<i64>,
+        renewing: Option<&Served>,
         deadline: Instant,
+        urgency: Urgency,
     ) -> Result<Served, Refusal> {
-        if !self.limit.take() {
+        let allowed = match urgency {
+            Urgency::Handshake => self.limit.take(),
+            Urgency::Background => self.limit.take_spare(),
+        };
+        if !allowed {
             METRICS
                 .tls_issuance
                 .with_label_values(&["rate_limited"])
@@ -296,25 +332,27 @@ impl CertManager {
         }
         let started = Instant::now();
         let left = deadline.saturating_duration_since(started);
-        let issued = match tokio::time::timeout(left, self.issuer.issue(host)).await {
+        let replacing = renewing.map(|s| &*s.id);
+        let issued = match tokio::time::timeout(left, self.issuer.issue(host, replacing)).await {
             Ok(Ok(cert)) => cert,
-            Ok(Err(e)) => return Err(self.failed(host, e)),
-            Err(_) => return Err(self.failed(host, IssueError::TimedOut)),
+            Ok(Err(e)) => return Err(self.failed(host, e).await),
+            Err(_) => return Err(self.failed(host, IssueError::TimedOut).await),
         };
         METRICS
             .tls_issue_seconds
             .observe(started.elapsed().as_secs_f64());
-        let outcome = if newer_than.is_some() {
+        let outcome = if renewing.is_some() {
             "renewed"
         } else {
             "issued"
         };
         METRICS.tls_issuance.with_label_values(&[outcome]).inc();
-        info!(%host, issuer = self.issuer.name(), took_ms = started.elapsed().as_millis() as u64, outcome, "certificate obtained");
+        info!(%host, issuer = %issued.issuer, took_ms = started.elapsed().as_millis() as u64, outcome, "certificate obtained");
         if let Err(e) = self.store.save(host, &issued).await {
             warn!(%host, error = %e, "certificate store write failed");
         }
-        Served::new(&issued).map_err(|e| Refusal::failed(host.clone(), e))
+        Served::new(&issued, self.settings.renew_when_left)
+            .map_err(|e| Refusal::failed(host.clone(), e))
     }
 
     /// The published answer to a pending ACME challenge, from any node.
@@ -338,8 +376,16 @@ impl CertManager {
             .ok()
     }
 
-    /// Records a failed issuance: the name backs off, doubling each time.
-    fn failed(&self, host: &Hostname, why: IssueError) -> Refusal {
+    /// Records a failed issuance: the name backs off, doubling each time,
+    /// and the store keeps the reason for `edgepop tls status`.
+    async fn failed(&self, host: &Hostname, why: IssueError) -> Refusal {
+        if let Err(e) = self
+            .store
+            .note_failure(host, now_unix(), &why.to_string())
+            .await
+        {
+            warn!(%host, error = %e, "certificate store: failure not noted");
+        }
         METRICS.tls_issuance.with_label_values(&["failed"]).inc();
         METRICS
             .tls_issuance_failures

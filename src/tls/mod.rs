@@ -13,13 +13,15 @@ mod cert;
 pub mod challenge;
 pub mod error;
 pub mod issuer;
+pub mod issuers;
 mod limits;
 pub mod listener;
 mod manager;
 pub mod peering;
 pub mod policy;
+pub mod renewal;
 pub mod store;
 
-pub use cert::{load_static, server_config, validity, IssuedCert, StaticCerts};
+pub use cert::{load_static, server_config, validity, CertId, IssuedCert, StaticCerts};
 pub use error::{CertError, IssueError, StoreError};
 pub use manager::{CertManager, IssuePolicy, Refusal, TlsSettings};

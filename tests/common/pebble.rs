@@ -10,6 +10,28 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// Where tests/run.sh unpacks Debian trixie's pebble 2.6 (ARI).
+pub const PEBBLE_ARI: &str = "/opt/pebble-2.6/usr/bin/pebble";
+
+/// How a test's pebble differs from the default one.
+struct Opts {
+    validity: Option<Duration>,
+    blocked: Vec<String>,
+    eab: Option<(String, String)>,
+    binary: String,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            validity: None,
+            blocked: Vec::new(),
+            eab: None,
+            binary: "pebble".into(),
+        }
+    }
+}
+
 pub struct Pebble {
     pub dir: tempfile::TempDir,
     children: Vec<Child>,
@@ -77,7 +99,7 @@ async fn listening(addr: SocketAddr) -> bool {
 
 impl Pebble {
     pub async fn start(http_port: u16, tls_port: u16) -> Pebble {
-        Pebble::start_with_validity(http_port, tls_port, None).await
+        Pebble::start_with(http_port, tls_port, Opts::default()).await
     }
 
     /// `validity`: lifetime of the certificates pebble issues (default 5 years).
@@ -86,10 +108,56 @@ impl Pebble {
         tls_port: u16,
         validity: Option<Duration>,
     ) -> Pebble {
+        let opts = Opts {
+            validity,
+            ..Opts::default()
+        };
+        Pebble::start_with(http_port, tls_port, opts).await
+    }
+
+    /// A CA that opens accounts only with an external account binding
+    /// (RFC 8555 §7.3.4): key id `kid`, base64url HMAC key `key`.
+    pub async fn start_requiring_eab(
+        http_port: u16,
+        tls_port: u16,
+        kid: &str,
+        key: &str,
+    ) -> Pebble {
+        let opts = Opts {
+            eab: Some((kid.into(), key.into())),
+            ..Opts::default()
+        };
+        Pebble::start_with(http_port, tls_port, opts).await
+    }
+
+    /// A CA that refuses to issue for `blocked` (pebble's domainBlocklist:
+    /// a `rejectedIdentifier` problem on the new order).
+    pub async fn start_refusing(http_port: u16, tls_port: u16, blocked: &[&str]) -> Pebble {
+        let opts = Opts {
+            blocked: blocked.iter().map(|b| b.to_string()).collect(),
+            ..Opts::default()
+        };
+        Pebble::start_with(http_port, tls_port, opts).await
+    }
+
+    /// Debian trixie's pebble 2.6 (tests/run.sh puts it in /opt/pebble-2.6),
+    /// which offers ACME renewal information (ARI, RFC 9773): a window
+    /// around two thirds of the lifetime, or one in the past for a revoked
+    /// certificate. Bookworm's 2.4 has none.
+    pub async fn start_with_ari(http_port: u16, tls_port: u16, validity: Duration) -> Pebble {
+        let opts = Opts {
+            validity: Some(validity),
+            binary: PEBBLE_ARI.into(),
+            ..Opts::default()
+        };
+        Pebble::start_with(http_port, tls_port, opts).await
+    }
+
+    async fn start_with(http_port: u16, tls_port: u16, opts: Opts) -> Pebble {
         // Its ports are picked free, then bound by pebble: another test can
         // take one in between (pebble then exits). Try again on new ports.
         for attempt in 1..=3 {
-            match Pebble::try_start(http_port, tls_port, validity).await {
+            match Pebble::try_start(http_port, tls_port, &opts).await {
                 Ok(pebble) => return pebble,
                 Err(why) if attempt < 3 => eprintln!("pebble did not start ({why}); again"),
                 Err(why) => panic!("pebble did not start: {why}"),
@@ -98,11 +166,7 @@ impl Pebble {
         unreachable!()
     }
 
-    async fn try_start(
-        http_port: u16,
-        tls_port: u16,
-        validity: Option<Duration>,
-    ) -> Result<Pebble, String> {
+    async fn try_start(http_port: u16, tls_port: u16, opts: &Opts) -> Result<Pebble, String> {
         let dir = tempfile::tempdir().unwrap();
         let (listener_ca, cert, key) = listener_certs(dir.path());
         let dns = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -133,12 +197,21 @@ impl Pebble {
             "ocspResponderURL": "",
             "externalAccountBindingRequired": false,
         }});
-        if let Some(v) = validity {
+        if let Some(v) = opts.validity {
             config["pebble"]["certificateValidityPeriod"] = v.as_secs().into();
+        }
+        if !opts.blocked.is_empty() {
+            config["pebble"]["domainBlocklist"] = opts.blocked.clone().into();
+        }
+        if let Some((kid, key)) = &opts.eab {
+            config["pebble"]["externalAccountBindingRequired"] = true.into();
+            config["pebble"]["externalAccountMACKeys"] = serde_json::Value::Object(
+                [(kid.clone(), key.clone().into())].into_iter().collect(),
+            );
         }
         let config_path = dir.path().join("pebble.json");
         std::fs::write(&config_path, config.to_string()).unwrap();
-        let pebble = Command::new("pebble")
+        let pebble = Command::new(&opts.binary)
             .arg("-config")
             .arg(&config_path)
             .args(["-dnsserver", &dns.to_string()])
@@ -173,6 +246,23 @@ impl Pebble {
             dns_admin,
             mgmt,
         })
+    }
+
+    /// Stops the CA (its directory then refuses connections).
+    pub fn stop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// One `[[tls.issuers]]` entry for an edge using this CA.
+    pub fn issuer_entry(&self, name: &str, challenge: &str) -> String {
+        format!(
+            "[[tls.issuers]]\nname = \"{name}\"\ndirectory = \"{}\"\ncontact = [\"mailto:ops@edgepop.test\"]\nca_root = \"{}\"\nchallenge = \"{challenge}\"\n",
+            self.directory,
+            self.listener_ca.display()
+        )
     }
 
     /// The `[tls.acme]` table for an edge using this CA.

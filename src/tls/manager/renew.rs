@@ -2,27 +2,34 @@
 //! expires, never in a handshake, and changes other nodes made in the
 //! store (renewals, revocations) are taken in.
 
-use super::{CertManager, Served};
+use super::{now_unix, CertManager, Issuer, Served, Urgency};
 use crate::domain::Hostname;
 use crate::metrics::METRICS;
+use crate::tls::renewal::{renew_at, Window};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
 
+/// How long before a CA that gave no renewal window is asked again.
+const ASK_WITHOUT_ARI: Duration = Duration::from_secs(24 * 3600);
+
 impl CertManager {
-    /// Renews held certificates in the background when less than
-    /// `renew_when_left` of their lifetime is left; handshakes never wait
-    /// for a renewal. A failed renewal keeps the old certificate until it
-    /// expires and is retried on the next check.
+    /// Renews held certificates in the background when their renewal time
+    /// comes (`renewal::renew_at`: the CA's ARI window where it offers one,
+    /// else a spread point of the last `renew_when_left` of the lifetime);
+    /// handshakes never wait for a renewal. A failed renewal keeps the old
+    /// certificate until it expires and is retried on the next check.
     pub async fn renew_loop(self: Arc<Self>) {
         let mut tick = tokio::time::interval(self.settings.renew_check);
         loop {
             tick.tick().await;
             self.follow_store().await;
+            self.ask_renewal_windows().await;
+            let now = now_unix();
             let due: Vec<(Hostname, Served)> = self
                 .served
                 .iter()
-                .filter(|(_, s)| s.due(self.settings.renew_when_left))
+                .filter(|(_, s)| s.due(now))
                 .map(|(h, s)| ((*h).clone(), s))
                 .collect();
             for (host, old) in due {
@@ -32,7 +39,7 @@ impl CertManager {
                     self.served.invalidate(&host).await;
                     continue;
                 }
-                match self.obtain(&host, Some(old.not_after)).await {
+                match self.obtain(&host, Some(&old), Urgency::Background).await {
                     Ok(new) => self.served.insert(host, new).await,
                     Err(e) => {
                         METRICS
@@ -43,6 +50,52 @@ impl CertManager {
                     }
                 }
             }
+        }
+    }
+
+    /// Asks the CA's renewal information (ARI) for each held certificate
+    /// whose last answer has aged out, and moves its renewal time into the
+    /// suggested window. A CA without ARI answers None at once; it is asked
+    /// again a day later.
+    async fn ask_renewal_windows(&self) {
+        let now = now_unix();
+        let asking: Vec<(Hostname, Served)> = self
+            .served
+            .iter()
+            .filter(|(_, s)| s.ask_ari_at <= now)
+            .map(|(h, s)| ((*h).clone(), s))
+            .collect();
+        for (host, held) in asking {
+            let suggested = self.issuer.renewal_window(&held.id).await;
+            let fixed = Window::fixed(
+                held.not_before,
+                held.not_after,
+                self.settings.renew_when_left,
+            );
+            let now = now_unix();
+            let renew_at = renew_at(fixed, suggested.as_ref(), rand::random(), now);
+            let ask_again = suggested.map_or(ASK_WITHOUT_ARI, |s| s.ask_again);
+            if let Some(s) = &suggested {
+                info!(%host, start = s.window.start, end = s.window.end, renew_at, "CA's renewal window");
+            }
+            use moka::ops::compute::Op;
+            self.served
+                .entry(host)
+                .and_compute_with(|entry| {
+                    // Only the certificate that was asked about.
+                    let op = match entry.map(|e| e.into_value()) {
+                        Some(mut s) if s.fingerprint == held.fingerprint => {
+                            if suggested.is_some() {
+                                s.renew_at = renew_at;
+                            }
+                            s.ask_ari_at = now + ask_again.as_secs() as i64;
+                            Op::Put(s)
+                        }
+                        _ => Op::Nop,
+                    };
+                    std::future::ready(op)
+                })
+                .await;
         }
     }
 
@@ -66,7 +119,7 @@ impl CertManager {
             match self.store.load(&host).await {
                 Ok(Some(c)) if c.valid() => {
                     if c.fingerprint() != held.fingerprint && c.not_after >= held.not_after {
-                        match Served::new(&c) {
+                        match Served::new(&c, self.settings.renew_when_left) {
                             Ok(s) => self.served.insert(host, s).await,
                             Err(e) => warn!(%host, error = %e, "stored certificate unusable"),
                         }

@@ -17,15 +17,21 @@ use std::time::Duration;
 pub struct FileStore {
     certs: PathBuf,
     accounts: PathBuf,
+    failures: PathBuf,
 }
 
 impl FileStore {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let (certs, accounts) = (dir.join("certs"), dir.join("accounts"));
-        for d in [&certs, &accounts] {
+        let failures = dir.join("failures");
+        for d in [&certs, &accounts, &failures] {
             std::fs::create_dir_all(d).map_err(FileError::at(d))?;
         }
-        Ok(FileStore { certs, accounts })
+        Ok(FileStore {
+            certs,
+            accounts,
+            failures,
+        })
     }
 
     fn path(&self, host: &Hostname) -> PathBuf {
@@ -67,6 +73,15 @@ fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, FileError> {
     }
 }
 
+/// Runs a walk of the store's folder on the blocking pool.
+async fn walk<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("store walk: {e}")))?
+}
+
 #[async_trait]
 impl CertStore for FileStore {
     fn kind(&self) -> &'static str {
@@ -91,29 +106,56 @@ impl CertStore for FileStore {
         Ok(write_private(&self.path(host), &json)?)
     }
 
+    // The walks below touch every file: off the async threads, so a store
+    // of 100,000 names does not stall handshakes.
     async fn count(&self) -> Result<usize, StoreError> {
-        let dir = std::fs::read_dir(&self.certs).map_err(FileError::at(&self.certs))?;
-        Ok(dir
-            .filter_map(Result::ok)
-            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-            .count())
+        let certs = self.certs.clone();
+        walk(move || {
+            let dir = std::fs::read_dir(&certs).map_err(FileError::at(&certs))?;
+            Ok(dir
+                .filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                .count())
+        })
+        .await
     }
 
     async fn changed_within(&self, window: Duration) -> Result<Vec<Hostname>, StoreError> {
         let since = std::time::SystemTime::now() - window;
-        let dir = std::fs::read_dir(&self.certs).map_err(FileError::at(&self.certs))?;
-        Ok(dir
-            .filter_map(Result::ok)
-            .filter(|e| {
-                e.metadata()
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| t >= since)
+        let certs = self.certs.clone();
+        walk(move || {
+            let dir = std::fs::read_dir(&certs).map_err(FileError::at(&certs))?;
+            Ok(dir
+                .filter_map(Result::ok)
+                .filter(|e| {
+                    e.metadata()
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|t| t >= since)
+                })
+                .filter_map(|e| {
+                    let name = e.file_name().into_string().ok()?;
+                    Hostname::parse(name.strip_suffix(".json")?).ok()
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn note_failure(&self, host: &Hostname, at: i64, error: &str) -> Result<(), StoreError> {
+        let json =
+            serde_json::to_vec(&(at, error)).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(write_private(
+            &self.failures.join(format!("{host}.json")),
+            &json,
+        )?)
+    }
+
+    async fn last_failure(&self, host: &Hostname) -> Result<Option<(i64, String)>, StoreError> {
+        read_optional(&self.failures.join(format!("{host}.json")))?
+            .map(|b| {
+                serde_json::from_slice(&b).map_err(|e| StoreError::Corrupt(format!("{host}: {e}")))
             })
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                Hostname::parse(name.strip_suffix(".json")?).ok()
-            })
-            .collect())
+            .transpose()
     }
 
     async fn load_account(&self, directory: &str) -> Result<Option<String>, StoreError> {

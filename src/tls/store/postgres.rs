@@ -27,6 +27,14 @@ CREATE TABLE IF NOT EXISTS edgepop_tls_certificates (
     revoked     boolean NOT NULL DEFAULT false,
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
+-- changed_within, asked by every node each tls.renew_check.
+CREATE INDEX IF NOT EXISTS edgepop_tls_certificates_updated
+    ON edgepop_tls_certificates (updated_at);
+CREATE TABLE IF NOT EXISTS edgepop_tls_failures (
+    name        text PRIMARY KEY,
+    at          bigint NOT NULL,
+    error       text NOT NULL
+);
 CREATE TABLE IF NOT EXISTS edgepop_tls_accounts (
     directory   text PRIMARY KEY,
     credentials text NOT NULL
@@ -127,6 +135,24 @@ impl CertStore for PostgresStore {
         Ok(())
     }
 
+    async fn missing(&self, hosts: &[Hostname]) -> Result<Vec<Hostname>, StoreError> {
+        let names: Vec<&str> = hosts.iter().map(Hostname::as_str).collect();
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT n FROM unnest($1::text[]) AS n WHERE NOT EXISTS (
+                     SELECT 1 FROM edgepop_tls_certificates c WHERE c.name = n
+                     AND NOT c.revoked AND c.not_after > extract(epoch FROM now()))",
+                &[&names],
+            )
+            .await
+            .map_err(StoreError::Query)?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| Hostname::parse(r.get::<_, &str>(0)).ok())
+            .collect())
+    }
+
     async fn count(&self) -> Result<usize, StoreError> {
         let c = self.client().await?;
         let row = c
@@ -150,6 +176,30 @@ impl CertStore for PostgresStore {
             .iter()
             .filter_map(|r| Hostname::parse(r.get::<_, &str>(0)).ok())
             .collect())
+    }
+
+    async fn note_failure(&self, host: &Hostname, at: i64, error: &str) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO edgepop_tls_failures (name, at, error) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET at = excluded.at, error = excluded.error",
+            &[&host.as_str(), &at, &error],
+        )
+        .await
+        .map_err(StoreError::Query)?;
+        Ok(())
+    }
+
+    async fn last_failure(&self, host: &Hostname) -> Result<Option<(i64, String)>, StoreError> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                "SELECT at, error FROM edgepop_tls_failures WHERE name = $1",
+                &[&host.as_str()],
+            )
+            .await
+            .map_err(StoreError::Query)?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
     }
 
     async fn load_account(&self, directory: &str) -> Result<Option<String>, StoreError> {

@@ -13,11 +13,27 @@ pub trait CertStore: Send + Sync {
     async fn load(&self, host: &Hostname) -> Result<Option<IssuedCert>, StoreError>;
     /// Keeps the certificate that expires last when two nodes race.
     async fn save(&self, host: &Hostname, cert: &IssuedCert) -> Result<(), StoreError>;
+    /// Those of `hosts` with no usable certificate stored (none, revoked
+    /// or expired), without making a usable one of the others.
+    async fn missing(&self, hosts: &[Hostname]) -> Result<Vec<Hostname>, StoreError> {
+        let mut out = Vec::new();
+        for host in hosts {
+            if !self.load(host).await?.is_some_and(|c| c.valid()) {
+                out.push(host.clone());
+            }
+        }
+        Ok(out)
+    }
     /// How many certificates are held (for /status).
     async fn count(&self) -> Result<usize, StoreError>;
     /// Names whose certificate was saved (issued, renewed, revoked) within
     /// `window`: how nodes learn of each other's changes.
     async fn changed_within(&self, window: Duration) -> Result<Vec<Hostname>, StoreError>;
+
+    /// Keeps why the last order for `host` failed, and when (unix seconds),
+    /// replacing the one before: what `edgepop tls status` shows.
+    async fn note_failure(&self, host: &Hostname, at: i64, error: &str) -> Result<(), StoreError>;
+    async fn last_failure(&self, host: &Hostname) -> Result<Option<(i64, String)>, StoreError>;
 
     /// ACME account credentials (JSON) for a directory URL.
     async fn load_account(&self, directory: &str) -> Result<Option<String>, StoreError>;
