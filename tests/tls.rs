@@ -629,3 +629,56 @@ async fn domains_loaded_from_a_snapshot_have_certificates_before_their_first_vis
         1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stored_certificate_nobody_asks_for_is_renewed_before_it_expires() {
+    let origin = Origin::start(Duration::from_millis(1)).await;
+    let https = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    // 40 s certificates: renewal may start 13 s before the end.
+    let edge = Edge::prepare(&format!(
+        "[tls]\nlisten = [\"{https}\"]\nissue_timeout = \"5s\"\nlocal_ca_validity = \"40s\"\nsweep_every = \"1s\"\nrenew_check = \"1s\"\n{}",
+        pool("public", &[(origin.addr, 1)]),
+    ));
+    let snapshot = edge.dir.path().join("domains.jsonl");
+    std::fs::write(&snapshot, domain_snapshot("quiet.test", "active")).unwrap();
+    edge.command(&["replica", "init"]);
+    edge.command(&["replica", "load", snapshot.to_str().unwrap()]);
+    let stored = edge
+        .dir
+        .path()
+        .join("edgepop-data/tls/certs/quiet.test.json");
+    let mut edge = edge.launch(false).await;
+    let not_after = |path: &std::path::Path| -> Option<i64> {
+        let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+        saved["not_after"].as_i64()
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            not_after(&stored).is_some()
+        })
+        .await,
+        "ordered ahead\n{}",
+        edge.stderr()
+    );
+    let first = not_after(&stored).unwrap();
+    // A restart: the certificate is in the store only, and no visitor
+    // comes. The sweep takes it in when its renewal share begins.
+    edge.kill9();
+    let edge = edge.launch(false).await;
+    let renewed = eventually(Duration::from_secs(60), || async {
+        not_after(&stored).is_some_and(|t| t > first)
+    })
+    .await;
+    assert!(renewed, "renewed in the store\n{}", edge.stderr());
+    assert!(
+        edge.metric("edgepop_tls_ahead_total{result=\"held_for_renewal\"}")
+            .await
+            >= 1.0
+    );
+    assert_eq!(
+        edge.metric("edgepop_tls_handshakes_total{result=\"ok\"}")
+            .await,
+        0.0,
+        "no visitor was needed"
+    );
+}

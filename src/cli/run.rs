@@ -204,6 +204,7 @@ fn cert_manager(
         renew_when_left: tls.renew_when_left,
         renew_check: tls.renew_check,
         hold_at_most: tls.hold_at_most,
+        sweep_every: tls.sweep_every,
         node,
     };
     Ok(CertManager::new(
@@ -262,7 +263,7 @@ impl BackgroundService for Control {
                 let storefront = &self.edge.data.storefront;
                 if let Some(activated) = storefront.watch_activations(tls.issue_ahead_queue) {
                     tokio::spawn(certs.clone().issue_ahead(activated));
-                    tokio::spawn(certs.clone().catch_up());
+                    tokio::spawn(certs.clone().sweep_store());
                 }
             }
         }

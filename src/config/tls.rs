@@ -40,6 +40,11 @@ pub struct TlsConfig {
     /// others stay in the store and are loaded on their next handshake.
     #[serde(default = "default_hold_at_most")]
     pub hold_at_most: u64,
+    /// How often the replica's active domains are checked against the
+    /// store (with `issue_ahead`): none stored or expired → ordered; the
+    /// renewal share begun → held, so it is renewed before anyone asks.
+    #[serde(default = "default_sweep_every", with = "humantime_serde")]
+    pub sweep_every: Duration,
     /// A domain the change stream makes active gets its certificate ordered
     /// at once, before its first visitor (one PoP orders: the store's lock).
     #[serde(default = "default_true")]
@@ -174,6 +179,9 @@ fn default_tls_dir() -> PathBuf {
 }
 fn default_issue_timeout() -> Duration {
     Duration::from_secs(10)
+}
+fn default_sweep_every() -> Duration {
+    Duration::from_secs(3600)
 }
 fn default_hold_at_most() -> u64 {
     100_000

@@ -202,6 +202,12 @@ impl Config {
                     "must be at least tls.issue_timeout".into(),
                 );
             }
+            if tls.sweep_every < std::time::Duration::from_secs(1) {
+                return at(
+                    &["tls".into(), "sweep_every".into()],
+                    "must be at least 1s".into(),
+                );
+            }
             if tls.hold_at_most == 0 {
                 return at(
                     &["tls".into(), "hold_at_most".into()],

@@ -36,7 +36,7 @@ impl std::fmt::Debug for IssuedCert {
     }
 }
 
-pub(super) fn now_unix() -> i64 {
+pub(crate) fn now_unix() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)

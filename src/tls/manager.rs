@@ -87,6 +87,8 @@ pub struct TlsSettings {
     /// Parsed certificates kept in memory at most; the rest are loaded
     /// from the store on their next handshake.
     pub hold_at_most: u64,
+    /// How often the active domains are checked against the store.
+    pub sweep_every: Duration,
     /// This node's name as an issuance lock holder.
     pub node: String,
 }

@@ -15,8 +15,8 @@ use tracing::{info, warn};
 
 /// Orders waited on at once; the rest of the queue waits its turn.
 const AT_ONCE: usize = 4;
-/// Active domains read from the directory at a time (`catch_up`).
-const CATCH_UP_PAGE: usize = 1000;
+/// Active domains read from the directory at a time (`sweep_store`).
+const SWEEP_PAGE: usize = 1000;
 /// How long an order ahead refused by the issuance rate limit waits.
 const RATE_LIMITED_WAIT: Duration = Duration::from_secs(1);
 
@@ -39,34 +39,44 @@ impl CertManager {
         }
     }
 
-    /// Walks the names the policy allows (the active domains) once, a page
-    /// at a time, and orders ahead those with no usable certificate in the
-    /// store: domains loaded from a snapshot, or made active while the
-    /// node was down. Names with one stay in the store until a handshake
-    /// wants them (nothing is parsed).
-    pub async fn catch_up(self: Arc<Self>) {
-        let (mut after, mut missing_total) = (None, 0usize);
+    /// Walks the names the policy allows (the replica's active domains) at
+    /// start and then every `sweep_every`, a page at a time, for those the
+    /// store does not cover well: no usable certificate (a snapshot load,
+    /// a domain made active while the node was down, an expired one) is
+    /// ordered ahead; one whose renewal share has begun is taken into
+    /// memory, where renewal (ARI, the spread window, `replaces`) takes
+    /// it. The rest stay in the store, unparsed, until a handshake asks.
+    pub async fn sweep_store(self: Arc<Self>) {
         loop {
-            let page = self
-                .policy
-                .allowed_names(after.as_ref(), CATCH_UP_PAGE)
-                .await;
+            self.sweep_once().await;
+            tokio::time::sleep(self.settings.sweep_every).await;
+        }
+    }
+
+    async fn sweep_once(self: &Arc<Self>) {
+        let (mut after, mut tended) = (None, 0usize);
+        loop {
+            let page = self.policy.allowed_names(after.as_ref(), SWEEP_PAGE).await;
             let Some(last) = page.last().cloned() else {
                 break;
             };
-            let missing = match self.store.missing(&page).await {
-                Ok(m) => m,
+            let wanting = match self
+                .store
+                .wanting(&page, self.settings.renew_when_left)
+                .await
+            {
+                Ok(w) => w,
                 Err(e) => {
                     warn!(error = %e, "certificate store: active domains not checked for certificates");
                     return;
                 }
             };
-            missing_total += missing.len();
-            futures::stream::iter(missing)
+            tended += wanting.len();
+            futures::stream::iter(wanting)
                 .for_each_concurrent(AT_ONCE, |host| {
                     let this = self.clone();
                     async move {
-                        let result = this.order_ahead(&host).await;
+                        let result = this.tend(&host).await;
                         METRICS.tls_ahead.with_label_values(&[result]).inc();
                     }
                 })
@@ -74,9 +84,24 @@ impl CertManager {
             after = Some(last);
         }
         info!(
-            missing = missing_total,
-            "active domains checked: certificates ordered ahead where none was stored"
+            tended,
+            "active domains checked: certificates ordered where none was stored, held where renewal is due"
         );
+    }
+
+    /// A name the store does not cover well: its stored certificate held
+    /// for renewal, or a new one ordered.
+    async fn tend(self: &Arc<Self>, host: &Hostname) -> &'static str {
+        if self.served.contains_key(host) {
+            return "held";
+        }
+        match self.stored_cert(host, None).await {
+            Ok(Some(s)) => {
+                self.served.insert(host.clone(), s).await;
+                "held_for_renewal"
+            }
+            _ => self.order_ahead(host).await,
+        }
     }
 
     async fn order_ahead(self: &Arc<Self>, host: &Hostname) -> &'static str {

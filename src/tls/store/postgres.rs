@@ -135,15 +135,16 @@ impl CertStore for PostgresStore {
         Ok(())
     }
 
-    async fn missing(&self, hosts: &[Hostname]) -> Result<Vec<Hostname>, StoreError> {
+    async fn wanting(&self, hosts: &[Hostname], left: f64) -> Result<Vec<Hostname>, StoreError> {
         let names: Vec<&str> = hosts.iter().map(Hostname::as_str).collect();
         let c = self.client().await?;
         let rows = c
             .query(
                 "SELECT n FROM unnest($1::text[]) AS n WHERE NOT EXISTS (
-                     SELECT 1 FROM edgepop_tls_certificates c WHERE c.name = n
-                     AND NOT c.revoked AND c.not_after > extract(epoch FROM now()))",
-                &[&names],
+                     SELECT 1 FROM edgepop_tls_certificates c WHERE c.name = n AND NOT c.revoked
+                     AND c.not_after - ((c.not_after - c.not_before) * $2::float8)::bigint
+                         > extract(epoch FROM now()))",
+                &[&names, &left],
             )
             .await
             .map_err(StoreError::Query)?;

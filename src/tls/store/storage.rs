@@ -13,12 +13,17 @@ pub trait CertStore: Send + Sync {
     async fn load(&self, host: &Hostname) -> Result<Option<IssuedCert>, StoreError>;
     /// Keeps the certificate that expires last when two nodes race.
     async fn save(&self, host: &Hostname, cert: &IssuedCert) -> Result<(), StoreError>;
-    /// Those of `hosts` with no usable certificate stored (none, revoked
-    /// or expired), without making a usable one of the others.
-    async fn missing(&self, hosts: &[Hostname]) -> Result<Vec<Hostname>, StoreError> {
+    /// Those of `hosts` whose stored certificate wants attention: none,
+    /// revoked or expired, or less than `left` of its lifetime left (its
+    /// renewal share has begun). Nothing is parsed for the others.
+    async fn wanting(&self, hosts: &[Hostname], left: f64) -> Result<Vec<Hostname>, StoreError> {
         let mut out = Vec::new();
         for host in hosts {
-            if !self.load(host).await?.is_some_and(|c| c.valid()) {
+            let fine = self.load(host).await?.is_some_and(|c| {
+                let (window, _) = c.planned_renewal(left);
+                c.valid() && crate::tls::cert::now_unix() < window.start
+            });
+            if !fine {
                 out.push(host.clone());
             }
         }
