@@ -4,10 +4,9 @@
 
 mod common;
 
-use common::pebble::Pebble;
+use common::pebble::{Node, Pebble};
 use common::stream::Pg;
 use common::*;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 const SHOP: &str = "shop.example.com";
@@ -15,20 +14,7 @@ const GONE: &str = "gone.example.com";
 const BAD: &str = "bad.example.com";
 const LATE: &str = "late.example.com";
 
-struct Node {
-    edge: Edge,
-    https: SocketAddr,
-}
-
 impl Node {
-    /// Picks the node's ports (pebble needs them before the config).
-    fn prepare() -> Node {
-        Node {
-            edge: Edge::prepare(""),
-            https: SocketAddr::from(([127, 0, 0, 1], free_port())),
-        }
-    }
-
     /// `tls_extra`: plain keys of `[tls]`; `store`: the shared database.
     async fn launch(
         self,

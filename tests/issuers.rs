@@ -4,29 +4,14 @@
 
 mod common;
 
-use common::pebble::Pebble;
+use common::pebble::{Node, Pebble};
 use common::*;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 const SHOP: &str = "shop.example.com";
 const BAD: &str = "bad.example.com";
 
-/// A node whose ports are known before the CAs start (pebble validates
-/// on them).
-struct Node {
-    edge: Edge,
-    https: SocketAddr,
-}
-
 impl Node {
-    fn prepare() -> Node {
-        Node {
-            edge: Edge::prepare(""),
-            https: SocketAddr::from(([127, 0, 0, 1], free_port())),
-        }
-    }
-
     async fn launch(mut self, issuers: &str, origin: &Origin) -> Node {
         let body = format!(
             "[tls]\nlisten = [\"{}\"]\nissue_timeout = \"60s\"\n{issuers}\n{}{}{}",

@@ -556,35 +556,39 @@ fn domain_snapshot(host: &str, status: &str) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn domains_loaded_from_a_snapshot_have_certificates_before_their_first_visitor() {
+/// A new PoP bootstrapped from a snapshot of `domains` (name, status),
+/// loaded before it first starts; `tls_extra`: keys of `[tls]`.
+async fn bootstrapped(domains: &[(&str, &str)], tls_extra: &str) -> Tls {
     let origin = Origin::start(Duration::from_millis(1)).await;
     let https = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let edge = Edge::prepare(&format!(
-        "[tls]\nlisten = [\"{https}\"]\nissue_timeout = \"5s\"\n{}",
+        "[tls]\nlisten = [\"{https}\"]\nissue_timeout = \"5s\"\n{tls_extra}\n{}",
         pool("public", &[(origin.addr, 1)]),
     ));
-    // A new PoP bootstrapped from a snapshot, before it first starts.
     let snapshot = edge.dir.path().join("domains.jsonl");
-    std::fs::write(
-        &snapshot,
-        [
-            domain_snapshot("one.test", "active"),
-            domain_snapshot("two.test", "active"),
-            domain_snapshot("paused.test", "suspended"),
-        ]
-        .concat(),
-    )
-    .unwrap();
+    let records: String = domains
+        .iter()
+        .map(|(host, status)| domain_snapshot(host, status))
+        .collect();
+    std::fs::write(&snapshot, records).unwrap();
     edge.command(&["replica", "init"]);
     edge.command(&["replica", "load", snapshot.to_str().unwrap()]);
-    let certs = edge.dir.path().join("edgepop-data/tls/certs");
-    let edge = edge.launch(false).await;
-    let mut t = Tls {
-        edge,
+    Tls {
+        edge: edge.launch(false).await,
         https,
         origin,
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn domains_loaded_from_a_snapshot_have_certificates_before_their_first_visitor() {
+    let domains = [
+        ("one.test", "active"),
+        ("two.test", "active"),
+        ("paused.test", "suspended"),
+    ];
+    let mut t = bootstrapped(&domains, "").await;
+    let certs = t.edge.dir.path().join("edgepop-data/tls/certs");
     let ahead = "edgepop_tls_ahead_total{result=\"issued_ahead\"}";
     assert!(
         eventually(Duration::from_secs(30), || async {
@@ -632,22 +636,18 @@ async fn domains_loaded_from_a_snapshot_have_certificates_before_their_first_vis
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stored_certificate_nobody_asks_for_is_renewed_before_it_expires() {
-    let origin = Origin::start(Duration::from_millis(1)).await;
-    let https = SocketAddr::from(([127, 0, 0, 1], free_port()));
     // 40 s certificates: renewal may start 13 s before the end.
-    let edge = Edge::prepare(&format!(
-        "[tls]\nlisten = [\"{https}\"]\nissue_timeout = \"5s\"\nlocal_ca_validity = \"40s\"\nsweep_every = \"1s\"\nrenew_check = \"1s\"\n{}",
-        pool("public", &[(origin.addr, 1)]),
-    ));
-    let snapshot = edge.dir.path().join("domains.jsonl");
-    std::fs::write(&snapshot, domain_snapshot("quiet.test", "active")).unwrap();
-    edge.command(&["replica", "init"]);
-    edge.command(&["replica", "load", snapshot.to_str().unwrap()]);
-    let stored = edge
+    let t = bootstrapped(
+        &[("quiet.test", "active")],
+        "local_ca_validity = \"40s\"\nsweep_every = \"1s\"\nrenew_check = \"1s\"",
+    )
+    .await;
+    let stored = t
+        .edge
         .dir
         .path()
         .join("edgepop-data/tls/certs/quiet.test.json");
-    let mut edge = edge.launch(false).await;
+    let mut edge = t.edge;
     let not_after = |path: &std::path::Path| -> Option<i64> {
         let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
         saved["not_after"].as_i64()
@@ -681,4 +681,39 @@ async fn a_stored_certificate_nobody_asks_for_is_renewed_before_it_expires() {
         0.0,
         "no visitor was needed"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_resumes_its_session_per_name_from_the_one_shared_cache() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = tls_edge(&site("other.test", "public", "active")).await;
+    // One client config: rustls keeps its sessions by server name.
+    let connector = tls_connector(&t.root(), &[b"http/1.1"]);
+    let handshake = |host: &'static str| {
+        let connector = connector.clone();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(t.https).await.unwrap();
+            let name = rustls_pki_types::ServerName::try_from(host).unwrap();
+            let mut tls = connector.connect(name, tcp).await.unwrap();
+            // TLS 1.3 sends its session tickets after the handshake: read
+            // an answer so they have arrived.
+            let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+            tls.write_all(request.as_bytes()).await.unwrap();
+            let mut answer = Vec::new();
+            tls.read_to_end(&mut answer).await.unwrap();
+            assert!(
+                answer.starts_with(b"HTTP/1.1 200"),
+                "{}",
+                String::from_utf8_lossy(&answer)
+            );
+            tls.get_ref().1.handshake_kind()
+        }
+    };
+    use rustls::HandshakeKind::{Full, Resumed};
+    assert_eq!(handshake("shop.test").await, Some(Full));
+    assert_eq!(handshake("shop.test").await, Some(Resumed));
+    // Another name on the same node: its own full handshake first.
+    assert_eq!(handshake("other.test").await, Some(Full));
+    assert_eq!(handshake("other.test").await, Some(Resumed));
+    assert_eq!(handshake("shop.test").await, Some(Resumed));
 }

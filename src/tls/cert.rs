@@ -94,8 +94,19 @@ pub fn server_config(chain_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.session_storage = SESSIONS.clone();
     Ok(Arc::new(config))
 }
+
+/// Resumable TLS sessions of every certificate in one bounded cache, not a
+/// 256-slot cache per certificate: with 100,000 certificates held that was
+/// two thirds of each one's 19 KB (docs/BENCHMARKS.md, issue 26). rustls
+/// resumes a session only for the SNI it was made for.
+static SESSIONS: std::sync::LazyLock<Arc<dyn rustls::server::StoresServerSessions>> =
+    std::sync::LazyLock::new(|| rustls::server::ServerSessionMemoryCache::new(SESSIONS_HELD));
+
+/// Sessions kept for resumption, all names together.
+const SESSIONS_HELD: usize = 65_536;
 
 /// Who issued a certificate and, for ARI (RFC 9773 §4.1), its identity at
 /// that CA (`base64url(AKI).base64url(serial)`): what a renewal order

@@ -8,6 +8,7 @@ use hyper::service::service_fn;
 use hyper::{HeaderMap, Request, Response};
 use hyper_util::rt::TokioIo;
 pub mod cdc;
+pub mod certs;
 pub mod pebble;
 pub mod peering;
 pub mod scenario;
@@ -567,21 +568,7 @@ pub async fn peer_cert(
     host: &str,
     root: &std::path::Path,
 ) -> Result<Vec<u8>, String> {
-    let connector = tls_connector(root, &[]);
-    let tcp = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| e.to_string())?;
-    let name = rustls_pki_types::ServerName::try_from(host.to_string()).unwrap();
-    let tls = tokio::time::timeout(Duration::from_secs(20), connector.connect(name, tcp))
-        .await
-        .map_err(|_| "handshake timed out".to_string())?
-        .map_err(|e| e.to_string())?;
-    let certs = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .ok_or("no certificate")?;
-    Ok(certs[0].to_vec())
+    certs::leaf(&tls_connector(root, &[]), addr, host).await
 }
 
 /// Resident memory of process `pid`, in KiB.

@@ -3,12 +3,29 @@
 //! Pebble validates HTTP-01 on `http_port` and TLS-ALPN-01 on `tls_port`
 //! of that address: the edge node's listeners.
 
-use super::free_port;
+use super::{free_port, Edge};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+/// An edge node whose ports are picked before its CA starts (pebble
+/// validates HTTP-01 and TLS-ALPN-01 on them); each test file launches it
+/// its own way.
+pub struct Node {
+    pub edge: Edge,
+    pub https: SocketAddr,
+}
+
+impl Node {
+    pub fn prepare() -> Node {
+        Node {
+            edge: Edge::prepare(""),
+            https: SocketAddr::from(([127, 0, 0, 1], free_port())),
+        }
+    }
+}
 
 /// Where tests/run.sh unpacks Debian trixie's pebble 2.6 (ARI).
 pub const PEBBLE_ARI: &str = "/opt/pebble-2.6/usr/bin/pebble";

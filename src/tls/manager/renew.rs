@@ -6,12 +6,16 @@ use super::{now_unix, CertManager, Issuer, Served, Urgency};
 use crate::domain::Hostname;
 use crate::metrics::METRICS;
 use crate::tls::renewal::{renew_at, Window};
+use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
 
 /// How long before a CA that gave no renewal window is asked again.
 const ASK_WITHOUT_ARI: Duration = Duration::from_secs(24 * 3600);
+/// Renewal windows asked of the CAs per `renew_check`, and at once.
+const ARI_ASKS_PER_CHECK: usize = 500;
+const ARI_AT_ONCE: usize = 8;
 
 impl CertManager {
     /// Renews held certificates in the background when their renewal time
@@ -59,50 +63,64 @@ impl CertManager {
     /// again a day later.
     async fn ask_renewal_windows(&self) {
         let now = now_unix();
+        // A bounded share per check, a few at once: 100,000 certificates
+        // held must not hold up the renewals that are due.
         let asking: Vec<(Hostname, Served)> = self
             .served
             .iter()
             .filter(|(_, s)| s.ask_ari_at <= now)
+            .take(ARI_ASKS_PER_CHECK)
             .map(|(h, s)| ((*h).clone(), s))
             .collect();
-        for (host, held) in asking {
-            let suggested = self.issuer.renewal_window(&held.id).await;
-            let fixed = Window::fixed(
-                held.not_before,
-                held.not_after,
-                self.settings.renew_when_left,
-            );
-            let now = now_unix();
-            let renew_at = renew_at(fixed, suggested.as_ref(), rand::random(), now);
-            let ask_again = suggested.map_or(ASK_WITHOUT_ARI, |s| s.ask_again);
-            if let Some(s) = &suggested {
-                info!(%host, start = s.window.start, end = s.window.end, renew_at, "CA's renewal window");
-            }
-            use moka::ops::compute::Op;
-            self.served
-                .entry(host)
-                .and_compute_with(|entry| {
-                    // Only the certificate that was asked about.
-                    let op = match entry.map(|e| e.into_value()) {
-                        Some(mut s) if s.fingerprint == held.fingerprint => {
-                            if suggested.is_some() {
-                                s.renew_at = renew_at;
-                            }
-                            s.ask_ari_at = now + ask_again.as_secs() as i64;
-                            Op::Put(s)
-                        }
-                        _ => Op::Nop,
-                    };
-                    std::future::ready(op)
-                })
-                .await;
+        futures::stream::iter(asking)
+            .for_each_concurrent(ARI_AT_ONCE, |(host, held)| {
+                self.ask_renewal_window(host, held)
+            })
+            .await;
+    }
+
+    async fn ask_renewal_window(&self, host: Hostname, held: Served) {
+        let suggested = self.issuer.renewal_window(&held.id).await;
+        let fixed = Window::fixed(
+            held.not_before,
+            held.not_after,
+            self.settings.renew_when_left,
+        );
+        let now = now_unix();
+        let renew_at = renew_at(fixed, suggested.as_ref(), rand::random(), now);
+        let ask_again = suggested.map_or(ASK_WITHOUT_ARI, |s| s.ask_again);
+        if let Some(s) = &suggested {
+            info!(%host, start = s.window.start, end = s.window.end, renew_at, "CA's renewal window");
         }
+        use moka::ops::compute::Op;
+        self.served
+            .entry(host)
+            .and_compute_with(|entry| {
+                // Only the certificate that was asked about.
+                let op = match entry.map(|e| e.into_value()) {
+                    Some(mut s) if s.fingerprint == held.fingerprint => {
+                        if suggested.is_some() {
+                            s.renew_at = renew_at;
+                        }
+                        s.ask_ari_at = now + ask_again.as_secs() as i64;
+                        Op::Put(s)
+                    }
+                    _ => Op::Nop,
+                };
+                std::future::ready(op)
+            })
+            .await;
     }
 
     /// Takes in what changed in the store since the last check: a newer
     /// certificate (another node renewed) replaces the held one; a revoked
     /// one is dropped, so the next handshake obtains a fresh certificate.
     async fn follow_store(&self) {
+        // Nothing held (a node just started): nothing to follow, and no
+        // walk of a store of 100,000 names.
+        if self.served.entry_count() == 0 {
+            return;
+        }
         // Overlapping windows: a change is seen at least once.
         let window = self.settings.renew_check * 2 + Duration::from_secs(5);
         let changed = match self.store.changed_within(window).await {

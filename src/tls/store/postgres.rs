@@ -79,6 +79,13 @@ impl PostgresStore {
     }
 }
 
+/// The first column of each row, as hostnames.
+fn hostnames(rows: &[tokio_postgres::Row]) -> Vec<Hostname> {
+    rows.iter()
+        .filter_map(|r| Hostname::parse(r.get::<_, &str>(0)).ok())
+        .collect()
+}
+
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
@@ -148,10 +155,7 @@ impl CertStore for PostgresStore {
             )
             .await
             .map_err(StoreError::Query)?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| Hostname::parse(r.get::<_, &str>(0)).ok())
-            .collect())
+        Ok(hostnames(&rows))
     }
 
     async fn count(&self) -> Result<usize, StoreError> {
@@ -173,10 +177,7 @@ impl CertStore for PostgresStore {
             )
             .await
             .map_err(StoreError::Query)?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| Hostname::parse(r.get::<_, &str>(0)).ok())
-            .collect())
+        Ok(hostnames(&rows))
     }
 
     async fn note_failure(&self, host: &Hostname, at: i64, error: &str) -> Result<(), StoreError> {
