@@ -2,14 +2,14 @@
 //! expires, never in a handshake, and changes other nodes made in the
 //! store (renewals, revocations) are taken in.
 
-use super::{now_unix, CertManager, Issuer, Served, Urgency};
+use super::{now_unix, CertManager, Issuer, Refusal, Served, Urgency};
 use crate::domain::Hostname;
 use crate::metrics::METRICS;
 use crate::tls::renewal::{renew_at, Window};
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// How long before a CA that gave no renewal window is asked again.
 const ASK_WITHOUT_ARI: Duration = Duration::from_secs(24 * 3600);
@@ -45,6 +45,11 @@ impl CertManager {
                 }
                 match self.obtain(&host, Some(&old), Urgency::Background).await {
                     Ok(new) => self.served.insert(host, new).await,
+                    // Its turn comes at a later check (the rate's other half
+                    // is the handshakes'); counted as rate_limited, not failed.
+                    Err(Refusal::RateLimited) => {
+                        debug!(%host, "renewal waits: issuance rate limit");
+                    }
                     Err(e) => {
                         METRICS
                             .tls_issuance
