@@ -341,7 +341,7 @@ impl Metrics {
         let tls_ahead = IntCounterVec::new(
             Opts::new(
                 "tls_ahead_total",
-                "Domains made active by the change stream, by what their certificate ordered ahead became: issued_ahead (in memory before any handshake, obtained here or from the store), held (already held), held_for_renewal (stored, its renewal share begun: taken into memory to be renewed), refused (not active any more when its turn came), failed, dropped (queue full: left to the first handshake)",
+                "Domains made active by the change stream, by what their certificate ordered ahead became: issued_ahead (in memory before any handshake, obtained here or from the store), held (already held), held_for_renewal (stored, its renewal share begun: taken into memory to be renewed), failed_recently (the sweep leaves a name whose order failed within 24 h), refused (not active any more when its turn came), failed, dropped (queue full: left to the first handshake)",
             ),
             &["result"],
         )

@@ -121,6 +121,17 @@ impl Node {
             "{NOT_ACTIVE} is stored but no active domain: refused"
         );
 
+        // The store sweep has passed over all N names (it holds a name
+        // only when its renewal is due, and none is): still only these.
+        let swept = eventually(PATIENCE, || async {
+            self.edge.stderr().contains("active domains checked")
+        })
+        .await;
+        assert!(
+            swept,
+            "the store sweep never finished:\n{}",
+            self.edge.stderr()
+        );
         let held = picked.len() as f64;
         assert_eq!(self.issuance("issued").await, 0.0, "nothing ordered");
         assert_eq!(self.issuance("failed").await, 0.0);

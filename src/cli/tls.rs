@@ -59,7 +59,7 @@ pub fn issuer(
             contact: acme.contact.clone(),
             ca_root: acme.ca_root.clone(),
             challenge: acme.challenge,
-            timeout: acme.timeout,
+            timeout: tls.ca_timeout(acme),
             // Checked when the config was read.
             eab: acme.eab().ok().flatten(),
         };
@@ -151,11 +151,13 @@ async fn stored_status(config: &Config, host: &str) -> Result<(bool, String), Bo
             })
             .unwrap_or_else(|| t.to_string())
     };
-    let last_error = match store.last_failure(&host).await? {
-        Some((at, error)) => format!("{}: {error}", when(at)),
-        None => "none".into(),
+    let failure = store.last_failure(&host).await?;
+    let last_error = |since: i64| match &failure {
+        Some((at, error)) if *at >= since => format!("{}: {error}", when(*at)),
+        _ => "none".to_string(),
     };
     let Some(cert) = store.load(&host).await? else {
+        let last_error = last_error(i64::MIN);
         let none = "no certificate stored (ordered ahead or on the first handshake)";
         return Ok((
             false,
@@ -198,6 +200,8 @@ async fn stored_status(config: &Config, host: &str) -> Result<(bool, String), Bo
         }
         _ => "valid",
     };
+    // Only a failure since this certificate was issued is news.
+    let last_error = last_error(cert.not_before);
     Ok((true, format!(
         "{host}\n  store:       {}\n  issuer:      {}\n  not before:  {}\n  not after:   {}\n  renewal:     {renewal}\n  state:       {state}\n  last error:  {last_error}",
         store.kind(),

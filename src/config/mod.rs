@@ -301,12 +301,15 @@ tier = "public"
             t.issuers[0].ca_root.as_deref(),
             Some(Path::new("/etc/edgepop/ca.pem"))
         );
+        let (first, last) = (t.ca_timeout(&t.issuers[0]), t.ca_timeout(&t.issuers[2]));
         assert_eq!(
-            t.issuers[0].timeout,
+            first,
             std::time::Duration::from_secs(30),
-            "default"
+            "90 s shared by three"
         );
-        assert_eq!(t.issuers[2].timeout, std::time::Duration::from_secs(5));
+        assert_eq!(last, std::time::Duration::from_secs(5));
+        let slow = tls.replace("timeout = \"5s\"", "timeout = \"80s\"");
+        assert_eq!(err(&format!("{GOOD}{slow}")).key, "tls.order_timeout");
 
         let e = err(&format!(
             "{GOOD}{}",

@@ -87,9 +87,10 @@ pub struct AcmeConfig {
     /// The CA's name in logs, metrics, `/status` and the store; default:
     /// the directory's host.
     pub name: Option<String>,
-    /// Longest one order may take at this CA before the next one is tried.
-    #[serde(default = "default_ca_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
+    /// Longest one order may take at this CA before the next one is tried;
+    /// default: `tls.order_timeout` shared evenly among the CAs.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
     /// External account binding (RFC 8555 §7.3.4), for CAs that require
     /// one (ZeroSSL, Google Trust Services): the key id and the base64url
     /// HMAC key the CA gave.
@@ -143,6 +144,13 @@ impl TlsConfig {
     pub fn acme_issuers(&self) -> impl Iterator<Item = &AcmeConfig> {
         self.acme.iter().chain(&self.issuers)
     }
+
+    /// How long `acme` may take with one order: its own `timeout`, or an
+    /// even share of `order_timeout`.
+    pub fn ca_timeout(&self, acme: &AcmeConfig) -> Duration {
+        let cas = self.acme_issuers().count().max(1) as u32;
+        acme.timeout.unwrap_or(self.order_timeout / cas)
+    }
 }
 
 /// Which challenge a node answers when it orders.
@@ -185,9 +193,6 @@ fn default_sweep_every() -> Duration {
 }
 fn default_hold_at_most() -> u64 {
     100_000
-}
-fn default_ca_timeout() -> Duration {
-    Duration::from_secs(30)
 }
 fn default_order_timeout() -> Duration {
     Duration::from_secs(90)

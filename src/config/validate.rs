@@ -226,6 +226,16 @@ impl Config {
                     "set [tls.acme] or [[tls.issuers]], not both".into(),
                 );
             }
+            let all: std::time::Duration = tls.acme_issuers().map(|a| tls.ca_timeout(a)).sum();
+            if all > tls.order_timeout {
+                return at(
+                    &["tls".into(), "order_timeout".into()],
+                    format!(
+                        "is shorter than the issuers' timeouts together ({}): the last CAs would never be tried",
+                        humantime::format_duration(all)
+                    ),
+                );
+            }
             let mut labels = std::collections::HashSet::new();
             for (i, acme) in tls.acme_issuers().enumerate() {
                 let key = |k: &str| -> Vec<Seg> {
@@ -243,7 +253,7 @@ impl Config {
                 if let Err(why) = acme.eab() {
                     return at(&key("eab_hmac_key"), why);
                 }
-                if acme.timeout.is_zero() {
+                if acme.timeout.is_some_and(|t| t.is_zero()) {
                     return at(&key("timeout"), "must be more than 0s".into());
                 }
                 let label = acme.label();

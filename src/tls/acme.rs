@@ -209,9 +209,7 @@ impl AcmeIssuer {
             Some(id) => match account.new_order(&NewOrder::new(&ids).replaces(id)).await {
                 // No ARI at this CA, or it takes no replacement of this
                 // certificate (replaced already): a plain order.
-                Err(instant_acme::Error::Unsupported(_) | instant_acme::Error::Api(_)) => {
-                    account.new_order(&NewOrder::new(&ids)).await
-                }
+                Err(e) if replacement_refused(&e) => account.new_order(&NewOrder::new(&ids)).await,
                 placed => placed,
             },
             None => account.new_order(&NewOrder::new(&ids)).await,
@@ -223,11 +221,12 @@ impl AcmeIssuer {
             .initial_delay(Duration::from_millis(10))
             .backoff(1.5)
             .timeout(self.settings.timeout);
-        let status = order.poll_ready(&retries).await.map_err(|e| match e {
-            // The order's own problem: the name did not validate.
-            instant_acme::Error::Api(p) => IssueError::Challenge(format!("validation: {p}")),
-            e => IssueError::ca("validation")(e),
-        })?;
+        // A problem's type tells a failed validation from the CA's trouble
+        // (`IssueError::cause`).
+        let status = order
+            .poll_ready(&retries)
+            .await
+            .map_err(IssueError::ca("validation"))?;
         if status != OrderStatus::Ready {
             return Err(IssueError::Challenge(format!(
                 "validation failed: {}",
@@ -255,6 +254,23 @@ impl AcmeIssuer {
             issuer: self.settings.name.clone(),
             revoked: false,
         })
+    }
+}
+
+/// No ARI at this CA, or it takes no replacement of that certificate
+/// (replaced already, RFC 9773 §5): worth a plain order. Anything else
+/// (a rate limit, say) is the order's own failure.
+fn replacement_refused(e: &instant_acme::Error) -> bool {
+    match e {
+        instant_acme::Error::Unsupported(_) => true,
+        instant_acme::Error::Api(p) => matches!(
+            p.r#type.as_deref(),
+            Some(
+                "urn:ietf:params:acme:error:alreadyReplaced"
+                    | "urn:ietf:params:acme:error:conflict"
+            )
+        ),
+        _ => false,
     }
 }
 
@@ -295,6 +311,14 @@ impl Issuer for AcmeIssuer {
     /// has none (Debian's pebble 2.4) or the CA did not answer in time.
     async fn renewal_window(&self, cert: &CertId) -> Option<Suggested> {
         let id = ari_id(cert.ari.as_deref()?)?;
+        // Asking creates no account (`edgepop tls status` asks too): the
+        // certificate's own was stored when it was ordered.
+        let dir = &self.settings.directory;
+        if self.account.get().is_none()
+            && !matches!(self.store.load_account(dir).await, Ok(Some(_)))
+        {
+            return None;
+        }
         let ask = async { self.account().await.ok()?.renewal_info(&id).await.ok() };
         let (info, retry_after) = tokio::time::timeout(ARI_TIMEOUT, ask).await.ok()??;
         let window = Window {

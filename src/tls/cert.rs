@@ -150,12 +150,13 @@ pub(super) struct Served {
 impl Served {
     /// `left`: `tls.renew_when_left`, the fixed renewal share.
     pub fn new(cert: &IssuedCert, left: f64) -> Result<Self, CertError> {
-        let (_, renew_at) = cert.planned_renewal(left);
+        let fingerprint = cert.fingerprint();
+        let renew_at = Window::fixed(cert.not_before, cert.not_after, left).pick(fingerprint);
         Ok(Served {
             config: server_config(&cert.chain_pem, &cert.key_pem)?,
             not_before: cert.not_before,
             not_after: cert.not_after,
-            fingerprint: cert.fingerprint(),
+            fingerprint,
             id: Arc::new(CertId::of(cert)),
             renew_at,
             ask_ari_at: 0,

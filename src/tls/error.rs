@@ -115,6 +115,9 @@ pub enum IssueError {
     /// The order's task ended without an answer (it panicked).
     #[error("{0}")]
     Aborted(String),
+    /// A certificate's CA is not in `tls.issuers` any more.
+    #[error("its issuer {0:?} is no longer in tls.issuers: revoke it at that CA by hand")]
+    UnknownIssuer(String),
     /// Every CA of `tls.issuers` failed the order: each one's reason.
     #[error("{}", tried.iter().map(|(ca, e)| format!("{ca}: {e}")).collect::<Vec<_>>().join("; "))]
     Issuers { tried: Vec<(String, IssueError)> },
@@ -163,20 +166,22 @@ impl IssueError {
             IssueError::LockHeld
             | IssueError::Cert(_)
             | IssueError::Roots(_)
-            | IssueError::Aborted(_) => "other",
+            | IssueError::Aborted(_)
+            | IssueError::UnknownIssuer(_) => "other",
         }
     }
 }
 
 /// ACME problem types that say the CA could not validate the challenge.
 fn validation_problem(kind: Option<&str>) -> bool {
-    const VALIDATION: [&str; 6] = [
+    // Not `caa`: a name's CAA record allows some CAs and not others, so
+    // the next CA may issue where this one may not.
+    const VALIDATION: [&str; 5] = [
         "connection",
         "dns",
         "incorrectResponse",
         "tls",
         "unauthorized",
-        "caa",
     ];
     kind.and_then(|k| k.strip_prefix("urn:ietf:params:acme:error:"))
         .is_some_and(|k| VALIDATION.contains(&k))

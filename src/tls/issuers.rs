@@ -52,8 +52,15 @@ impl Issuers {
         self.each.iter().map(|(_, s)| locked(s).clone()).collect()
     }
 
+    /// The CA that issued a certificate. Certificates stored before CAs
+    /// had names say "acme": the one `[tls.acme]` CA, now the first.
     fn by_name(&self, name: &str) -> Option<&Arc<dyn Issuer>> {
-        self.each.iter().map(|(i, _)| i).find(|i| i.name() == name)
+        let mut each = self.each.iter().map(|(i, _)| i);
+        match each.clone().find(|i| i.name() == name) {
+            Some(i) => Some(i),
+            None if name == "acme" => each.next(),
+            None => None,
+        }
     }
 }
 
@@ -113,8 +120,7 @@ impl Issuer for Issuers {
     async fn revoke(&self, cert: &IssuedCert) -> Result<(), IssueError> {
         match self.by_name(&cert.issuer) {
             Some(issuer) => issuer.revoke(cert).await,
-            // A CA taken off the list: nobody left to tell.
-            None => Ok(()),
+            None => Err(IssueError::UnknownIssuer(cert.issuer.clone())),
         }
     }
 

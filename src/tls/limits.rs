@@ -103,13 +103,24 @@ impl RateLimit {
         self.take_above((self.per_minute / 2.0).floor())
     }
 
-    fn take_above(&self, keep: f64) -> bool {
-        let mut bucket = locked(&self.bucket);
+    /// Whether `take_spare` would succeed now (it takes nothing): a
+    /// background order waits on this instead of ordering to be refused.
+    pub fn has_spare(&self) -> bool {
+        let keep = (self.per_minute / 2.0).floor();
+        self.refilled(&mut locked(&self.bucket)) >= 1.0 + keep
+    }
+
+    fn refilled(&self, bucket: &mut (f64, Instant)) -> f64 {
         let now = Instant::now();
         let refill = now.duration_since(bucket.1).as_secs_f64() * self.per_minute / 60.0;
         bucket.0 = (bucket.0 + refill).min(self.per_minute);
         bucket.1 = now;
-        if bucket.0 >= 1.0 + keep {
+        bucket.0
+    }
+
+    fn take_above(&self, keep: f64) -> bool {
+        let mut bucket = locked(&self.bucket);
+        if self.refilled(&mut bucket) >= 1.0 + keep {
             bucket.0 -= 1.0;
             true
         } else {

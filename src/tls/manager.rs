@@ -202,8 +202,16 @@ impl CertManager {
         // One load-or-issue per name, however many handshakes wait for it;
         // it runs as its own task, so an order outlives a handshake that
         // stops waiting (the next handshake finds the certificate).
-        let order = self.order_for(&host, Urgency::Handshake);
-        match tokio::time::timeout(self.settings.issue_timeout, order).await {
+        let deadline = tokio::time::Instant::now() + self.settings.issue_timeout;
+        let mut result =
+            tokio::time::timeout_at(deadline, self.order_for(&host, Urgency::Handshake)).await;
+        if let Ok(Err(Refusal::RateLimited)) = result {
+            // It joined a background order, which only has the rate's
+            // spare half: the handshake orders with its own.
+            result =
+                tokio::time::timeout_at(deadline, self.order_for(&host, Urgency::Handshake)).await;
+        }
+        match result {
             Ok(Ok(s)) => {
                 self.backoff.clear(&host);
                 Ok(s.config)
@@ -250,7 +258,8 @@ impl CertManager {
         renewing: Option<&Served>,
         urgency: Urgency,
     ) -> Result<Served, Refusal> {
-        let newer_than = renewing.map(|s| s.not_after);
+        // Issued after the one being renewed (a fallback CA's may end sooner).
+        let newer_than = renewing.map(|s| s.not_before);
         let _pending = Pending::start();
         let deadline = Instant::now() + self.settings.order_timeout;
         // Outlives the holder's own timeout; a crashed holder's lock lapses.
@@ -296,7 +305,7 @@ impl CertManager {
         newer_than: Option<i64>,
     ) -> Result<Option<Served>, Refusal> {
         match self.store.load(host).await {
-            Ok(Some(cert)) if cert.valid() && newer_than.is_none_or(|t| cert.not_after > t) => {
+            Ok(Some(cert)) if cert.valid() && newer_than.is_none_or(|t| cert.not_before > t) => {
                 // Kept across a restart, or ordered by another node.
                 METRICS
                     .tls_issuance

@@ -24,12 +24,21 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+/// A port free now, for a server a test starts later. Not an ephemeral
+/// one (Linux gives those out from 32768 to outgoing connections and to
+/// `bind(0)`, and one test's CA or client could get another test's port
+/// between the pick and the bind): a counter over 20000..32000, its start
+/// drawn from the process id, so no two calls in this process (tests of one
+/// binary run in parallel) get the same port.
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let start = std::process::id() as usize * 997;
+    loop {
+        let port = 20_000 + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % 12_000;
+        if StdListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
 }
 
 /// An origin server that answers `origin <port>` after `delay`, counts the

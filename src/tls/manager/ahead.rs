@@ -17,6 +17,8 @@ use tracing::{info, warn};
 const AT_ONCE: usize = 4;
 /// Active domains read from the directory at a time (`sweep_store`).
 const SWEEP_PAGE: usize = 1000;
+/// How long the sweep leaves a name alone after a failed order.
+const SWEEP_AFTER_FAILURE: Duration = Duration::from_secs(24 * 3600);
 /// How long an order ahead refused by the issuance rate limit waits.
 const RATE_LIMITED_WAIT: Duration = Duration::from_secs(1);
 
@@ -95,13 +97,26 @@ impl CertManager {
         if self.served.contains_key(host) {
             return "held";
         }
+        if !self.policy.may_issue(host).await {
+            return "refused";
+        }
         match self.stored_cert(host, None).await {
             Ok(Some(s)) => {
                 self.served.insert(host.clone(), s).await;
                 "held_for_renewal"
             }
+            _ if self.failed_lately(host).await => "failed_recently",
             _ => self.order_ahead(host).await,
         }
+    }
+
+    /// An order for `host` failed within `SWEEP_AFTER_FAILURE` (the store
+    /// keeps the last failure across restarts and for every PoP): a name
+    /// whose DNS does not point here is not ordered each sweep, which
+    /// would spend the account's limits.
+    async fn failed_lately(&self, host: &Hostname) -> bool {
+        let since = super::now_unix() - SWEEP_AFTER_FAILURE.as_secs() as i64;
+        matches!(self.store.last_failure(host).await, Ok(Some((at, _))) if at > since)
     }
 
     async fn order_ahead(self: &Arc<Self>, host: &Hostname) -> &'static str {
@@ -112,6 +127,12 @@ impl CertManager {
             // Suspended or deleted since it was queued: no order.
             if !self.policy.may_issue(host).await || self.backoff.active(host) {
                 return "refused";
+            }
+            // The issuance rate holds for orders ahead too: wait for its
+            // spare half rather than order and be refused.
+            if !self.limit.has_spare() {
+                tokio::time::sleep(RATE_LIMITED_WAIT).await;
+                continue;
             }
             match self.order_for(host, Urgency::Background).await {
                 Ok(_) => {

@@ -28,7 +28,10 @@ impl CertManager {
         loop {
             tick.tick().await;
             self.follow_store().await;
-            self.ask_renewal_windows().await;
+            // Bounded by the check's period: a CA whose ARI hangs (an
+            // outage) must not hold up the renewals that are due.
+            let asks = self.ask_renewal_windows();
+            let _ = tokio::time::timeout(self.settings.renew_check, asks).await;
             let now = now_unix();
             let due: Vec<(Hostname, Served)> = self
                 .served
@@ -123,7 +126,7 @@ impl CertManager {
     async fn follow_store(&self) {
         // Nothing held (a node just started): nothing to follow, and no
         // walk of a store of 100,000 names.
-        if self.served.entry_count() == 0 {
+        if self.served.iter().next().is_none() {
             return;
         }
         // Overlapping windows: a change is seen at least once.
@@ -141,7 +144,7 @@ impl CertManager {
             };
             match self.store.load(&host).await {
                 Ok(Some(c)) if c.valid() => {
-                    if c.fingerprint() != held.fingerprint && c.not_after >= held.not_after {
+                    if c.fingerprint() != held.fingerprint && c.not_before >= held.not_before {
                         match Served::new(&c, self.settings.renew_when_left) {
                             Ok(s) => self.served.insert(host, s).await,
                             Err(e) => warn!(%host, error = %e, "stored certificate unusable"),

@@ -98,7 +98,7 @@ impl CertStore for FileStore {
 
     async fn save(&self, host: &Hostname, cert: &IssuedCert) -> Result<(), StoreError> {
         if let Ok(Some(held)) = self.load(host).await {
-            if held.not_after > cert.not_after {
+            if !held.revoked && held.not_before > cert.not_before {
                 return Ok(());
             }
         }
@@ -135,6 +135,24 @@ impl CertStore for FileStore {
                 .filter_map(|e| {
                     let name = e.file_name().into_string().ok()?;
                     Hostname::parse(name.strip_suffix(".json")?).ok()
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn wanting(&self, hosts: &[Hostname], left: f64) -> Result<Vec<Hostname>, StoreError> {
+        let (certs, hosts) = (self.certs.clone(), hosts.to_vec());
+        walk(move || {
+            let now = crate::tls::cert::now_unix();
+            Ok(hosts
+                .into_iter()
+                .filter(|host| {
+                    // Unreadable or undecodable counts as none stored.
+                    let stored = std::fs::read(certs.join(format!("{host}.json")))
+                        .ok()
+                        .and_then(|b| serde_json::from_slice::<IssuedCert>(&b).ok());
+                    !stored.is_some_and(|c| c.valid() && now < c.planned_renewal(left).0.start)
                 })
                 .collect())
         })

@@ -126,7 +126,8 @@ impl CertStore for PostgresStore {
                  chain_pem = excluded.chain_pem, key_pem = excluded.key_pem,
                  not_before = excluded.not_before, not_after = excluded.not_after,
                  issuer = excluded.issuer, revoked = excluded.revoked, updated_at = now()
-             WHERE edgepop_tls_certificates.not_after <= excluded.not_after",
+             WHERE edgepop_tls_certificates.revoked
+                OR edgepop_tls_certificates.not_before <= excluded.not_before",
             &[
                 &host.as_str(),
                 &cert.chain_pem,

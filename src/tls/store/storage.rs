@@ -11,7 +11,9 @@ use std::time::Duration;
 pub trait CertStore: Send + Sync {
     fn kind(&self) -> &'static str;
     async fn load(&self, host: &Hostname) -> Result<Option<IssuedCert>, StoreError>;
-    /// Keeps the certificate that expires last when two nodes race.
+    /// Keeps the certificate issued last (two nodes racing, or a fallback
+    /// CA's shorter-lived one replacing a revoked or renewed one); a
+    /// revoked one is always replaced.
     async fn save(&self, host: &Hostname, cert: &IssuedCert) -> Result<(), StoreError>;
     /// Those of `hosts` whose stored certificate wants attention: none,
     /// revoked or expired, or less than `left` of its lifetime left (its
@@ -19,7 +21,8 @@ pub trait CertStore: Send + Sync {
     async fn wanting(&self, hosts: &[Hostname], left: f64) -> Result<Vec<Hostname>, StoreError> {
         let mut out = Vec::new();
         for host in hosts {
-            let fine = self.load(host).await?.is_some_and(|c| {
+            // A name whose record cannot be read counts as none stored.
+            let fine = self.load(host).await.ok().flatten().is_some_and(|c| {
                 let (window, _) = c.planned_renewal(left);
                 c.valid() && crate::tls::cert::now_unix() < window.start
             });
