@@ -21,6 +21,7 @@ pub mod head;
 pub mod idle;
 mod park;
 pub mod places;
+pub mod quic_hello;
 pub mod stream;
 
 pub use fast::{handed_over, Decided, FastPath, H2Offer, Served};
