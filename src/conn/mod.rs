@@ -21,6 +21,7 @@ pub mod head;
 pub mod idle;
 mod park;
 pub mod places;
+pub mod quic_accept;
 pub mod quic_hello;
 pub mod stream;
 

@@ -14,8 +14,9 @@ use quinn::ConnectionId;
 use std::collections::BTreeMap;
 
 /// Bytes of CRYPTO data kept per connection at most: a ClientHello is a
-/// few KiB; more is not a hello worth waiting for.
-const MOST: u64 = 64 * 1024;
+/// few KiB (post-quantum key shares included); more is not a hello worth
+/// waiting for.
+const MOST: u64 = 16 * 1024;
 
 /// Why no name could be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,10 +55,12 @@ impl Hello {
     ) -> Result<Option<Option<String>>, HelloError> {
         let mut rest = datagram;
         while !rest.is_empty() {
-            if rest[0] & 0x80 == 0 {
-                break; // a short-header packet: nothing more of the hello
-            }
-            let (frames, len) = open_initial(crypto, rest)?;
+            let (frames, len) = match open_initial(crypto, rest) {
+                Ok(opened) => opened,
+                // Coalesced after an Initial: 0-RTT or padding, no hello.
+                Err(HelloError::NotInitial) if rest.len() < datagram.len() => break,
+                Err(e) => return Err(e),
+            };
             self.take_frames(&frames)?;
             rest = &rest[len..];
         }
@@ -125,6 +128,16 @@ impl Hello {
         }
         server_name(&bytes[..4 + len]).map(Some)
     }
+}
+
+/// The destination connection ID of a datagram that starts with a long
+/// header (a client's Initial), None for any other.
+pub fn long_header_dcid(datagram: &[u8]) -> Option<&[u8]> {
+    if datagram.first()? & 0x80 == 0 {
+        return None;
+    }
+    let len = *datagram.get(5)? as usize;
+    datagram.get(6..6 + len).filter(|_| len <= 20)
 }
 
 /// The frames of the Initial packet at the start of `datagram`, and the
