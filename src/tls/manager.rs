@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 mod ahead;
+mod quic;
 mod renew;
 
 /// Whether a name may get a certificate on demand (certmagic's
@@ -67,6 +68,9 @@ pub enum Refusal {
     Failed(Hostname, Arc<IssueError>),
     #[error("the certificate for {0} is still being issued")]
     StillIssuing(Hostname),
+    /// The certificate's config cannot serve QUIC (no TLS 1.3 suite).
+    #[error("no QUIC config: {0}")]
+    NoQuic(String),
 }
 
 impl Refusal {
