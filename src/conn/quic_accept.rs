@@ -86,16 +86,14 @@ impl Hellos {
     ) -> Result<Option<String>, HelloError> {
         let key = (incoming.remote_address(), incoming.orig_dst_cid());
         let Some(pending) = self.pending.get(&key) else {
-            return Err(HelloError::NotHello("no Initial seen".into()));
+            return Err(HelloError::Unseen);
         };
         let mut read = pending.read.subscribe();
         let result = tokio::time::timeout(wait, read.wait_for(Option::is_some)).await;
         self.pending.invalidate(&key);
         match result {
             Ok(Ok(r)) => r.clone().expect("waited for Some"),
-            _ => Err(HelloError::NotHello(
-                "the rest of the hello never came".into(),
-            )),
+            _ => Err(HelloError::Incomplete),
         }
     }
 }

@@ -33,6 +33,10 @@ pub enum HelloError {
     TooLarge,
     #[error("not a ClientHello: {0}")]
     NotHello(String),
+    #[error("no Initial packet was seen from this client")]
+    Unseen,
+    #[error("the rest of the ClientHello never came")]
+    Incomplete,
 }
 
 /// What has been read of one client's Initial packets so far.
@@ -207,7 +211,7 @@ fn server_name(hello: &[u8]) -> Result<Option<String>, HelloError> {
     }
     match acceptor.accept() {
         Ok(Some(accepted)) => Ok(accepted.client_hello().server_name().map(str::to_owned)),
-        Ok(None) => Err(HelloError::NotHello("incomplete".into())),
+        Ok(None) => Err(HelloError::Incomplete),
         Err((e, _)) => Err(HelloError::NotHello(e.to_string())),
     }
 }

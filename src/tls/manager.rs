@@ -41,7 +41,7 @@ pub trait IssuePolicy: Send + Sync {
 /// Who an order is for: a handshake waiting now, or the background (an
 /// order ahead, a renewal), which leaves half the issuance rate to
 /// handshakes.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Urgency {
     Handshake,
     Background,
@@ -109,7 +109,8 @@ pub struct CertManager {
     lock: Arc<dyn IssuanceLock>,
     challenges: Arc<Challenges>,
     issuer: Arc<Issuers>,
-    inflight: std::sync::Mutex<HashMap<Hostname, Order>>,
+    /// Orders running, with whom each was placed for.
+    inflight: std::sync::Mutex<HashMap<Hostname, (Order, Urgency)>>,
     backoff: Backoffs,
     limit: RateLimit,
     settings: TlsSettings,
@@ -207,13 +208,13 @@ impl CertManager {
         // it runs as its own task, so an order outlives a handshake that
         // stops waiting (the next handshake finds the certificate).
         let deadline = tokio::time::Instant::now() + self.settings.issue_timeout;
-        let mut result =
-            tokio::time::timeout_at(deadline, self.order_for(&host, Urgency::Handshake)).await;
-        if let Ok(Err(Refusal::RateLimited)) = result {
+        let (order, joined) = self.order_for(&host, Urgency::Handshake);
+        let mut result = tokio::time::timeout_at(deadline, order).await;
+        if joined == Urgency::Background && matches!(result, Ok(Err(Refusal::RateLimited))) {
             // It joined a background order, which only has the rate's
             // spare half: the handshake orders with its own.
-            result =
-                tokio::time::timeout_at(deadline, self.order_for(&host, Urgency::Handshake)).await;
+            let (order, _) = self.order_for(&host, Urgency::Handshake);
+            result = tokio::time::timeout_at(deadline, order).await;
         }
         match result {
             Ok(Ok(s)) => {
@@ -225,11 +226,12 @@ impl CertManager {
         }
     }
 
-    /// The running order for `host`, or a new one.
-    fn order_for(self: &Arc<Self>, host: &Hostname, urgency: Urgency) -> Order {
+    /// The running order for `host`, or a new one, and whom it was
+    /// placed for (a joined background order has only the spare rate).
+    fn order_for(self: &Arc<Self>, host: &Hostname, urgency: Urgency) -> (Order, Urgency) {
         let mut inflight = locked(&self.inflight);
-        if let Some(order) = inflight.get(host) {
-            return order.clone();
+        if let Some((order, placed_for)) = inflight.get(host) {
+            return (order.clone(), *placed_for);
         }
         let (this, name) = (Arc::clone(self), host.clone());
         let task = tokio::spawn(async move {
@@ -248,8 +250,8 @@ impl CertManager {
         }
         .boxed()
         .shared();
-        inflight.insert(host.clone(), order.clone());
-        order
+        inflight.insert(host.clone(), (order.clone(), urgency));
+        (order, urgency)
     }
 
     /// A stored certificate if it is valid (and newer than the one it is

@@ -33,12 +33,13 @@ use tokio::task::JoinHandle;
 pub fn free_port() -> u16 {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let start = std::process::id() as usize * 997;
-    loop {
+    for _ in 0..12_000 {
         let port = 20_000 + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % 12_000;
         if StdListener::bind(("127.0.0.1", port as u16)).is_ok() {
             return port as u16;
         }
     }
+    panic!("no free port in 20000..32000");
 }
 
 /// An origin server that answers `origin <port>` after `delay`, counts the

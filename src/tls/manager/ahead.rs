@@ -134,7 +134,7 @@ impl CertManager {
                 tokio::time::sleep(RATE_LIMITED_WAIT).await;
                 continue;
             }
-            match self.order_for(host, Urgency::Background).await {
+            match self.order_for(host, Urgency::Background).0.await {
                 Ok(_) => {
                     info!(%host, "certificate ready ahead of the first visitor");
                     return "issued_ahead";
