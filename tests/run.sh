@@ -44,6 +44,10 @@ fi
 # Kafka Connect runtime, in a venv at /opt/edgepop-cdc.
 bash tests/cdc/install.sh
 
+# HTTP/3 tests: aioquic, an independent client (neither quinn nor rustls),
+# in a venv at /opt/edgepop-h3 that tests/h3/client.py runs on.
+bash tests/h3/install.sh
+
 # PostgreSQL on 127.0.0.1:5432 (trust auth): these machines run it; start
 # it if it has stopped.
 if ! pg_isready -h 127.0.0.1 -p 5432 -q; then
