@@ -9,6 +9,7 @@ use hyper::{HeaderMap, Request, Response};
 use hyper_util::rt::TokioIo;
 pub mod cdc;
 pub mod certs;
+pub mod h3;
 pub mod pebble;
 pub mod peering;
 pub mod scenario;
