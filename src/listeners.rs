@@ -6,9 +6,11 @@
 //! graceful upgrade hands every listener over.
 
 use crate::config::ProxyConfig;
+use crate::conn::quic::{QuicHost, QuicListener, QuicSettings};
 use crate::conn::{
     ClientStream, Connections, FastPath, Gate, H1Server, H2Offer, HeadLimits, KeepAlive,
 };
+use crate::domain::Hostname;
 use crate::edge::Edge;
 use crate::failover::Readiness;
 use crate::proxy::EdgeProxy;
@@ -22,13 +24,22 @@ use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::protocols::Stream;
 use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::{
+    background_service, BackgroundService, GenBackgroundService,
+};
 use pingora_core::services::listening::Service;
 use pingora_proxy::HttpProxy;
+use std::any::Any;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-/// The keep-alive loop around the proxy, as every listener runs it.
-type Http = H1Server<H2Offer<HttpProxy<EdgeProxy>>>;
+/// The proxy with its fast path offered first, as every listener runs it.
+type Offer = H2Offer<HttpProxy<EdgeProxy>>;
+
+/// The keep-alive loop around the proxy, as every TCP listener runs it.
+type Http = H1Server<Offer>;
 
 /// The plain-HTTP listener's app: the gate (with the head limits), the
 /// keep-alive loop, the proxy.
@@ -160,19 +171,129 @@ fn listener(scheme: Scheme) -> Listener {
 /// Pingora's HTTP server for `proxy`, inside edgepop's keep-alive loop;
 /// with `hot`, the proxy's hot path first (`proxy.fast_path`).
 fn keepalive_loop(conf: &Arc<ServerConf>, proxy: EdgeProxy, edge: &Arc<Edge>, hot: bool) -> Http {
-    let fast = hot.then(|| Arc::new(proxy.hot_path(conf)) as Arc<dyn FastPath>);
-    let mut http = pingora_proxy::http_proxy(conf, proxy);
-    http.server_options = Some(server_options(&edge.state().config.proxy));
+    let app = offer(conf, proxy, edge, hot);
+    let fast = app.fast.clone();
     let edge = edge.clone();
     let keepalive: KeepAlive = Arc::new(move || edge.state().config.proxy.keepalive_timeout);
-    let app = H2Offer {
-        app: Arc::new(http),
-        fast: fast.clone(),
-    };
     H1Server {
         app: Arc::new(app),
         keepalive,
         fast,
+    }
+}
+
+/// Pingora's HTTP server for `proxy`; with `hot`, each request offered to
+/// the proxy's hot path first (`proxy.fast_path`).
+fn offer(conf: &Arc<ServerConf>, proxy: EdgeProxy, edge: &Arc<Edge>, hot: bool) -> Offer {
+    let fast = hot.then(|| Arc::new(proxy.hot_path(conf)) as Arc<dyn FastPath>);
+    let mut http = pingora_proxy::http_proxy(conf, proxy);
+    http.server_options = Some(server_options(&edge.state().config.proxy));
+    H2Offer {
+        app: Arc::new(http),
+        fast,
+    }
+}
+
+/// The QUIC (HTTP/3) listeners: their UDP sockets bound now (an address
+/// in use is a start-up error, as for TCP), served by a background
+/// service on `threads` threads, through a fourth instance of the proxy
+/// (HTTPS, its own SNI book: UDP and TCP addresses are apart).
+pub fn quic_service(
+    conf: &Arc<ServerConf>,
+    listen: &[SocketAddr],
+    edge: Arc<Edge>,
+    certs: Arc<CertManager>,
+    connections: Arc<Connections>,
+) -> std::io::Result<GenBackgroundService<QuicService>> {
+    let sockets = listen
+        .iter()
+        .map(|a| crate::conn::quic::udp_socket(*a).map_err(|e| bind_error(*a, e)))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let sni = Arc::new(SniBook::default());
+    let https = Listener {
+        sni: Some(sni.clone()),
+        ..listener(Scheme::Https)
+    };
+    let proxy = EdgeProxy::new(edge.clone(), https);
+    let config = &edge.state().config;
+    let tls = config.tls.as_ref();
+    let limits = QuicSettings {
+        reset_key: tls
+            .and_then(|t| t.quic_reset_key.clone())
+            .map(String::into_bytes),
+        streams: 100,
+        idle: config.proxy.keepalive_timeout,
+        max_head_bytes: config.proxy.max_head_bytes,
+        head_timeout: config.proxy.head_timeout,
+        requests: config.proxy.keepalive_requests,
+        retry_above: tls.map_or(64, |t| t.quic_retry_above),
+        handshake_timeout: Duration::from_secs(10),
+    };
+    let service = QuicService {
+        sockets: std::sync::Mutex::new(sockets),
+        host: Arc::new(QuicCerts { certs, sni }),
+        app: Arc::new(offer(conf, proxy, &edge, true)),
+        connections,
+        limits,
+    };
+    let mut service = background_service("edge quic", service);
+    service.threads = Some(conf.threads);
+    Ok(service)
+}
+
+fn bind_error(addr: SocketAddr, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("tls.listen_quic {addr} (UDP): {e}"))
+}
+
+/// The QUIC listeners, started on the service's runtime.
+pub struct QuicService {
+    sockets: std::sync::Mutex<Vec<std::net::UdpSocket>>,
+    host: Arc<dyn QuicHost>,
+    app: Arc<Offer>,
+    connections: Arc<Connections>,
+    limits: QuicSettings,
+}
+
+#[async_trait::async_trait]
+impl BackgroundService for QuicService {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        let sockets = std::mem::take(&mut *crate::locked(&self.sockets));
+        let mut running = Vec::new();
+        for socket in sockets {
+            let host = self.host.clone();
+            let (app, connections) = (self.app.clone(), self.connections.clone());
+            match QuicListener::bind(socket, host, app, connections, self.limits.clone()) {
+                Ok(listener) => running.push(tokio::spawn(listener.run(shutdown.clone()))),
+                Err(e) => tracing::error!(error = %e, "QUIC listener not started"),
+            }
+        }
+        for listener in running {
+            let _ = listener.await;
+        }
+    }
+}
+
+/// Certificates for QUIC connections, and each connection's name noted
+/// for the fronting check, as `TlsApp` does for TCP.
+struct QuicCerts {
+    certs: Arc<CertManager>,
+    sni: Arc<SniBook>,
+}
+
+#[async_trait::async_trait]
+impl QuicHost for QuicCerts {
+    async fn config_for(&self, name: Option<&str>) -> Result<Arc<quinn::ServerConfig>, String> {
+        self.certs
+            .quic_config_for(name)
+            .await
+            .map_err(|r| r.to_string())
+    }
+
+    fn opened(&self, name: Option<&str>, client: SocketAddr) -> Box<dyn Any + Send + Sync> {
+        match name.and_then(|n| Hostname::parse(n).ok()) {
+            Some(name) => Box::new(self.sni.enter(client, name)),
+            None => Box::new(()),
+        }
     }
 }
 

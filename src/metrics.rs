@@ -7,8 +7,12 @@ use prometheus::{
 use std::sync::LazyLock;
 use std::time::Duration;
 
+mod quic;
+pub use quic::QuicMetrics;
+
 pub struct Metrics {
     pub registry: Registry,
+    pub quic: QuicMetrics,
     pub requests: IntCounterVec,
     pub latency: HistogramVec,
     pub backend_inflight: IntGaugeVec,
@@ -152,7 +156,7 @@ impl Metrics {
         .expect("metric");
         let connections_open = IntGauge::new(
             "connections_open",
-            "Client connections held (HTTP and HTTPS listeners)",
+            "Client connections held (HTTP, HTTPS and QUIC listeners)",
         )
         .expect("metric");
         let connections_parked = IntGauge::new(
@@ -408,6 +412,7 @@ impl Metrics {
             registry.register(c).expect("register");
         }
         Metrics {
+            quic: QuicMetrics::register(&registry),
             registry,
             requests,
             latency,

@@ -207,6 +207,7 @@ async fn error_statuses_carry_edge_route_and_spoofed_route_is_dropped() {
         "host",
         "method",
         "path",
+        "proto",
         "bytes",
         "cache",
         "upstream",

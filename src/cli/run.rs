@@ -137,6 +137,29 @@ pub fn run(config: Config, path: &Path, upgrade: bool, daemon: bool) -> ExitCode
             }
         };
         edge.set_certs(certs.clone());
+        if !tls.quic_listen().is_empty() {
+            // QUIC connections hold no descriptor: their own count, with
+            // the TCP listeners' limits.
+            let quic_connections = Arc::new(Connections::new(
+                config.server.max_connections,
+                config.server.max_connections_per_client,
+            ));
+            match listeners::quic_service(
+                &server.configuration,
+                tls.quic_listen(),
+                edge.clone(),
+                certs.clone(),
+                quic_connections,
+            ) {
+                Ok(quic) => {
+                    server.add_service(quic);
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
         let https = listeners::https_service(
             &server.configuration,
             &tls.listen,

@@ -84,6 +84,9 @@ pub struct SiteConfig {
     pub hsts: Option<String>,
     /// Overrides `tls.allow_fronting` for this site.
     pub allow_fronting: Option<bool>,
+    /// Advertise HTTP/3 for this site (`Alt-Svc`); default: on when there
+    /// is a QUIC listener (`tls.listen_quic`).
+    pub http3: Option<bool>,
     /// Overrides `compression.proxied` for this site.
     pub compress_proxied: Option<bool>,
 }

@@ -10,6 +10,22 @@ use std::time::Duration;
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     pub listen: Vec<SocketAddr>,
+    /// QUIC (HTTP/3) listeners, UDP; default: one beside each HTTPS
+    /// listener, on the same address and port. `[]`: no HTTP/3.
+    pub listen_quic: Option<Vec<SocketAddr>>,
+    /// QUIC handshakes under way above which a client must first prove
+    /// its address (a Retry round trip); 0: always.
+    #[serde(default = "default_quic_retry_above")]
+    pub quic_retry_above: usize,
+    /// A secret every PoP shares (32 characters or more), keying QUIC's
+    /// stateless resets: when a route moves a client to another PoP, that
+    /// PoP's reset ends the connection at once (the client reconnects)
+    /// instead of after its idle timeout. Unset: a key of the process.
+    pub quic_reset_key: Option<String>,
+    /// `ma` of the `Alt-Svc` header that advertises HTTP/3: how long a
+    /// client may remember it.
+    #[serde(default = "default_alt_svc_max_age", with = "humantime_serde")]
+    pub alt_svc_max_age: Duration,
     /// Certificate store and local CA; relative paths are from the config
     /// file's folder. The local CA's root is `<dir>/ca/ca.pem`.
     #[serde(default = "default_tls_dir")]
@@ -108,6 +124,13 @@ pub struct AcmeConfig {
     pub challenge: ChallengeKind,
 }
 
+impl TlsConfig {
+    /// The QUIC listeners in force (see `listen_quic`).
+    pub fn quic_listen(&self) -> &[SocketAddr] {
+        self.listen_quic.as_deref().unwrap_or(&self.listen)
+    }
+}
+
 impl AcmeConfig {
     /// The external account binding: key id and raw HMAC key; Err names
     /// what is wrong with the settings.
@@ -180,6 +203,14 @@ pub struct StaticCert {
     pub hostnames: Vec<Hostname>,
     pub cert: PathBuf,
     pub key: PathBuf,
+}
+
+fn default_quic_retry_above() -> usize {
+    64
+}
+
+fn default_alt_svc_max_age() -> Duration {
+    Duration::from_secs(86400)
 }
 
 fn default_tls_dir() -> PathBuf {

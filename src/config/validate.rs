@@ -220,6 +220,12 @@ impl Config {
                     "must be at least 1".into(),
                 );
             }
+            if tls.quic_reset_key.as_ref().is_some_and(|k| k.len() < 32) {
+                return at(
+                    &["tls".into(), "quic_reset_key".into()],
+                    "must be at least 32 characters (a secret every PoP shares)".into(),
+                );
+            }
             if tls.acme.is_some() && !tls.issuers.is_empty() {
                 return at(
                     &["tls".into(), "acme".into()],

@@ -90,7 +90,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for H2Offer<A> {
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
         let fast = self.fast.as_deref().filter(|f| f.enabled());
-        let offered = session.is_http2() && session.is_body_empty();
+        // HTTP/2 and HTTP/3 (custom) streams: each stream's head is read.
+        let offered = (session.is_http2() || session.is_custom()) && session.is_body_empty();
         let Some(fast) = fast.filter(|_| offered && hot_method(&session)) else {
             return self.app.process_new_http(session, shutdown).await;
         };

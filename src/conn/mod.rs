@@ -17,10 +17,12 @@
 pub mod fast;
 pub mod gate;
 mod gather;
+pub mod h3;
 pub mod head;
 pub mod idle;
 mod park;
 pub mod places;
+pub mod quic;
 pub mod quic_accept;
 pub mod quic_hello;
 pub mod stream;

@@ -29,6 +29,10 @@ type Read = Option<Result<Option<String>, HelloError>>;
 /// The hellos of connections quinn has not handed over yet.
 pub struct Hellos {
     pending: moka::sync::Cache<Key, Arc<Pending>>,
+    /// The connection ID of each client address's latest hello: after a
+    /// Retry the client's new hello is under the ID the Retry gave it,
+    /// which quinn does not show (its `Incoming` names the first one).
+    latest: moka::sync::Cache<SocketAddr, ConnectionId>,
     crypto: Arc<dyn QuicCrypto>,
 }
 
@@ -46,6 +50,10 @@ impl Hellos {
                 .max_capacity(PENDING_AT_MOST)
                 .time_to_live(PENDING_FOR)
                 .build(),
+            latest: moka::sync::Cache::builder()
+                .max_capacity(PENDING_AT_MOST)
+                .time_to_live(PENDING_FOR)
+                .build(),
             crypto,
         })
     }
@@ -57,6 +65,7 @@ impl Hellos {
         };
         let key = (from, ConnectionId::new(dcid));
         let pending = self.pending.get_with(key, || {
+            self.latest.insert(from, key.1);
             Arc::new(Pending {
                 hello: Mutex::new(Hello::default()),
                 read: watch::channel(None).0,
@@ -84,7 +93,13 @@ impl Hellos {
         incoming: &Incoming,
         wait: Duration,
     ) -> Result<Option<String>, HelloError> {
-        let key = (incoming.remote_address(), incoming.orig_dst_cid());
+        let from = incoming.remote_address();
+        let mut key = (from, incoming.orig_dst_cid());
+        if !self.pending.contains_key(&key) && incoming.remote_address_validated() {
+            // A retried connection: its address is proven, its hello is
+            // the latest from that address.
+            key.1 = self.latest.get(&from).ok_or(HelloError::Unseen)?;
+        }
         let Some(pending) = self.pending.get(&key) else {
             return Err(HelloError::Unseen);
         };

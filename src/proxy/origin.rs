@@ -235,13 +235,14 @@ fn chunk_if_unframed(method: &Method, head: &mut pingora_http::ResponseHeader, e
     }
 }
 
-/// A request the hot path may proxy: HTTP/1, its target in origin form, no
+/// A request the hot path may proxy: HTTP/1 (not 2 or 3), its target in origin form, no
 /// field that Pingora's upstream request policy would rework
 /// (`Connection` naming more than the connection's persistence,
 /// `HTTP2-Settings`): for those the phases' path is the reference.
 pub fn proxiable(session: &ServerSession, ctx: &RequestCtx) -> bool {
     let req = session.req_header();
     !session.is_http2()
+        && !session.is_custom()
         && ctx.relay.is_none()
         && ctx.pool.is_some()
         && req.raw_path().first() == Some(&b'/')

@@ -154,10 +154,22 @@ pub(super) fn record(session: &ServerSession, e: Option<&Error>, ctx: &mut Reque
     let exchange = Exchange {
         method: req.method.as_str(),
         path: req.uri.path(),
+        proto: proto(req.version),
         status: session.response_written().map_or(0, |r| r.status.as_u16()),
         body_bytes: session.body_bytes_sent(),
         client: client(session),
         error: e.map(|e| e.to_string()),
     };
     log::record(exchange, ctx);
+}
+
+/// The access log's name of an HTTP version (as nginx's `$server_protocol`).
+fn proto(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
 }

@@ -105,6 +105,19 @@ pub fn decorate(resp: &mut ResponseHeader, ctx: &RequestCtx) {
     if let Some(hsts) = &ctx.hsts {
         let _ = resp.insert_header("strict-transport-security", hsts.as_str());
     }
+    if let Some(alt_svc) = alt_svc(ctx) {
+        let _ = resp.insert_header(header::ALT_SVC, alt_svc);
+    }
+}
+
+/// HTTP/3 advertised on HTTPS answers for a site that has it (its own
+/// answers and its origin's: an origin's Alt-Svc names the origin's
+/// ports, not this edge's, so it is replaced).
+fn alt_svc(ctx: &RequestCtx) -> Option<&str> {
+    if ctx.scheme != super::Scheme::Https {
+        return None;
+    }
+    ctx.state.https.as_ref()?.alt_svc(ctx.host.as_ref()?)
 }
 
 fn server_timing(ctx: &RequestCtx) -> String {

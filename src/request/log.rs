@@ -113,6 +113,7 @@ struct Line<'a> {
     host: Option<&'a str>,
     method: &'a str,
     path: &'a str,
+    proto: &'static str,
     status: u16,
     bytes: usize,
     cache: &'static str,
@@ -142,6 +143,8 @@ struct RelayLine<'a> {
 pub struct Exchange<'a> {
     pub method: &'a str,
     pub path: &'a str,
+    /// The client's HTTP version: `HTTP/1.1`, `HTTP/2.0`, `HTTP/3.0`.
+    pub proto: &'static str,
     /// 0: no response was written (the client left first).
     pub status: u16,
     pub body_bytes: usize,
@@ -164,6 +167,7 @@ pub fn record(exchange: Exchange<'_>, ctx: &RequestCtx) {
         host: ctx.host.as_ref().map(|h| h.as_str()),
         method: exchange.method,
         path: exchange.path,
+        proto: exchange.proto,
         status,
         bytes: exchange.body_bytes,
         cache: ctx.cache.as_str(),

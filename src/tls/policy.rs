@@ -1,6 +1,6 @@
-//! Per-site HTTPS policy: redirect plain HTTP to HTTPS, HSTS, and whether a
+//! Per-site HTTPS policy: redirect plain HTTP to HTTPS, HSTS, whether a
 //! request may name another site than its connection's SNI (domain
-//! fronting). Defaults come from `[tls]`, config sites may override them.
+//! fronting), and HTTP/3 advertised (`Alt-Svc`). Defaults come from `[tls]`, config sites may override them.
 
 use crate::config::Config;
 use crate::domain::Hostname;
@@ -12,6 +12,8 @@ pub struct HttpsPolicy {
     /// Port in redirect targets (omitted when 443).
     port: u16,
     fronting: bool,
+    /// `h3=":<port>"; ma=<secs>` when there is a QUIC listener.
+    alt_svc: Option<String>,
     sites: HashMap<Hostname, SiteHttps>,
 }
 
@@ -20,6 +22,7 @@ struct SiteHttps {
     redirect: Option<bool>,
     hsts: Option<String>,
     fronting: Option<bool>,
+    http3: Option<bool>,
 }
 
 impl HttpsPolicy {
@@ -31,6 +34,10 @@ impl HttpsPolicy {
             hsts: tls.hsts.clone(),
             port: tls.listen.first().map_or(443, |a| a.port()),
             fronting: tls.allow_fronting,
+            alt_svc: tls.quic_listen().first().map(|a| {
+                let max_age = tls.alt_svc_max_age.as_secs();
+                format!("h3=\":{}\"; ma={max_age}", a.port())
+            }),
             sites: config
                 .sites
                 .iter()
@@ -39,6 +46,7 @@ impl HttpsPolicy {
                         redirect: s.https_redirect,
                         hsts: s.hsts.clone(),
                         fronting: s.allow_fronting,
+                        http3: s.http3,
                     };
                     (s.hostname.clone(), site)
                 })
@@ -65,6 +73,12 @@ impl HttpsPolicy {
             None => self.hsts.as_deref(),
         };
         value.filter(|v| !v.is_empty())
+    }
+
+    /// The `Alt-Svc` value advertising HTTP/3 for `host`, if it has it.
+    pub fn alt_svc(&self, host: &Hostname) -> Option<&str> {
+        let on = self.sites.get(host).and_then(|s| s.http3).unwrap_or(true);
+        self.alt_svc.as_deref().filter(|_| on)
     }
 
     /// Whether `host` may be asked for on a connection opened (SNI) for
