@@ -1,7 +1,8 @@
 //! `edgepop ttfb` through the binary: against two PoPs and a relay (groups
 //! exact per PoP and cache status, JSON valid against its schema, the SVG
 //! and HTML report), coordinated omission against an origin that stalls
-//! once, phases on new and reused HTTPS connections, first handshakes.
+//! once, phases on new and reused HTTPS connections, first handshakes,
+//! HTTP/3 against a small quinn + h3 server.
 
 mod common;
 
@@ -587,6 +588,14 @@ async fn bad_arguments_are_refused_with_the_reason() {
             vec!["http://x/", "--resolve", "x:80"],
             "expected HOST:PORT:ADDR",
         ),
+        (
+            vec!["http://x/", "--http3"],
+            "--http3: the URLs must be https://",
+        ),
+        (
+            vec!["https://x/", "--http2", "--http3"],
+            "cannot be used with",
+        ),
     ] {
         let out = tokio::process::Command::new(bin())
             .arg("ttfb")
@@ -656,4 +665,414 @@ async fn errors_are_counted_by_kind_and_the_run_goes_on() {
         3,
         "{stalled:#}"
     );
+}
+
+/// A small HTTP/3 server (quinn + h3) on 127.0.0.1 with a certificate
+/// self-signed (rcgen) for its `names`. It answers 200 with edgepop's
+/// headers (`x-edge-route: fra1`, `x-edge-cache: HIT`, `server-timing:
+/// edge;dur=0.25`) and `hello h3`; `/reset` resets the request's stream
+/// before any response, `/reset-body` after the head and part of the
+/// body. It keeps each connection's SNI and each request's `:authority`.
+struct H3Server {
+    addr: SocketAddr,
+    /// Its certificate (PEM): the root a client trusts for it.
+    cert: std::path::PathBuf,
+    seen: Arc<Seen>,
+    _dir: tempfile::TempDir,
+}
+
+#[derive(Default)]
+struct Seen {
+    snis: std::sync::Mutex<Vec<String>>,
+    authorities: std::sync::Mutex<Vec<String>>,
+}
+
+type Resolver = h3::server::RequestResolver<h3_quinn::Connection, Bytes>;
+
+impl H3Server {
+    /// `goaway`: each connection answers one request, after a GOAWAY, and
+    /// is then held open (not closed) for a while.
+    async fn start(names: &[&str], goaway: bool) -> H3Server {
+        let dir = tempfile::tempdir().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let key = rcgen::generate_simple_self_signed(names).unwrap();
+        let cert = dir.path().join("h3.pem");
+        std::fs::write(&cert, key.cert.pem()).unwrap();
+        let der = rustls_pki_types::PrivatePkcs8KeyDer::from(key.signing_key.serialize_der());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![key.cert.der().clone()], der.into())
+            .unwrap();
+        tls.alpn_protocols = vec![b"h3".to_vec()];
+        let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls).unwrap();
+        let endpoint = quinn::Endpoint::server(
+            quinn::ServerConfig::with_crypto(Arc::new(quic)),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .unwrap();
+        let addr = endpoint.local_addr().unwrap();
+        let seen = Arc::new(Seen::default());
+        let shared = seen.clone();
+        tokio::spawn(async move {
+            while let Some(incoming) = endpoint.accept().await {
+                tokio::spawn(Self::connection(incoming, shared.clone(), goaway));
+            }
+        });
+        H3Server {
+            addr,
+            cert,
+            seen,
+            _dir: dir,
+        }
+    }
+
+    async fn connection(incoming: quinn::Incoming, seen: Arc<Seen>, goaway: bool) {
+        // A client that refused the certificate ends here.
+        let Ok(quic) = incoming.await else { return };
+        let sni = quic
+            .handshake_data()
+            .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+            .and_then(|d| d.server_name)
+            .unwrap_or_default();
+        seen.snis.lock().unwrap().push(sni);
+        let Ok(mut h3) = h3::server::builder()
+            .build::<_, Bytes>(h3_quinn::Connection::new(quic))
+            .await
+        else {
+            return;
+        };
+        if goaway {
+            let Ok(Some(resolver)) = h3.accept().await else {
+                return;
+            };
+            // The GOAWAY reaches the client well before the answer does.
+            let _ = h3.shutdown(1).await;
+            tokio::time::sleep(MS(100)).await;
+            Self::answer(resolver, &seen).await;
+            tokio::time::sleep(SEC(10)).await;
+            return;
+        }
+        while let Ok(Some(resolver)) = h3.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move { Self::answer(resolver, &seen).await });
+        }
+    }
+
+    async fn answer(resolver: Resolver, seen: &Seen) {
+        let Ok((req, mut stream)) = resolver.resolve_request().await else {
+            return;
+        };
+        let authority = req.uri().authority().map(|a| a.to_string());
+        seen.authorities
+            .lock()
+            .unwrap()
+            .push(authority.unwrap_or_default());
+        if req.uri().path() == "/reset" {
+            stream.stop_stream(h3::error::Code::H3_REQUEST_REJECTED);
+            return;
+        }
+        let resp = http::Response::builder()
+            .header("x-edge-route", "fra1")
+            .header("x-edge-cache", "HIT")
+            .header("server-timing", "edge;dur=0.25")
+            .body(())
+            .unwrap();
+        if stream.send_response(resp).await.is_err() {
+            return;
+        }
+        let _ = stream.send_data(Bytes::from_static(b"hello h3")).await;
+        if req.uri().path() == "/reset-body" {
+            // The head and the first bytes read before the reset.
+            tokio::time::sleep(MS(200)).await;
+            stream.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);
+            return;
+        }
+        let _ = stream.finish().await;
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://h3.test:{}{path}", self.addr.port())
+    }
+
+    fn resolve(&self) -> String {
+        format!("h3.test:{}:127.0.0.1", self.addr.port())
+    }
+
+    fn snis(&self) -> Vec<String> {
+        self.seen.snis.lock().unwrap().clone()
+    }
+
+    fn authorities(&self) -> Vec<String> {
+        self.seen.authorities.lock().unwrap().clone()
+    }
+
+    fn clear(&self) {
+        self.seen.snis.lock().unwrap().clear();
+        self.seen.authorities.lock().unwrap().clear();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http3_is_timed_and_grouped_as_tcp_is() {
+    let server = H3Server::start(&["h3.test"], false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (csv_out, json_out) = (dir.path().join("r.csv"), dir.path().join("r.json"));
+    ttfb(&[
+        &server.url("/api?x=1"),
+        "--resolve",
+        &server.resolve(),
+        "--cacert",
+        server.cert.to_str().unwrap(),
+        "--http3",
+        "-c",
+        "2",
+        "-n",
+        "20",
+        "-q",
+        "--csv",
+        csv_out.to_str().unwrap(),
+        "--json",
+        json_out.to_str().unwrap(),
+    ])
+    .await;
+    let r = json(&json_out);
+    assert_valid(&r);
+    assert_eq!(r["model"]["protocol"], "http3");
+    let t = &r["targets"][0];
+    assert_eq!(
+        (t["requests"].as_u64(), t["responses"].as_u64()),
+        (Some(20), Some(20))
+    );
+    assert_eq!(t["errors"], serde_json::json!({}));
+    // Route, cache and server-timing read from the h3 response head.
+    assert_eq!(groups(&r, 0), owned(&[("fra1", "HIT", 200, 20)]));
+    let g = group(&r, 0, "fra1", "HIT");
+    assert_eq!(g["route"], serde_json::json!(["fra1"]));
+    assert_eq!(g["server_timing"]["edge"]["count"], 20);
+    assert_eq!(g["bytes"], 20 * "hello h3".len() as u64);
+    assert_eq!(g["new_connections"], 2);
+    assert_eq!(g["handshakes"]["count"], 2, "the QUIC handshakes: {g:#}");
+
+    let rows = csv_rows(&csv_out);
+    assert_eq!(rows.len(), 20);
+    let new = rows.iter().filter(|r| r["reused"] == "false").count();
+    assert_eq!(new, 2, "one QUIC connection per worker: {rows:?}");
+    for row in &rows {
+        assert_eq!(row["protocol"], "h3", "{row:?}");
+        assert_eq!(row["status"], "200", "{row:?}");
+        assert_eq!(row["pop"], "fra1", "{row:?}");
+        let phases: f64 = ["queue", "dns", "connect", "tls", "ttfb", "transfer"]
+            .iter()
+            .map(|p| num(row, &format!("{p}_ms")))
+            .sum();
+        let total = num(row, "total_ms");
+        assert!(
+            (total - phases).abs() < 1.0,
+            "phases {phases} vs total {total}: {row:?}"
+        );
+        // UDP connects nothing: the QUIC handshake is the tls phase.
+        assert_eq!(num(row, "connect_ms"), 0.0, "{row:?}");
+        if row["reused"] == "true" {
+            assert_eq!(num(row, "tls_ms"), 0.0, "{row:?}");
+        } else {
+            assert!(num(row, "tls_ms") > 0.0, "{row:?}");
+        }
+    }
+    // Two connections for h3.test (SNI), every request for h3.test:PORT.
+    assert_eq!(server.snis(), ["h3.test", "h3.test"]);
+    let authorities = server.authorities();
+    assert_eq!(authorities.len(), 20);
+    let want = format!("h3.test:{}", server.addr.port());
+    assert!(authorities.iter().all(|a| *a == want), "{authorities:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http3_new_connections_and_first_handshakes() {
+    let server = H3Server::start(&["h3.test", "h3-1.test", "h3-2.test", "h3-3.test"], false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv_out = dir.path().join("r.csv");
+    let json_out = dir.path().join("r.json");
+    let port = server.addr.port();
+    ttfb(&[
+        &server.url("/"),
+        "--resolve",
+        &server.resolve(),
+        "--cacert",
+        server.cert.to_str().unwrap(),
+        "--http3",
+        "--new-connections",
+        "-c",
+        "1",
+        "-n",
+        "4",
+        "-q",
+        "--json",
+        json_out.to_str().unwrap(),
+    ])
+    .await;
+    let r = json(&json_out);
+    assert_valid(&r);
+    assert_eq!(r["model"]["new_connections"], true);
+    let g = group(&r, 0, "fra1", "HIT");
+    assert_eq!(
+        (g["requests"].as_u64(), g["new_connections"].as_u64()),
+        (Some(4), Some(4))
+    );
+    assert_eq!(g["handshakes"]["count"], 4);
+    assert_eq!(server.snis().len(), 4);
+
+    // First-handshake mode: the SNI and :authority follow the fresh name.
+    server.clear();
+    ttfb(&[
+        &server.url("/"),
+        "--resolve",
+        &server.resolve(),
+        "--cacert",
+        server.cert.to_str().unwrap(),
+        "--http3",
+        "--first-handshake",
+        "h3-{n}.test",
+        "-c",
+        "1",
+        "-n",
+        "3",
+        "-q",
+        "--csv",
+        csv_out.to_str().unwrap(),
+    ])
+    .await;
+    let rows = csv_rows(&csv_out);
+    let hosts: Vec<&str> = rows.iter().map(|r| r["host"].as_str()).collect();
+    assert_eq!(hosts, ["h3-1.test", "h3-2.test", "h3-3.test"]);
+    assert!(rows
+        .iter()
+        .all(|r| r["status"] == "200" && r["protocol"] == "h3"));
+    assert_eq!(server.snis(), ["h3-1.test", "h3-2.test", "h3-3.test"]);
+    let want: Vec<String> = (1..=3).map(|n| format!("h3-{n}.test:{port}")).collect();
+    assert_eq!(server.authorities(), want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http3_errors_are_counted_by_kind() {
+    let server = H3Server::start(&["h3.test"], false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.json");
+    // Roots that do not hold the server's certificate: every QUIC
+    // handshake is refused by TLS.
+    let other = rcgen::generate_simple_self_signed(vec!["h3.test".to_string()]).unwrap();
+    let wrong = dir.path().join("other.pem");
+    std::fs::write(&wrong, other.cert.pem()).unwrap();
+    ttfb(&[
+        &server.url("/"),
+        "--resolve",
+        &server.resolve(),
+        "--cacert",
+        wrong.to_str().unwrap(),
+        "--http3",
+        "-c",
+        "1",
+        "-n",
+        "3",
+        "-q",
+        "--json",
+        out.to_str().unwrap(),
+    ])
+    .await;
+    let r = json(&out);
+    assert_valid(&r);
+    assert_eq!(
+        r["targets"][0]["errors"],
+        serde_json::json!({"tls": 3}),
+        "{r:#}"
+    );
+    assert_eq!(r["targets"][0]["responses"], 0);
+    assert!(server.authorities().is_empty());
+
+    // Streams reset before and after the head; a UDP port nobody answers
+    // on (no refusal comes back: the request's timeout).
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    ttfb(&[
+        &server.url("/reset"),
+        &server.url("/reset-body"),
+        &format!("https://h3.test:{}/", dead.port()),
+        "--resolve",
+        &server.resolve(),
+        "--resolve",
+        &format!("h3.test:{}:127.0.0.1", dead.port()),
+        "--cacert",
+        server.cert.to_str().unwrap(),
+        "--http3",
+        "--timeout",
+        "300ms",
+        "-c",
+        "1",
+        "-n",
+        "3",
+        "-q",
+        "--json",
+        out.to_str().unwrap(),
+    ])
+    .await;
+    let r = json(&out);
+    assert_valid(&r);
+    let errors: Vec<&Value> = r["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| &t["errors"])
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            &serde_json::json!({"http": 3}),
+            &serde_json::json!({"body": 3}),
+            &serde_json::json!({"timeout": 3}),
+        ],
+        "{r:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http3_goaway_opens_a_new_connection_not_an_error() {
+    // Each connection answers one request after its GOAWAY and stays
+    // open: every later request goes out on a new connection, as after a
+    // keep-alive connection the server closed.
+    let server = H3Server::start(&["h3.test"], true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.csv");
+    ttfb(&[
+        &server.url("/"),
+        "--resolve",
+        &server.resolve(),
+        "--cacert",
+        server.cert.to_str().unwrap(),
+        "--http3",
+        "-c",
+        "1",
+        "-n",
+        "4",
+        "-q",
+        "--csv",
+        out.to_str().unwrap(),
+    ])
+    .await;
+    let rows = csv_rows(&out);
+    for row in &rows {
+        assert_eq!(
+            (row["status"].as_str(), row["error"].as_str()),
+            ("200", ""),
+            "{row:?}"
+        );
+        assert_eq!(row["reused"], "false", "{row:?}");
+        assert!(num(row, "tls_ms") > 0.0, "{row:?}");
+    }
+    assert_eq!(rows.len(), 4);
+    assert_eq!(server.snis().len(), 4);
+    assert_eq!(server.authorities().len(), 4, "nothing sent after a GOAWAY");
 }

@@ -44,6 +44,10 @@ pub struct Args {
     /// HTTP/2 only (h2 by ALPN; h2c with prior knowledge on http://).
     #[arg(long, conflicts_with = "http1")]
     http2: bool,
+    /// HTTP/3 over QUIC (https:// URLs only; UDP to the URL's port). The
+    /// QUIC handshake is timed as tls, connect is 0.
+    #[arg(long, conflicts_with_all = ["http1", "http2"])]
+    http3: bool,
     #[arg(short = 'X', long, default_value = "GET")]
     method: String,
     /// A request header, "Name: value" (repeatable).
@@ -137,6 +141,9 @@ impl Args {
         if self.connections == 0 {
             return Err("--connections: must be above 0".into());
         }
+        if self.http3 && targets.iter().any(|t| !t.https()) {
+            return Err("--http3: the URLs must be https://".into());
+        }
         if let Some(p) = &self.first_handshake {
             if !p.contains("{n}") {
                 return Err(format!("--first-handshake {p}: the pattern needs {{n}}"));
@@ -172,9 +179,10 @@ impl Args {
                 .threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
             stop,
-            protocol: match (self.http1, self.http2) {
-                (true, _) => Protocol::Http1,
-                (_, true) => Protocol::Http2,
+            protocol: match (self.http1, self.http2, self.http3) {
+                (true, _, _) => Protocol::Http1,
+                (_, true, _) => Protocol::Http2,
+                (_, _, true) => Protocol::Http3,
                 _ => Protocol::Auto,
             },
             method,

@@ -10,10 +10,10 @@
 
 use super::conn::{Conn, Dialer};
 use super::plan::{Model, Plan, Stop, Target, TICK};
+use super::quic::Endpoints;
 use super::sample::{route, Answer, ErrorKind, Laps, Phases, Sample, ServerTiming};
 use super::summary::{Aggregator, Report};
 use http::header::CONNECTION;
-use http_body_util::BodyExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -79,11 +79,16 @@ pub async fn run(plan: Plan) -> Result<Report, String> {
             .name(format!("ttfb-worker-{i}"))
             .spawn(move || {
                 runtime.block_on(async move {
+                    // The thread's QUIC endpoints (--http3), on its runtime.
+                    let endpoints = Arc::new(Endpoints::default());
                     let mut set = tokio::task::JoinSet::new();
                     for (t, pace) in workers {
-                        set.spawn(worker(shared.clone(), t, pace, tx.clone()));
+                        let (sh, tx, ep) = (shared.clone(), tx.clone(), endpoints.clone());
+                        set.spawn(worker(sh, t, pace, tx, ep));
                     }
                     while set.join_next().await.is_some() {}
+                    drop(tx);
+                    endpoints.close().await;
                 })
             })
             .map_err(|e| format!("worker thread: {e}"))?;
@@ -185,7 +190,13 @@ fn pace(start: Instant, rate: f64, stop: Stop, queues: Vec<mpsc::UnboundedSender
     }
 }
 
-async fn worker(sh: Arc<Shared>, t: usize, mut pace: Pace, tx: mpsc::Sender<Sample>) {
+async fn worker(
+    sh: Arc<Shared>,
+    t: usize,
+    mut pace: Pace,
+    tx: mpsc::Sender<Sample>,
+    endpoints: Arc<Endpoints>,
+) {
     let plan = &sh.plan;
     let target = &plan.targets[t];
     let mut conn: Option<Conn> = None;
@@ -230,6 +241,7 @@ async fn worker(sh: Arc<Shared>, t: usize, mut pace: Pace, tx: mpsc::Sender<Samp
                 &mut conn,
                 (&mut phases, &mut Laps::from(began)),
                 &mut reused,
+                &endpoints,
             ),
         )
         .await
@@ -265,6 +277,7 @@ async fn one(
     conn: &mut Option<Conn>,
     (phases, laps): (&mut Phases, &mut Laps),
     reused: &mut bool,
+    endpoints: &Endpoints,
 ) -> Result<Answer, ErrorKind> {
     let fresh = sh.plan.new_connections || sh.plan.names.is_some();
     *reused = false;
@@ -275,16 +288,20 @@ async fn one(
     }
     if !*reused {
         *conn = None;
-        let mut c = sh.dialer.open(target, host, phases, laps).await?;
-        if !c.ready().await {
-            return Err(ErrorKind::Http);
-        }
-        *conn = Some(c);
+        *conn = Some(open(sh, target, host, (&mut *phases, &mut *laps), endpoints).await?);
     }
-    let c = conn.as_mut().expect("opened above");
+    let mut c = conn.as_mut().expect("opened above");
+    let mut resp = c.send(c.request(&sh.plan, target, host)).await?;
+    if resp.is_none() && *reused {
+        // h3: the server's GOAWAY came before the request went out (nothing
+        // was sent); opened again, as a keep-alive connection it closed.
+        *reused = false;
+        let again = open(sh, target, host, (&mut *phases, &mut *laps), endpoints).await?;
+        c = conn.insert(again);
+        resp = c.send(c.request(&sh.plan, target, host)).await?;
+    }
+    let resp = resp.ok_or(ErrorKind::Http)?;
     let protocol = c.protocol();
-    let req = c.request(&sh.plan, target, host);
-    let resp = c.send(req).await?;
     phases.ttfb = laps.split();
     let headers = resp.headers();
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
@@ -298,12 +315,7 @@ async fn one(
     let cache = text("x-edge-cache").unwrap_or("-").to_string();
     let close = text(CONNECTION.as_str()).is_some_and(|v| v.eq_ignore_ascii_case("close"));
     let status = resp.status().as_u16();
-    let mut body = resp.into_body();
-    let mut bytes = 0u64;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| ErrorKind::Body)?;
-        bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
-    }
+    let bytes = resp.into_body().read_to_end().await?;
     phases.transfer = laps.split();
     if close {
         *conn = None;
@@ -316,6 +328,24 @@ async fn one(
         cache,
         timing,
     })
+}
+
+/// A new connection, ready for a request.
+async fn open(
+    sh: &Shared,
+    target: &Target,
+    host: &str,
+    (phases, laps): (&mut Phases, &mut Laps),
+    endpoints: &Endpoints,
+) -> Result<Conn, ErrorKind> {
+    let mut c = sh
+        .dialer
+        .open(target, host, phases, laps, endpoints)
+        .await?;
+    if !c.ready().await {
+        return Err(ErrorKind::Http);
+    }
+    Ok(c)
 }
 
 /// A bar on a terminal's stderr, nothing otherwise.

@@ -5,13 +5,15 @@
 //! that answered (`x-edge-route`), the cache status, the status code, and
 //! the `server-timing` parts beside the client-side phases.
 //!
-//! `plan` says what to run, `conn` opens and uses one connection, `load`
+//! `plan` says what to run, `conn` opens and uses one connection (`quic`
+//! its HTTP/3 kind), `load`
 //! runs the workers, `summary` folds samples into HDR histograms and the
 //! JSON report, `render` prints it (table, CSV, HTML) and `svg` draws it.
 
 mod conn;
 mod load;
 mod plan;
+mod quic;
 pub mod render;
 pub mod sample;
 pub mod summary;

@@ -57,6 +57,9 @@ pub enum Protocol {
     Http1,
     /// h2 over TLS; h2c with prior knowledge on `http://`.
     Http2,
+    /// h3 over QUIC (`https://` only; UDP to the URL's port). The QUIC
+    /// handshake is the `tls` phase; `connect` is 0 (UDP connects nothing).
+    Http3,
 }
 
 /// When a run stops: after a time, or after so many requests per target.

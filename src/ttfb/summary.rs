@@ -262,6 +262,7 @@ impl Aggregator {
                     Protocol::Auto => "auto",
                     Protocol::Http1 => "http1",
                     Protocol::Http2 => "http2",
+                    Protocol::Http3 => "http3",
                 },
                 new_connections: self.plan.new_connections || self.plan.names.is_some(),
                 first_handshake: self.plan.names.clone(),
