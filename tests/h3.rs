@@ -62,6 +62,11 @@ impl Node {
     /// An HTTPS node (local CA) with its QUIC listener on the same port
     /// (the default), the demo pages, `origin` behind shop.test.
     async fn start(origin: SocketAddr, tls_extra: &str, sites: &str) -> Node {
+        Node::start_with(origin, tls_extra, sites, "").await
+    }
+
+    /// `server` goes into `[server]`.
+    async fn start_with(origin: SocketAddr, tls_extra: &str, sites: &str, server: &str) -> Node {
         let https = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let body = format!(
             "[tls]\nlisten = [\"{https}\"]\nissue_timeout = \"10s\"\n{tls_extra}\n\
@@ -71,6 +76,9 @@ impl Node {
             site("gone.test", "public", "suspended"),
         );
         let edge = Edge::prepare(&body);
+        let conf = std::fs::read_to_string(edge.config_path()).unwrap();
+        let conf = conf.replace("[server]\n", &format!("[server]\n{server}"));
+        std::fs::write(edge.config_path(), conf).unwrap();
         edge.load_demo();
         let edge = edge.launch(false).await;
         let root = edge.dir.path().join("edgepop-data/tls/ca/ca.pem");
@@ -292,4 +300,43 @@ async fn a_relayed_http3_request_carries_the_whole_route_after_a_retry() {
     );
     assert!(fra.edge.metric("edgepop_quic_retries_total").await >= 1.0);
     drop(ams);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn quic_connections_are_held_to_the_per_client_limit() {
+    let origin = Origin::start(SEC(2)).await;
+    let limit = "max_connections_per_client = 1\n";
+    let n = Node::start_with(origin.addr, "", "", limit).await;
+    // One connection, busy for 2 s (the origin's delay)...
+    let first = n.h3("shop.test", "/slow");
+    let first = tokio::spawn(async move { run_async(&first).await });
+    let refused = "edgepop_quic_connections_refused_total{reason=\"per_client\"}";
+    let mut second = n.h3("shop.test", "/");
+    second.timeout = SEC(3);
+    // ...so a second one from the same address is refused before its
+    // handshake (tried until the first is surely open).
+    let mut out = None;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let o = run_async(&second).await;
+        if o.error.is_some() {
+            out = Some(o);
+            break;
+        }
+    }
+    let out = out.expect("a second connection from the same address was refused");
+    assert!(out.responses.iter().all(|r| r.status == 0), "{out:?}");
+    assert!(n.edge.metric(refused).await >= 1.0);
+    let first = first.await.unwrap();
+    assert!(first.error.is_none(), "{first:?}");
+    assert_eq!(first.responses[0].status, 200, "the first is served");
+    // Its place is given back with the connection.
+    assert!(
+        eventually(SEC(10), || async {
+            n.edge.metric("edgepop_quic_connections_open").await == 0.0
+        })
+        .await
+    );
+    let again = n.one(n.h3("shop.test", "/")).await;
+    assert_eq!(again.responses[0].status, 200);
 }

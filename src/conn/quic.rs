@@ -225,14 +225,14 @@ impl<A: HttpServerApp + Send + Sync + 'static> QuicListener<A> {
         let mut served = 0u32;
         let mut closing = *shutdown.borrow();
         if closing {
-            let _ = h3.shutdown(0).await;
+            let _ = h3.shutdown(1).await;
         }
         loop {
             let resolver = tokio::select! {
                 r = h3.accept() => r,
                 _ = shutdown.changed(), if !closing => {
                     closing = true;
-                    let _ = h3.shutdown(0).await;
+                    let _ = h3.shutdown(1).await;
                     continue;
                 }
             };
