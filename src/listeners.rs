@@ -263,7 +263,11 @@ impl BackgroundService for QuicService {
             let host = self.host.clone();
             let (app, connections) = (self.app.clone(), self.connections.clone());
             match QuicListener::bind(socket, host, app, connections, self.limits.clone()) {
-                Ok(listener) => running.push(tokio::spawn(listener.run(shutdown.clone()))),
+                Ok(listener) => {
+                    let addr = listener.local_addr().ok();
+                    tracing::info!(listen = ?addr, "HTTP/3 (QUIC) listening");
+                    running.push(tokio::spawn(listener.run(shutdown.clone())));
+                }
                 Err(e) => tracing::error!(error = %e, "QUIC listener not started"),
             }
         }

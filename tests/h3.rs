@@ -131,6 +131,9 @@ async fn http3_requests_take_the_same_path_as_http2_ones() {
     let alt_svc = format!("h3=\":{}\"; ma=86400", n.https.port());
     assert_eq!(second.header("alt-svc"), Some(alt_svc.as_str()));
     assert!(second.body.as_deref().unwrap().contains("Demo shop"));
+    // Both answered by the hot path, as an HTTP/2 stream's would be.
+    let answered = "edgepop_fast_path_total{outcome=\"answered\"}";
+    assert_eq!(n.edge.metric(answered).await, 2.0);
 
     // The same page over HTTP/2 (same certificate, no new order): the
     // same body and headers but the per-request ones.
@@ -339,4 +342,50 @@ async fn quic_connections_are_held_to_the_per_client_limit() {
     );
     let again = n.one(n.h3("shop.test", "/")).await;
     assert_eq!(again.responses[0].status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ttfb_compares_http3_and_http2_on_the_same_node() {
+    let origin = echo_origin().await;
+    let n = Node::start(origin, "", "").await;
+    let dir = tempfile::tempdir().unwrap();
+    let resolve = format!("shop.test:{}:127.0.0.1", n.https.port());
+    let url = format!("https://shop.test:{}/", n.https.port());
+    let mut reports = Vec::new();
+    for proto in ["--http3", "--http2"] {
+        let json = dir.path().join(format!("{proto}.json"));
+        let out = std::process::Command::new(bin())
+            .args(["ttfb", &url, "--resolve", &resolve, "--cacert"])
+            .arg(n.root())
+            .args([proto, "-c", "2", "-n", "40", "-q", "--json"])
+            .arg(&json)
+            .output()
+            .unwrap();
+        succeeded(out, format!("edgepop ttfb {proto}"));
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        reports.push(report);
+    }
+    let (h3, h2) = (&reports[0], &reports[1]);
+    assert_eq!(h3["model"]["protocol"], "http3");
+    assert_eq!(h2["model"]["protocol"], "http2");
+    for r in [h3, h2] {
+        let t = &r["targets"][0];
+        assert_eq!(t["responses"], 40, "{r:#}");
+        assert_eq!(t["errors"], serde_json::json!({}), "{r:#}");
+        // Every answer from this PoP's cache (the first h3 one a miss).
+        let groups = r["groups"].as_array().unwrap();
+        assert!(groups.iter().all(|g| g["pop"] == "tst1" && g["status"] == 200));
+        let hits: u64 = groups
+            .iter()
+            .filter(|g| g["cache"] == "HIT")
+            .map(|g| g["requests"].as_u64().unwrap())
+            .sum();
+        assert!(hits >= 39, "{r:#}");
+    }
+    // Two QUIC connections, each one handshake; nothing on TCP's connect.
+    let g = &h3["groups"].as_array().unwrap()[0];
+    assert_eq!(g["phases"]["connect"]["max_ms"], 0.0, "{g:#}");
+    let served = "edgepop_quic_streams_total{result=\"request\"}";
+    assert_eq!(n.edge.metric(served).await, 40.0);
 }

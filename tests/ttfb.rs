@@ -687,7 +687,7 @@ struct Seen {
     authorities: std::sync::Mutex<Vec<String>>,
 }
 
-type Resolver = h3::server::RequestResolver<h3_quinn::Connection, Bytes>;
+type Resolver = ::h3::server::RequestResolver<h3_quinn::Connection, Bytes>;
 
 impl H3Server {
     /// `goaway`: each connection answers one request, after a GOAWAY, and
@@ -738,7 +738,7 @@ impl H3Server {
             .and_then(|d| d.server_name)
             .unwrap_or_default();
         seen.snis.lock().unwrap().push(sni);
-        let Ok(mut h3) = h3::server::builder()
+        let Ok(mut h3) = ::h3::server::builder()
             .build::<_, Bytes>(h3_quinn::Connection::new(quic))
             .await
         else {
@@ -771,7 +771,7 @@ impl H3Server {
             .unwrap()
             .push(authority.unwrap_or_default());
         if req.uri().path() == "/reset" {
-            stream.stop_stream(h3::error::Code::H3_REQUEST_REJECTED);
+            stream.stop_stream(::h3::error::Code::H3_REQUEST_REJECTED);
             return;
         }
         let resp = http::Response::builder()
@@ -787,7 +787,7 @@ impl H3Server {
         if req.uri().path() == "/reset-body" {
             // The head and the first bytes read before the reset.
             tokio::time::sleep(MS(200)).await;
-            stream.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);
+            stream.stop_stream(::h3::error::Code::H3_INTERNAL_ERROR);
             return;
         }
         let _ = stream.finish().await;
