@@ -703,7 +703,10 @@ async fn the_fast_path_and_the_proxy_phases_agree_over_http2() {
             let item = i.to_string();
             let mut all: Vec<(&str, &str)> = vec![("x-item", item.as_str())];
             all.extend(headers.iter().map(|(k, v)| (*k, v.as_str())));
-            let answer = h2_exchange(&client, method, &url, &all).await;
+            // Alt-Svc names the node's own port too.
+            let answer = h2_exchange(&client, method, &url, &all)
+                .await
+                .replace(&format!(":{}", https.port()), ":*");
             let seen = received
                 .lock()
                 .unwrap()
@@ -722,8 +725,8 @@ async fn the_fast_path_and_the_proxy_phases_agree_over_http2() {
         if a != b {
             differences.push(format!(
                 "#{i} {method} {host}{path}:\n  fast path: {:?}\n  phases:    {:?}",
-                (&a.0[..a.0.len().min(400)], &a.1),
-                (&b.0[..b.0.len().min(400)], &b.1)
+                (a.0.chars().take(400).collect::<String>(), &a.1),
+                (b.0.chars().take(400).collect::<String>(), &b.1)
             ));
         }
     }

@@ -249,6 +249,24 @@ tier = "public"
     }
 
     #[test]
+    fn http3_sits_beside_https_unless_told_otherwise() {
+        let parse = |extra: &str| {
+            let src = format!("{GOOD}[tls]\nlisten = [\"0.0.0.0:443\"]\n{extra}");
+            Config::parse(&src, Path::new("t.toml"))
+        };
+        let c = parse("").unwrap();
+        let tls = c.tls.as_ref().unwrap();
+        assert_eq!(tls.quic_listen(), tls.listen.as_slice(), "beside HTTPS");
+        assert_eq!(tls.alt_svc_max_age.as_secs(), 86400);
+        let c = parse("listen_quic = []\n").unwrap();
+        assert!(c.tls.unwrap().quic_listen().is_empty(), "off");
+        let e = parse("quic_reset_key = \"short\"\n").unwrap_err();
+        assert_eq!((e.key.as_str(), e.line), ("tls.quic_reset_key", Some(17)));
+        let e = parse("listen_quic = [\"nowhere\"]\n").unwrap_err();
+        assert_eq!(e.key, "tls.listen_quic[0]");
+    }
+
+    #[test]
     fn bad_values_name_key() {
         let e = err(&GOOD.replace("127.0.0.1:9002", "not-an-addr"));
         assert_eq!(e.key, "pools.public.servers[1].addr");

@@ -114,7 +114,7 @@ pub fn decorate(resp: &mut ResponseHeader, ctx: &RequestCtx) {
 /// answers and its origin's: an origin's Alt-Svc names the origin's
 /// ports, not this edge's, so it is replaced).
 fn alt_svc(ctx: &RequestCtx) -> Option<&str> {
-    if ctx.scheme != super::Scheme::Https {
+    if ctx.scheme != super::ctx::Scheme::Https {
         return None;
     }
     ctx.state.https.as_ref()?.alt_svc(ctx.host.as_ref()?)
