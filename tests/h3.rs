@@ -375,7 +375,9 @@ async fn ttfb_compares_http3_and_http2_on_the_same_node() {
         assert_eq!(t["errors"], serde_json::json!({}), "{r:#}");
         // Every answer from this PoP's cache (the first h3 one a miss).
         let groups = r["groups"].as_array().unwrap();
-        assert!(groups.iter().all(|g| g["pop"] == "tst1" && g["status"] == 200));
+        assert!(groups
+            .iter()
+            .all(|g| g["pop"] == "tst1" && g["status"] == 200));
         let hits: u64 = groups
             .iter()
             .filter(|g| g["cache"] == "HIT")
