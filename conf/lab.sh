@@ -22,6 +22,11 @@
 # LAB (default "eplab") names the namespaces; LAB_DIR (default
 # /tmp/$LAB) holds configs, logs and sockets; EDGEPOP the binary (default
 # target/release/edgepop). Addresses exist only inside the namespaces.
+# LAB_TLS=1: every PoP also serves HTTPS on 443 and HTTP/3 on UDP 443 with
+# one static certificate for demo.localhost ($LAB_DIR/pki/web.pem, signed by
+# $LAB_DIR/pki/web-ca.pem, the root a client trusts); LAB_QUIC_RESET_KEY
+# sets the same tls.quic_reset_key on every PoP (unset: each process its
+# own); LAB_PROXY holds lines of a [proxy] table (e.g. 'keepalive_timeout = "10s"').
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LAB=${LAB:-eplab}
@@ -95,6 +100,7 @@ check_timeout = "200ms"
 fall = 2
 rise = 5
 withdraw_grace = "1s"
+$(tls_section "$pop")
 EOF
   cat >"$d/bird.conf" <<EOF
 router id 10.210.$i.2;
@@ -112,6 +118,35 @@ protocol bgp upstream {
   ipv4 { import none; export where proto = "edgepop_anycast"; next hop self; };
 }
 EOF
+}
+
+# LAB_TLS=1: [tls] (HTTPS and QUIC on 443, the lab's static certificate);
+# LAB_PROXY: a [proxy] table. Nothing without them.
+tls_section() {
+  local d="$LAB_DIR/$1"
+  if [ -n "${LAB_TLS:-}" ]; then
+    printf '[tls]\nlisten = ["0.0.0.0:443"]\ndir = "%s"\n' "$d/tls"
+    [ -z "${LAB_QUIC_RESET_KEY:-}" ] || printf 'quic_reset_key = "%s"\n' "$LAB_QUIC_RESET_KEY"
+    printf '[[tls.certificates]]\nhostnames = ["demo.localhost"]\ncert = "%s"\nkey = "%s"\n' "$LAB_DIR/pki/web.pem" "$LAB_DIR/pki/web.key"
+  fi
+  [ -z "${LAB_PROXY:-}" ] || printf '[proxy]\n%s\n' "$LAB_PROXY"
+}
+
+# The web certificate every PoP serves with LAB_TLS (as an operator's
+# static certificate shared by the PoPs), and the root that signed it.
+web_cert() {
+  local dir="$LAB_DIR/pki" ext
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+    -subj "/CN=edgepop lab web CA" -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -keyout "$dir/web-ca.key" -out "$dir/web-ca.pem" 2>/dev/null
+  ext=$(mktemp)
+  printf 'subjectAltName=DNS:demo.localhost\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' >"$ext"
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -subj "/CN=demo.localhost" -keyout "$dir/web.key" -out "$dir/web.csr" 2>/dev/null
+  openssl x509 -req -in "$dir/web.csr" -CA "$dir/web-ca.pem" -CAkey "$dir/web-ca.key" \
+    -CAcreateserial -days 30 -extfile "$ext" -out "$dir/web.pem" 2>/dev/null
+  rm -f "$ext" "$dir/web.csr"
 }
 
 # LAB_REPLICA=postgres: a database per PoP on 127.0.0.1:5432, reached from
@@ -176,6 +211,7 @@ up() {
   mkdir -p "$LAB_DIR"
   echo "$list" >"$LAB_DIR/pops"
   bash conf/peering-certs.sh "$LAB_DIR/pki" $list
+  [ -z "${LAB_TLS:-}" ] || web_cert
   # Client and router.
   ip netns add "$(ns client)"; ip netns add "$(ns router)"
   ip link add "${LAB}c0" type veth peer name "${LAB}r0"
@@ -248,5 +284,5 @@ case "${1:-}" in
   client) shift; in_ns client "$@" ;;
   replica-stop) replica_stop "$2" ;;
   replica-start) replica_start "$2" ;;
-  *) sed -n '2,22p' "$0"; exit 2 ;;
+  *) sed -n '2,29p' "$0"; exit 2 ;;
 esac
