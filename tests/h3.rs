@@ -68,6 +68,17 @@ impl Node {
     /// `server` goes into `[server]`.
     async fn start_with(origin: SocketAddr, tls_extra: &str, sites: &str, server: &str) -> Node {
         let https = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        Node::start_on(https, origin, tls_extra, sites, server).await
+    }
+
+    /// A node whose HTTPS and QUIC listeners are on `https`.
+    async fn start_on(
+        https: SocketAddr,
+        origin: SocketAddr,
+        tls_extra: &str,
+        sites: &str,
+        server: &str,
+    ) -> Node {
         let body = format!(
             "[tls]\nlisten = [\"{https}\"]\nissue_timeout = \"10s\"\n{tls_extra}\n\
              [proxy]\nmax_head_bytes = 8192\n{}{}{}{sites}",
@@ -390,4 +401,56 @@ async fn ttfb_compares_http3_and_http2_on_the_same_node() {
     assert_eq!(g["phases"]["connect"]["max_ms"], 0.0, "{g:#}");
     let served = "edgepop_quic_streams_total{result=\"request\"}";
     assert_eq!(n.edge.metric(served).await, 40.0);
+}
+
+/// A QUIC connection to `addr` for shop.test (ALPN h3), verified against
+/// `root`, with a long idle timeout of its own.
+async fn quic_connect(addr: SocketAddr, root: &std::path::Path) -> quinn::Connection {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_file_iter(root).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut config = quinn::ClientConfig::new(std::sync::Arc::new(quic));
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_idle_timeout(Some(SEC(60).try_into().unwrap()));
+    config.transport_config(std::sync::Arc::new(transport));
+    let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    client
+        .connect_with(config, addr, "shop.test")
+        .unwrap()
+        .await
+        .expect("QUIC handshake with the first node")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn another_pop_resets_a_moved_connection_at_once_when_they_share_the_key() {
+    let origin = echo_origin().await;
+    let key = "quic_reset_key = \"one-secret-every-pop-of-the-network-shares\"\n";
+    for (second_key, reset) in [(key, true), ("", false)] {
+        // The first PoP takes the handshake...
+        let mut first = Node::start(origin, key, "").await;
+        let connection = quic_connect(first.https, &first.root()).await;
+        // ...then the route moves: the first is gone, another PoP holds
+        // the address (here: the same port on this machine).
+        first.edge.kill9();
+        let _second = Node::start_on(first.https, origin, second_key, "", "").await;
+        // The client's next packets reach the second PoP.
+        let (mut send, _recv) = connection.open_bi().await.unwrap();
+        let _ = send.write_all(b"hello?").await;
+        let closed = tokio::time::timeout(SEC(5), connection.closed()).await;
+        match (reset, closed) {
+            (true, Ok(quinn::ConnectionError::Reset)) => {}
+            (false, Err(_)) => {} // nothing the client can trust: its idle timeout
+            (want, got) => panic!("shared key {want}: {got:?}"),
+        }
+    }
 }

@@ -308,15 +308,28 @@ impl Drop for Handshaking {
     }
 }
 
-/// The endpoint's stateless-reset key: the shared secret if there is one.
+/// The endpoint's stateless resets and connection IDs, from the secret
+/// every PoP shares if there is one. A PoP that gets a packet of another
+/// PoP's connection (a route moved) answers it with a reset the client
+/// accepts only if both the reset key and the connection IDs agree:
+/// quinn drops a packet whose ID its own generator did not make before it
+/// would reset it, and its default generator is keyed per process.
 fn endpoint_settings(reset_key: Option<&[u8]>) -> quinn::EndpointConfig {
-    match reset_key {
-        Some(secret) => {
-            let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
-            quinn::EndpointConfig::new(Arc::new(key))
-        }
-        None => quinn::EndpointConfig::default(),
-    }
+    let Some(secret) = reset_key else {
+        return quinn::EndpointConfig::default();
+    };
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let cid_key = ring::hmac::sign(&key, b"edgepop quic connection ids");
+    let cid_key = u64::from_le_bytes(cid_key.as_ref()[..8].try_into().expect("8 bytes"));
+    let mut config = quinn::EndpointConfig::new(Arc::new(key));
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    // quinn's default (one reset per 20 ms) would take minutes to end the
+    // connections of a PoP whose route moved; a reset is smaller than the
+    // packet that causes it, so it amplifies nothing.
+    config.min_reset_interval(Duration::from_millis(1));
+    config
 }
 
 /// Every connection's transport: the TCP listener's limits in QUIC's

@@ -5,7 +5,7 @@
 //! reads them, keyed by the client's address and the connection ID it
 //! chose; `Hellos::name_of` then gives quinn's `Incoming` its name.
 
-use super::quic_hello::{long_header_dcid, Hello, HelloError};
+use super::quic_hello::{initial_dcid, Hello, HelloError};
 use crate::locked;
 use quinn::crypto::ServerConfig as QuicCrypto;
 use quinn::udp::{RecvMeta, Transmit};
@@ -58,23 +58,40 @@ impl Hellos {
         })
     }
 
-    /// A datagram from `from`, before quinn reads it.
+    /// A datagram from `from`, before quinn reads it. Only a datagram that
+    /// starts a hello makes an entry: a client's later Initials (ACKs, and
+    /// those to the connection ID the server chose, which do not open with
+    /// keys of that ID) would otherwise fill the pending set under a steady
+    /// stream of new connections and push real hellos out.
     fn see(&self, from: SocketAddr, datagram: &[u8]) {
-        let Some(dcid) = long_header_dcid(datagram) else {
+        let Some(dcid) = initial_dcid(datagram) else {
             return;
         };
         let key = (from, ConnectionId::new(dcid));
-        let pending = self.pending.get_with(key, || {
-            self.latest.insert(from, key.1);
-            Arc::new(Pending {
-                hello: Mutex::new(Hello::default()),
-                read: watch::channel(None).0,
-            })
-        });
-        if pending.read.borrow().is_some() {
-            return; // read already (a retransmission, 0-RTT)
-        }
-        let read = locked(&pending.hello).read(&*self.crypto, datagram);
+        let read = match self.pending.get(&key) {
+            Some(pending) => {
+                if pending.read.borrow().is_some() {
+                    return; // read already (a retransmission)
+                }
+                let read = locked(&pending.hello).read(&*self.crypto, datagram);
+                (pending, read)
+            }
+            None => {
+                let mut hello = Hello::default();
+                let read = hello.read(&*self.crypto, datagram);
+                if read.is_err() || !hello.started() {
+                    return; // no hello begins here
+                }
+                let pending = Arc::new(Pending {
+                    hello: Mutex::new(hello),
+                    read: watch::channel(None).0,
+                });
+                self.pending.insert(key, pending.clone());
+                self.latest.insert(from, key.1);
+                (pending, read)
+            }
+        };
+        let (pending, read) = read;
         match read {
             Ok(None) => {}
             Ok(Some(name)) => {

@@ -49,6 +49,11 @@ pub struct Hello {
 }
 
 impl Hello {
+    /// Whether any of the hello has arrived (a CRYPTO frame was read).
+    pub fn started(&self) -> bool {
+        !self.pieces.is_empty()
+    }
+
     /// Reads one datagram from the client (every Initial packet in it).
     /// `Ok(Some(sni))` once the whole ClientHello has arrived (`sni` is
     /// None for a hello without one), `Ok(None)` while more is needed.
@@ -134,10 +139,17 @@ impl Hello {
     }
 }
 
-/// The destination connection ID of a datagram that starts with a long
-/// header (a client's Initial), None for any other.
-pub fn long_header_dcid(datagram: &[u8]) -> Option<&[u8]> {
-    if datagram.first()? & 0x80 == 0 {
+/// The destination connection ID of a datagram that starts with an
+/// Initial packet, None for any other (short headers, and the Handshake
+/// and 0-RTT packets of connections under way).
+pub fn initial_dcid(datagram: &[u8]) -> Option<&[u8]> {
+    let first = *datagram.first()?;
+    if first & 0xc0 != 0xc0 {
+        return None;
+    }
+    let version = u32::from_be_bytes(datagram.get(1..5)?.try_into().ok()?);
+    let initial_type = if version == 0x6b33_43cf { 0x01 } else { 0x00 }; // QUIC v2 renumbers
+    if (first >> 4) & 0x03 != initial_type {
         return None;
     }
     let len = *datagram.get(5)? as usize;
