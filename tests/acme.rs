@@ -65,6 +65,14 @@ impl Node {
             self.edge.command(&["replica", "init"]);
         }
         self.edge = self.edge.launch(false).await;
+        // The admin listener may answer before the HTTPS one is bound
+        // (Pingora starts its services together); seen once under load.
+        let https = self.https;
+        let up = eventually(Duration::from_secs(10), || async move {
+            tokio::net::TcpStream::connect(https).await.is_ok()
+        })
+        .await;
+        assert!(up, "HTTPS never listened:\n{}", self.edge.stderr());
         self
     }
 
