@@ -65,24 +65,7 @@ impl Node {
             self.edge.command(&["replica", "init"]);
         }
         self.edge = self.edge.launch(false).await;
-        self.until_https().await;
         self
-    }
-
-    /// Waits for the HTTPS listener: the admin one may answer first
-    /// (Pingora starts its services together; seen under load).
-    async fn until_https(&self) {
-        let https = self.https;
-        let started = std::time::Instant::now();
-        let up = eventually(Duration::from_secs(10), || async move {
-            tokio::net::TcpStream::connect(https).await.is_ok()
-        })
-        .await;
-        assert!(up, "HTTPS never listened:\n{}", self.edge.stderr());
-        eprintln!(
-            "HTTPS listening {:?} after the admin listener",
-            started.elapsed()
-        );
     }
 
     async fn cert(&self, host: &str, pebble: &Pebble) -> Result<Vec<u8>, String> {
@@ -178,7 +161,6 @@ async fn first_handshake_gets_a_ca_certificate_and_later_ones_do_not_contact_the
     node.edge = std::mem::replace(&mut node.edge, Edge::prepare(""))
         .launch(false)
         .await;
-    node.until_https().await;
     node.cert(SHOP, &pebble).await.unwrap();
     assert_eq!(pebble.requests(), asked, "no re-issuance after a restart");
     assert_eq!(node.issued().await, 0.0);
@@ -597,7 +579,6 @@ async fn a_certificate_the_ca_revoked_is_renewed_at_once_through_ari_and_replace
     revoke_at_the_ca(&node, &pebble, &first).await;
     node.edge.kill9();
     node.edge = node.edge.launch(false).await;
-    node.until_https().await;
     // Still served from the store (the node was not told), now held.
     assert_eq!(node.cert(SHOP, &pebble).await.unwrap(), first);
     let renewed = eventually(Duration::from_secs(60), || async {

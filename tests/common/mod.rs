@@ -285,8 +285,31 @@ impl Edge {
             .expect("spawn edgepop");
         if !upgrade {
             self.wait_admin().await;
+            self.wait_listeners().await;
         }
         self
+    }
+
+    /// Waits until the HTTPS listeners the config names accept: the admin
+    /// listener may answer first (Pingora starts its services together;
+    /// tests that handshake at once met a refused connect under load).
+    pub async fn wait_listeners(&self) {
+        let conf = std::fs::read_to_string(self.config_path()).unwrap();
+        let conf: toml::Value = toml::from_str(&conf).unwrap();
+        let https = conf
+            .get("tls")
+            .and_then(|t| t.get("listen"))
+            .and_then(|l| l.as_array())
+            .cloned()
+            .unwrap_or_default();
+        for addr in https.iter().filter_map(|a| a.as_str()) {
+            let addr: SocketAddr = addr.parse().unwrap();
+            let up = eventually(Duration::from_secs(10), || async move {
+                tokio::net::TcpStream::connect(addr).await.is_ok()
+            })
+            .await;
+            assert!(up, "HTTPS never listened on {addr}:\n{}", self.stderr());
+        }
     }
 
     pub async fn wait_admin(&self) {
