@@ -286,7 +286,10 @@ struct QuicCerts {
 
 #[async_trait::async_trait]
 impl QuicHost for QuicCerts {
-    async fn config_for(&self, name: Option<&str>) -> Result<Arc<quinn::ServerConfig>, String> {
+    async fn config_for(
+        &self,
+        name: Option<&str>,
+    ) -> Result<Arc<dyn quinn::crypto::ServerConfig>, String> {
         self.certs
             .quic_config_for(name)
             .await

@@ -12,7 +12,11 @@
 //!   request outside Pingora's request future; idle plain-HTTP connections
 //!   parked as their sockets (`park`); a request whose head came whole
 //!   offered first to the upper floor's hot path (`fast`: `FastPath`;
-//!   `H2Offer` does the same for each HTTP/2 stream).
+//!   `H2Offer` does the same for each HTTP/2 and HTTP/3 stream).
+//! - `quic`: the QUIC listener (Retry, limits, the name's certificate
+//!   from the floor above, then h3); `quic_hello` / `quic_accept` read the
+//!   name a client asks for from its Initial packets; `h3`: one HTTP/3
+//!   request stream as a Pingora server session.
 
 pub mod fast;
 pub mod gate;

@@ -34,10 +34,13 @@ use std::time::Duration;
 /// What the listener asks of the floors above.
 #[async_trait]
 pub trait QuicHost: Send + Sync + 'static {
-    /// The config to accept a connection for `name` with (the name's
+    /// The TLS config to accept a connection for `name` with (the name's
     /// certificate, ALPN h3); awaited: a new certificate may be obtained.
     /// Err: refused, with the reason for the log.
-    async fn config_for(&self, name: Option<&str>) -> Result<Arc<quinn::ServerConfig>, String>;
+    async fn config_for(
+        &self,
+        name: Option<&str>,
+    ) -> Result<Arc<dyn quinn::crypto::ServerConfig>, String>;
 
     /// Notes a live connection's name for its requests, until the value
     /// returned is dropped (noted again when the client's address moves).
@@ -79,7 +82,10 @@ pub struct QuicListener<A> {
     app: Arc<A>,
     connections: Arc<Connections>,
     limits: QuicSettings,
-    transport: Arc<quinn::TransportConfig>,
+    /// The endpoint's own config: each connection gets a copy with its
+    /// name's TLS config, so the token key (Retry and NEW_TOKEN tokens),
+    /// the transport limits and the buffer bounds are one set.
+    template: quinn::ServerConfig,
     handshaking: Arc<AtomicUsize>,
 }
 
@@ -96,11 +102,12 @@ impl<A: HttpServerApp + Send + Sync + 'static> QuicListener<A> {
         let runtime = quinn::default_runtime()
             .ok_or_else(|| std::io::Error::other("no tokio runtime for the QUIC endpoint"))?;
         let socket = runtime.wrap_udp_socket(socket)?;
-        let (default_config, crypto) = endpoint_config()?;
+        let (mut template, crypto) = endpoint_config()?;
+        template.transport_config(Arc::new(transport(&limits)));
         let hellos = Hellos::new(crypto);
         let endpoint = quinn::Endpoint::new_with_abstract_socket(
             endpoint_settings(limits.reset_key.as_deref()),
-            Some(default_config),
+            Some(template.clone()),
             HelloTap::new(socket, hellos.clone()),
             runtime,
         )?;
@@ -110,7 +117,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> QuicListener<A> {
             host,
             app,
             connections,
-            transport: Arc::new(transport(&limits)),
+            template,
             limits,
             handshaking: Arc::new(AtomicUsize::new(0)),
         }))
@@ -166,8 +173,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> QuicListener<A> {
                 return;
             }
         };
-        let config = match self.host.config_for(name.as_deref()).await {
-            Ok(config) => config,
+        let crypto = match self.host.config_for(name.as_deref()).await {
+            Ok(crypto) => crypto,
             Err(why) => {
                 tracing::debug!(%client, name = ?name, %why, "QUIC connection refused");
                 quic.handshakes.with_label_values(&["refused"]).inc();
@@ -175,8 +182,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> QuicListener<A> {
                 return;
             }
         };
-        let mut config = (*config).clone();
-        config.transport_config(self.transport.clone());
+        let mut config = self.template.clone();
+        config.crypto = crypto;
         let connecting = match incoming.accept_with(Arc::new(config)) {
             Ok(c) => c,
             Err(_) => {
@@ -194,9 +201,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> QuicListener<A> {
         };
         drop(handshake);
         quic.handshakes.with_label_values(&["ok"]).inc();
-        quic.open.inc();
+        let _open = Open::count();
         self.serve(connection, name, shutdown).await;
-        quic.open.dec();
     }
 
     /// HTTP/3 on an established connection: each request stream on a task
@@ -289,6 +295,23 @@ impl<A: HttpServerApp + Send + Sync + 'static> QuicListener<A> {
             });
         }
         drop(noted);
+    }
+}
+
+/// An established connection in `edgepop_quic_connections_open`, for as
+/// long as it lives (however its task ends).
+struct Open;
+
+impl Open {
+    fn count() -> Open {
+        METRICS.quic.open.inc();
+        Open
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        METRICS.quic.open.dec();
     }
 }
 

@@ -8,12 +8,14 @@ use super::{CertManager, Refusal};
 use std::sync::Arc;
 
 impl CertManager {
-    /// The QUIC server config for a connection that asked for `sni`
+    /// The QUIC crypto config for a connection that asked for `sni`
     /// (awaited like `config_for`: an on-demand certificate is obtained).
+    /// Only the TLS part: the listener puts it in its own server config,
+    /// whose token key and limits are the endpoint's.
     pub async fn quic_config_for(
         self: &Arc<Self>,
         sni: Option<&str>,
-    ) -> Result<Arc<quinn::ServerConfig>, Refusal> {
+    ) -> Result<Arc<dyn quinn::crypto::ServerConfig>, Refusal> {
         let tcp = self.config_for(sni).await?;
         // A clone shares the certificate and the session cache (Arcs).
         let mut tls = (*tcp).clone();
@@ -21,7 +23,7 @@ impl CertManager {
         tls.max_early_data_size = 0;
         let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
             .map_err(|e| Refusal::NoQuic(e.to_string()))?;
-        Ok(Arc::new(quinn::ServerConfig::with_crypto(Arc::new(quic))))
+        Ok(Arc::new(quic))
     }
 }
 
@@ -79,7 +81,9 @@ mod tests {
         let (certs, root) = manager(dir.path());
         assert!(certs.quic_config_for(Some("refused.test")).await.is_err());
         let server = quinn::Endpoint::server(
-            (*certs.quic_config_for(Some("warm.test")).await.unwrap()).clone(),
+            quinn::ServerConfig::with_crypto(
+                certs.quic_config_for(Some("warm.test")).await.unwrap(),
+            ),
             "127.0.0.1:0".parse().unwrap(),
         )
         .unwrap();
@@ -90,7 +94,8 @@ mod tests {
                 let incoming = server.accept().await.unwrap();
                 // The name as `quic_accept::Hellos` reads it; its
                 // certificate does not exist yet and is obtained now.
-                let config = certs.quic_config_for(Some("new.test")).await.unwrap();
+                let crypto = certs.quic_config_for(Some("new.test")).await.unwrap();
+                let config = Arc::new(quinn::ServerConfig::with_crypto(crypto));
                 let connection = incoming.accept_with(config).unwrap().await.unwrap();
                 connection.closed().await;
             })
